@@ -1,0 +1,156 @@
+"""Runners: the inference runtimes that execute a model file on this machine.
+
+A runner turns a model file into a zero-argument callable that performs exactly one
+inference on pre-generated random inputs. Timing happens outside (``measure.py``), so every
+runner is timed the same way. Runtimes are imported lazily: a board needs only the one it
+uses.
+
+Contract for every runner (see ``tests/farm/test_runners.py``):
+
+- ``name``: the runtime's registry name (``onnxruntime``, ``litert``).
+- ``available() -> bool``: the runtime can be imported here.
+- ``version() -> str``: the runtime's version string.
+- ``prepare(model_path, *, threads) -> Callable[[], None]``: load the model with exactly
+  ``threads`` intra-op threads (inter-op 1), bind inputs, return the run-once callable.
+  Raises :class:`ModelLoadError` when the runtime rejects the model and
+  :class:`RunnerUnavailable` when the runtime is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable, Protocol
+
+import numpy as np
+
+__all__ = [
+    "Runner",
+    "RunnerUnavailable",
+    "ModelLoadError",
+    "OnnxRuntimeRunner",
+    "get_runner",
+    "RUNNERS",
+    "random_input",
+]
+
+
+class RunnerUnavailable(RuntimeError):
+    """The runtime is not installed on this machine."""
+
+
+class ModelLoadError(ValueError):
+    """The runtime refused the model (bad file, unsupported op, dynamic shape)."""
+
+
+class Runner(Protocol):
+    name: str
+
+    def available(self) -> bool: ...
+
+    def version(self) -> str: ...
+
+    def prepare(self, model_path: str, *, threads: int) -> Callable[[], None]: ...
+
+
+def random_input(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    """Inputs that exercise the kernels realistically: N(0,1) floats, small ints, random bools."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        lo, hi = max(info.min, -128), min(info.max, 127)
+        return rng.integers(lo, hi + 1, size=shape, dtype=dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    raise ModelLoadError(f"cannot generate inputs of dtype {dtype}")
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+class OnnxRuntimeRunner:
+    """onnxruntime's CPU execution provider, sequential execution, explicit thread counts."""
+
+    name = "onnxruntime"
+
+    def available(self) -> bool:
+        return importlib.util.find_spec("onnxruntime") is not None
+
+    def version(self) -> str:
+        if not self.available():
+            raise RunnerUnavailable("onnxruntime is not installed (pip install onnxruntime)")
+        import onnxruntime as ort
+
+        return ort.__version__
+
+    def prepare(self, model_path: str, *, threads: int) -> Callable[[], None]:
+        if not self.available():
+            raise RunnerUnavailable("onnxruntime is not installed (pip install onnxruntime)")
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Without this the intra-op pool's threads spin after each run and steal the core
+        # the next measurement runs on.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0" if threads > 1 else "1")
+        opts.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception zoo
+            raise ModelLoadError(f"onnxruntime could not load {model_path}: {_first_line(err)}") from err
+        rng = np.random.default_rng(0)
+        feeds = {}
+        for inp in sess.get_inputs():
+            shape = tuple(inp.shape)
+            if any(not isinstance(d, int) or d <= 0 for d in shape):
+                raise ModelLoadError(
+                    f"{model_path}: input {inp.name!r} has a dynamic shape {list(shape)}; "
+                    "export the model with static input shapes"
+                )
+            if inp.type not in _ORT_TYPES:
+                raise ModelLoadError(f"{model_path}: input {inp.name!r} has unsupported type {inp.type}")
+            feeds[inp.name] = random_input(shape, _ORT_TYPES[inp.type], rng)
+        out_names = [o.name for o in sess.get_outputs()]
+        run = sess.run
+
+        def run_once() -> None:
+            run(out_names, feeds)
+
+        try:
+            run_once()  # surfaces kernel errors at prepare time, not inside the timed loop
+        except Exception as err:
+            raise ModelLoadError(f"onnxruntime failed to run {model_path}: {_first_line(err)}") from err
+        return run_once
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _litert_runner() -> Runner:
+    from .litert import LiteRtRunner
+
+    return LiteRtRunner()
+
+
+# Built-in runners by registry name; factories so that importing this module loads no runtime.
+RUNNERS: dict[str, Callable[[], Runner]] = {
+    "onnxruntime": OnnxRuntimeRunner,
+    "litert": _litert_runner,
+}
+
+
+def get_runner(name: str) -> Runner:
+    try:
+        return RUNNERS[name]()
+    except KeyError:
+        raise RunnerUnavailable(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNNERS))}") from None
