@@ -1,0 +1,129 @@
+"""``python -m farm.agent``: serve measurement requests as JSON lines on stdin/stdout.
+
+One request per line, one reply per line, in order::
+
+    {"op": "hello"}
+    -> {"ok": true, "agent": "hwfarm-agent", "protocol": 1, "facts": {...}, "runtimes": {...}}
+    {"op": "run", "model": "/path/m.onnx", "runtime": "onnxruntime", "threads": 1,
+     "affinity": [0], "policy": {"warmup": 10, "min_runs": 10, ...}}
+    -> {"ok": true, "samples_ms": [...], "warmup_ms": [...], "stop_reason": "converged",
+        "elapsed_s": 1.2, "provenance": {...}}
+
+Failures reply ``{"ok": false, "kind": "model" | "unavailable" | "runtime" | "request",
+"error": "one line"}`` and the agent keeps serving. EOF on stdin ends it. Runtimes that print
+to stdout cannot corrupt the protocol: file descriptor 1 is pointed at stderr and replies go
+to a private duplicate of the original stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from .facts import host_facts, temperature_c
+from .measure import Policy, run_protocol
+from .runners import RUNNERS, ModelLoadError, RunnerUnavailable, get_runner
+
+PROTOCOL = 1
+
+
+def _runtimes() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in RUNNERS:
+        try:
+            runner = get_runner(name)
+            found[name] = runner.version() if runner.available() else None
+        except (RunnerUnavailable, ImportError):
+            found[name] = None
+    return found
+
+
+def _set_affinity(cpus: list[int] | None) -> list[int] | None:
+    """Pin this process; returns the CPUs actually in effect (None where the OS can't tell)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))
+    return sorted(os.sched_getaffinity(0))
+
+
+def handle(req: dict[str, Any]) -> dict[str, Any]:
+    op = req.get("op")
+    if op == "hello":
+        return {"ok": True, "agent": "hwfarm-agent", "protocol": PROTOCOL,
+                "facts": host_facts(), "runtimes": _runtimes()}
+    if op != "run":
+        return {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
+    try:
+        model = str(req["model"])
+        runtime = str(req.get("runtime", "onnxruntime"))
+        threads = int(req.get("threads", 1))
+        policy = Policy(**req.get("policy", {}))
+    except (KeyError, TypeError, ValueError) as err:
+        return {"ok": False, "kind": "request", "error": f"bad run request: {err}"}
+    try:
+        affinity = _set_affinity(req.get("affinity"))
+    except (OSError, ValueError) as err:
+        return {"ok": False, "kind": "request", "error": f"cannot pin to CPUs {req.get('affinity')}: {err}"}
+    try:
+        runner = get_runner(runtime)
+        version = runner.version()
+        run_once = runner.prepare(model, threads=threads)
+    except RunnerUnavailable as err:
+        return {"ok": False, "kind": "unavailable", "error": str(err)}
+    except ModelLoadError as err:
+        return {"ok": False, "kind": "model", "error": str(err)}
+    temp_before = temperature_c()
+    try:
+        sampled = run_protocol(run_once, policy)
+    except Exception as err:  # a runtime crashing mid-loop is a device failure, reported, not fatal
+        return {"ok": False, "kind": "runtime", "error": f"{runtime} failed while running {model}: {err}"}
+    facts = host_facts()
+    provenance = {
+        "runtime": runtime,
+        "runtime_version": version,
+        "threads": threads,
+        "affinity": affinity,
+        "python": facts["python"],
+        "os": facts["os"],
+        "machine": facts["machine"],
+        "cpu_model": facts["cpu_model"],
+        "hostname": facts["hostname"],
+        "governor": facts["governor"],
+        "temperature_c_before": temp_before,
+        "temperature_c_after": facts["temperature_c"],
+        "agent_protocol": PROTOCOL,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return {"ok": True, "samples_ms": list(sampled.samples_ms), "warmup_ms": list(sampled.warmup_ms),
+            "stop_reason": sampled.stop_reason, "elapsed_s": sampled.elapsed_s,
+            "provenance": provenance}
+
+
+def serve(stdin: Any, reply_fd: int) -> None:
+    out = os.fdopen(reply_fd, "w", buffering=1, encoding="utf-8")
+    for line in stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            req = json.loads(line)
+            reply = handle(req) if isinstance(req, dict) else {"ok": False, "kind": "request", "error": "request must be a JSON object"}
+        except json.JSONDecodeError as err:
+            reply = {"ok": False, "kind": "request", "error": f"invalid JSON: {err}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+def main() -> None:
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # anything a runtime prints goes to stderr, not into the protocol
+    sys.stdout = sys.stderr
+    serve(sys.stdin, reply_fd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The measurement protocol: warm up, time single inferences until the median is known.
+
+Pure functions over lists of samples plus one loop (:func:`run_protocol`) that takes the
+run-once callable and a clock, so tests drive it with a fake clock and fake timings.
+
+Rules:
+- ``warmup`` untimed-for-statistics runs first (their times are kept, for the record),
+  bounded to a quarter of the time budget.
+- Then timed runs until the distribution-free 95% confidence interval of the median is
+  within ``±target_ci`` of the median (after ``min_runs``), or ``max_runs`` runs, or
+  ``max_time_s`` seconds: whichever comes first; ``stop_reason`` says which.
+- Outliers are flagged with the MAD rule (modified z-score > 3.5, Iglewicz & Hoaglin) and
+  *recorded*, never silently dropped: statistics use the inliers, the store keeps all
+  samples plus the outlier indices.
+
+This module is part of the on-device agent: standard library only.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+__all__ = [
+    "Policy",
+    "LatencyStats",
+    "Sampled",
+    "median_ci",
+    "mad_outliers",
+    "percentile",
+    "summarize",
+    "converged",
+    "run_protocol",
+]
+
+_Z = {0.90: 1.6449, 0.95: 1.9600, 0.99: 2.5758}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When to stop measuring. ``target_ci=0`` means: always run ``max_runs`` (or out of time)."""
+
+    warmup: int = 10
+    min_runs: int = 10
+    max_runs: int = 500
+    max_time_s: float = 10.0
+    target_ci: float = 0.01
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.min_runs < 1 or self.max_runs < 1:
+            raise ValueError("warmup must be >= 0, min_runs and max_runs >= 1")
+        if self.max_time_s <= 0 or self.target_ci < 0:
+            raise ValueError("max_time_s must be > 0 and target_ci >= 0")
+        if self.confidence not in _Z:
+            raise ValueError(f"confidence must be one of {sorted(_Z)}")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of the inlier samples, in milliseconds; ``cv`` = std / mean."""
+
+    median_ms: float
+    mean_ms: float
+    p10_ms: float
+    p90_ms: float
+    std_ms: float
+    cv: float
+    n: int
+    n_outliers: int
+    ci_low_ms: float
+    ci_high_ms: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    samples_ms: tuple[float, ...]
+    warmup_ms: tuple[float, ...]
+    stop_reason: str  # "converged" | "max_runs" | "max_time"
+    elapsed_s: float
+
+
+def percentile(sorted_xs: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) of an already sorted list; q in [0, 100]."""
+    if not sorted_xs:
+        raise ValueError("percentile of no samples")
+    pos = (len(sorted_xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+def median_ci(samples: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free CI of the median from order statistics (normal approximation to
+    the binomial ranks, Conover 1999): ranks ``n/2 ± z·√n/2``. Returns (min, max) for n < 6."""
+    xs = sorted(samples)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("median_ci of no samples")
+    if n < 6:
+        return xs[0], xs[-1]
+    half = _Z[confidence] * math.sqrt(n) / 2
+    r = max(1, math.floor(n / 2 - half))
+    s = min(n, math.ceil(n / 2 + 1 + half))
+    return xs[r - 1], xs[s - 1]
+
+
+def mad_outliers(samples: list[float], threshold: float = 3.5) -> list[int]:
+    """Indices of samples whose modified z-score 0.6745·|x − median| / MAD exceeds ``threshold``.
+    With MAD = 0 (most samples identical) nothing is flagged."""
+    if len(samples) < 3:
+        return []
+    med = statistics.median(samples)
+    mad = statistics.median([abs(x - med) for x in samples])
+    if mad == 0:
+        return []
+    return [i for i, x in enumerate(samples) if 0.6745 * abs(x - med) / mad > threshold]
+
+
+def summarize(samples: list[float], confidence: float = 0.95) -> LatencyStats:
+    """Statistics of the inliers; outliers are counted in ``n_outliers``."""
+    if not samples:
+        raise ValueError("summarize of no samples")
+    out = set(mad_outliers(samples))
+    inl = sorted(x for i, x in enumerate(samples) if i not in out)
+    mean = statistics.fmean(inl)
+    std = statistics.stdev(inl) if len(inl) > 1 else 0.0
+    lo, hi = median_ci(inl, confidence)
+    return LatencyStats(
+        median_ms=statistics.median(inl),
+        mean_ms=mean,
+        p10_ms=percentile(inl, 10),
+        p90_ms=percentile(inl, 90),
+        std_ms=std,
+        cv=std / mean if mean > 0 else 0.0,
+        n=len(inl),
+        n_outliers=len(out),
+        ci_low_ms=lo,
+        ci_high_ms=hi,
+    )
+
+
+def converged(samples: list[float], policy: Policy) -> bool:
+    """True when the inliers' median CI lies within ±target_ci of their median."""
+    if policy.target_ci <= 0 or len(samples) < max(policy.min_runs, 6):
+        return False
+    out = set(mad_outliers(samples))
+    inl = [x for i, x in enumerate(samples) if i not in out]
+    if len(inl) < 6:
+        return False
+    med = statistics.median(inl)
+    lo, hi = median_ci(inl, policy.confidence)
+    return med > 0 and max(med - lo, hi - med) <= policy.target_ci * med
+
+
+def run_protocol(
+    run_once: Callable[[], object],
+    policy: Policy,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Sampled:
+    """Warm up, then time ``run_once`` call by call until :func:`converged` or a budget ends."""
+    start = clock()
+    warm: list[float] = []
+    for _ in range(policy.warmup):
+        t0 = clock()
+        run_once()
+        t1 = clock()
+        warm.append((t1 - t0) * 1e3)
+        if t1 - start > policy.max_time_s / 4:
+            break
+    timed_start = clock()
+    samples: list[float] = []
+    reason = "max_runs"
+    while len(samples) < policy.max_runs:
+        t0 = clock()
+        run_once()
+        t1 = clock()
+        samples.append((t1 - t0) * 1e3)
+        if t1 - timed_start >= policy.max_time_s:
+            reason = "max_time"
+            break
+        # Checking costs a sort; every 5th run is plenty.
+        if len(samples) % 5 == 0 and converged(samples, policy):
+            reason = "converged"
+            break
+    return Sampled(tuple(samples), tuple(warm), reason, clock() - start)

@@ -1,0 +1,496 @@
+"""The ``hwfarm`` command.
+
+Global options: ``--registry PATH`` (env ``HWFARM_REGISTRY``, default ``./devices.yaml``),
+``--db PATH`` (env ``HWFARM_DB``, default ``./hwfarm.db``), ``--debug``. Exit codes: 0 ok,
+2 bad input (file, registry, model, arguments), 1 device or runtime failure. Errors are one
+line on stderr; ``--debug`` adds the traceback.
+
+Command groups of the upper layers (predictors, nas, compress) and third-party packages
+plug in through the ``hwfarm.commands`` entry-point group: ``name = pkg.module:typer_app``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import DeviceError, DeviceUnavailable, HwfarmError, InputError, ModelError
+
+app = typer.Typer(
+    name="hwfarm",
+    help="On-device profiling farm and latency/energy predictors.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+devices_app = typer.Typer(help="The device registry (devices.yaml): list, check, add, remove.", no_args_is_help=True)
+dataset_app = typer.Typer(help="The measurement dataset (SQLite): show and export.", no_args_is_help=True)
+jobs_app = typer.Typer(help="The job queue: list and run queued jobs.", no_args_is_help=True)
+zoo_app = typer.Typer(help="Built-in example models, written as ONNX files.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(zoo_app, name="zoo")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class _State:
+    registry: Path = Path("devices.yaml")
+    db: Path = Path("hwfarm.db")
+    debug: bool = False
+
+
+STATE = _State()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hwfarm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    registry: Path = typer.Option(Path("devices.yaml"), "--registry", envvar="HWFARM_REGISTRY",
+                                  help="Device registry file."),
+    db: Path = typer.Option(Path("hwfarm.db"), "--db", envvar="HWFARM_DB", help="Dataset file (SQLite)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    STATE.registry, STATE.db, STATE.debug = registry, db, debug
+
+
+def _registry():
+    from .registry import load_registry
+
+    return load_registry(STATE.registry)
+
+
+def _store():
+    from .store import SqliteStore
+
+    return SqliteStore(STATE.db)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if x < 10 else f"{x:.2f}" if x < 1000 else f"{x:.0f}"
+
+
+def _fmt_count(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+# ---------------------------------------------------------------------------- devices
+
+
+@devices_app.command("list")
+def devices_list(as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout.")) -> None:
+    """List the devices in the registry."""
+    reg = _registry()
+    rows = [d.public_dict() | {"kind": d.kind} for d in reg.devices]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table(title=f"{len(rows)} device(s) in {reg.path}", title_justify="left")
+    for col in ("name", "kind", "url", "runtime", "threads", "tags", "notes"):
+        table.add_column(col)
+    for d in reg.devices:
+        table.add_row(d.name, d.kind, d.url, d.runtime or "-", str(d.threads), ",".join(d.tags) or "-",
+                      (d.notes or "").strip().splitlines()[0] if d.notes else "")
+    out.print(table)
+
+
+def _check(spec) -> "Any":
+    from .devices import Health, open_device
+
+    try:
+        device = open_device(spec)
+    except DeviceUnavailable as e:
+        return Health(spec.name, "unavailable", str(e))
+    try:
+        return device.check()
+    finally:
+        device.close()
+
+
+@devices_app.command("check")
+def devices_check(
+    names: Optional[list[str]] = typer.Argument(None, help="Devices to check (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per device on stdout."),
+) -> None:
+    """Check that devices are reachable and can run their runtime. Exit 1 if any is not ok."""
+    reg = _registry()
+    specs = [reg.get(n) for n in names] if names else list(reg.devices)
+    results = [_check(s) for s in specs]
+    if as_json:
+        for h in results:
+            _emit_json(h.to_json())
+    else:
+        table = Table(title="device health", title_justify="left")
+        for col in ("device", "status", "detail"):
+            table.add_column(col)
+        style = {"ok": "green", "unavailable": "yellow"}
+        for h in results:
+            table.add_row(h.device, f"[{style.get(h.status, 'red')}]{h.status}[/]", h.detail)
+        out.print(table)
+    if not all(h.ok for h in results):
+        raise typer.Exit(1)
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {pair!r}: expected key=value")
+        settings[key.strip()] = value
+    return settings
+
+
+@devices_app.command("add")
+def devices_add(
+    name: str = typer.Argument(..., help="Unique device name."),
+    url: str = typer.Argument(..., help="local://cpu, ssh://user@host[:port], adb://host:port, serial:///dev/tty…, sim://profile"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="Extra field, key=value (repeatable): --set threads=2"),
+) -> None:
+    """Add a device to the registry (comments and order in the file are kept)."""
+    from .registry import add_device
+
+    spec = add_device(STATE.registry, name, url, _parse_sets(sets or []))
+    err.print(f"added {spec.name} ({spec.url}) to {STATE.registry}")
+
+
+@devices_app.command("remove")
+def devices_remove(name: str = typer.Argument(..., help="Device to remove.")) -> None:
+    """Remove a device from the registry. Its measurements stay in the dataset."""
+    from .registry import remove_device
+
+    remove_device(STATE.registry, name)
+    err.print(f"removed {name} from {STATE.registry}")
+
+
+# ---------------------------------------------------------------------------- inspect
+
+
+@app.command()
+def inspect(
+    model: Path = typer.Argument(..., help="ONNX or TFLite model file."),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+) -> None:
+    """Show a model's layers with shapes, MACs, parameters and bytes moved."""
+    from .workload import load_workload
+
+    w = load_workload(model)
+    g = w.graph
+    if as_json:
+        _emit_json({"model": str(model), "format": w.format, "workload": w.hash,
+                    "macs": g.macs, "params": g.params, "bytes_moved": g.bytes_moved,
+                    "inputs": [t.to_dict() for t in g.inputs], "outputs": [t.to_dict() for t in g.outputs],
+                    "nodes": [{"name": n.name, "op": n.op, "inputs": [t.to_dict() for t in n.inputs],
+                               "outputs": [t.to_dict() for t in n.outputs], "macs": n.macs, "params": n.params,
+                               "bytes_moved": n.bytes_moved, "dtype": n.dtype, "attrs": n.attrs} for n in g.nodes]})
+        return
+    table = Table(title=f"{model} ({w.format}, {w.short_hash})", title_justify="left")
+    for col, just in (("#", "right"), ("name", "left"), ("op", "left"), ("output", "left"),
+                      ("dtype", "left"), ("MACs", "right"), ("params", "right"), ("bytes", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for i, n in enumerate(g.nodes):
+        shape = "x".join(map(str, n.outputs[0].shape)) if n.outputs else "-"
+        table.add_row(str(i), n.name, n.op, shape, n.dtype, _fmt_count(n.macs), _fmt_count(n.params),
+                      _fmt_count(n.bytes_moved))
+    table.add_section()
+    table.add_row("", f"{len(g.nodes)} nodes", "", "", "", _fmt_count(g.macs), _fmt_count(g.params),
+                  _fmt_count(g.bytes_moved))
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------- profile
+
+
+def _progress(total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=True, disable=total == 0)
+
+
+@app.command()
+def profile(
+    models: list[Path] = typer.Argument(..., help="ONNX or TFLite model files."),
+    device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
+    runs: int = typer.Option(500, "--runs", min=1, help="At most this many timed runs (fewer once the median is pinned down)."),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Warm-up runs before timing."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads (default: the device entry's)."),
+    min_runs: int = typer.Option(10, "--min-runs", min=1, help="Timed runs before the stopping rule is applied."),
+    target_ci: float = typer.Option(0.01, "--target-ci", min=0.0,
+                                    help="Stop when the median's 95%% CI is within ±this fraction (0: always --runs)."),
+    max_time: float = typer.Option(10.0, "--max-time", min=0.01, help="Seconds of timed runs per model at most."),
+    force: bool = typer.Option(False, "--force", help="Measure again even if the dataset has this measurement."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout."),
+) -> None:
+    """Measure models on a device; results go to the dataset and to stdout."""
+    from .devices import open_device
+    from .measurement import Policy, Settings, resolve_runtime
+    from .scheduler import Failure, JobEvent, Scheduler
+    from .workload import load_workload
+
+    # Everything that can be wrong with the input is found before the dataset is touched.
+    spec = _registry().get(device)
+    if min_runs > runs:
+        min_runs = runs
+    workloads = [load_workload(m) for m in models]
+    open_device(spec).close()  # kinds that cannot run here fail now, with nothing written
+    policy = Policy(warmup=warmup, min_runs=min_runs, max_runs=runs, max_time_s=max_time, target_ci=target_ci)
+    store = _store()
+    with _progress(len(workloads)) as bar:
+        task = bar.add_task(f"profiling on {spec.name}", total=len(workloads))
+
+        def on_event(e: JobEvent) -> None:
+            if e.kind in ("done", "failed"):
+                bar.advance(task)
+            if e.kind in ("retry", "waiting", "failed"):
+                bar.console.print(f"[yellow]{e.kind}[/]: {e.message}")
+
+        sched = Scheduler(store, on_event=on_event)
+        requeued = sched.requeue_stale()
+        if requeued:
+            err.print(f"re-queued {len(requeued)} job(s) left running by a process that died")
+        subs = []
+        for w in workloads:
+            settings = Settings(runtime=resolve_runtime(spec.runtime, w.format), threads=threads or spec.threads,
+                                affinity=spec.affinity, policy=policy)
+            subs.append(sched.submit(spec, w, settings, force=force))
+        bar.advance(task, sum(1 for s in subs if s.cached is not None))
+        ids = {s.job.id for s in subs if s.job is not None}
+        report = sched.run([spec], job_ids=ids, workloads={w.hash: w for w in workloads}) if ids else None
+
+    rows = []
+    failures: list[Failure] = []
+    for model, sub in zip(models, subs):
+        if sub.cached is not None:
+            rows.append((model, sub.cached, "cached"))
+        elif report is not None and sub.job is not None and sub.job.id in report.done:
+            rows.append((model, report.done[sub.job.id], "measured"))
+        else:
+            fallback = Failure(f"{model}: not run", 1)
+            failures.append(report.failed.get(sub.job.id, fallback) if report and sub.job else fallback)
+    if as_json:
+        for model, m, _ in rows:
+            _emit_json(m.to_json(model=str(model)) | {"source": "cached" if _ == "cached" else "measured"})
+    elif rows:
+        table = Table(title=f"latency on {spec.name} ({spec.url}), milliseconds", title_justify="left")
+        for col in ("model", "runtime", "thr", "median", "p90", "CV %", "n", "outliers", "stop", ""):
+            table.add_column(col, justify="left" if col in ("model", "runtime", "stop", "") else "right")
+        for model, m, source in rows:
+            s = m.stats
+            table.add_row(model.name, f"{m.settings.runtime} {m.provenance.get('runtime_version', '')}",
+                          str(m.settings.threads), _fmt_ms(s.median_ms), _fmt_ms(s.p90_ms), f"{100 * s.cv:.1f}",
+                          str(s.n), str(s.n_outliers), m.stop_reason, source)
+        out.print(table)
+        err.print(f"stored in {STATE.db} (hwfarm dataset show --db {STATE.db})")
+    for f in failures:
+        err.print(f"hwfarm: error: {f.message}", markup=False)
+    if failures:
+        raise typer.Exit(max(f.exit_code for f in failures))
+
+
+# ---------------------------------------------------------------------------- dataset
+
+_SHOW_COLS = ("id", "device", "model", "runtime", "threads", "median_ms", "p90_ms", "cv", "n", "n_outliers",
+              "simulated", "created_at")
+
+
+@dataset_app.command("show")
+def dataset_show(
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Only this device."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Newest N measurements."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per measurement on stdout."),
+) -> None:
+    """Show the newest measurements in the dataset."""
+    _require_db()
+    rows = _store().dataset_rows(device=device)[-limit:]
+    if as_json:
+        for r in rows:
+            _emit_json({k: v for k, v in r.items() if k != "samples_ms"} | {"samples_ms": json.loads(r["samples_ms"])})
+        return
+    table = Table(title=f"{STATE.db}: {len(rows)} newest measurement(s)", title_justify="left")
+    for col in _SHOW_COLS:
+        table.add_column(col, justify="right" if col in ("id", "threads", "median_ms", "p90_ms", "cv", "n", "n_outliers") else "left")
+    for r in rows:
+        table.add_row(str(r["id"]), r["device"], r["model"], f"{r['runtime']} {r['runtime_version'] or ''}",
+                      str(r["threads"]), _fmt_ms(r["median_ms"]), _fmt_ms(r["p90_ms"]), f"{100 * r['cv']:.1f}%",
+                      str(r["n"]), str(r["n_outliers"]), "sim" if r["simulated"] else "real", r["created_at"])
+    out.print(table)
+
+
+def _require_db() -> None:
+    if not STATE.db.exists():
+        raise InputError(f"{STATE.db}: no dataset here yet (run `hwfarm profile` first, or pass --db)")
+
+
+@dataset_app.command("export")
+def dataset_export(
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or parquet."),
+    out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default hwfarm-dataset.<format>)."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Only this device."),
+) -> None:
+    """Export measurements (one row each, raw samples as a JSON list) to CSV or Parquet."""
+    from .export import export_rows
+
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"--format {fmt!r}: expected csv or parquet")
+    _require_db()
+    rows = _store().dataset_rows(device=device)
+    path = out_path or Path(f"hwfarm-dataset.{fmt}")
+    export_rows(rows, path, fmt)
+    err.print(f"wrote {len(rows)} measurement(s) to {path}")
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Optional[str] = typer.Option(None, "--status", help="queued, running, done or failed."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per job on stdout."),
+) -> None:
+    """List jobs in the queue and their state."""
+    _require_db()
+    jobs = _store().jobs(status=status)
+    if as_json:
+        for j in jobs:
+            _emit_json({"id": j.id, "device": j.device, "workload": j.workload, "status": j.status,
+                        "attempts": j.attempts, "max_attempts": j.max_attempts, "error": j.error,
+                        "measurement_id": j.measurement_id, "settings": j.settings.to_dict()})
+        return
+    table = Table(title=f"{len(jobs)} job(s) in {STATE.db}", title_justify="left")
+    for col in ("id", "device", "workload", "status", "attempts", "error"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(str(j.id), j.device, j.workload[:12], j.status, f"{j.attempts}/{j.max_attempts}", j.error or "")
+    out.print(table)
+
+
+@jobs_app.command("run")
+def jobs_run() -> None:
+    """Run every queued job (re-queueing jobs whose process died) on the registry's devices."""
+    from .scheduler import JobEvent, Scheduler
+
+    _require_db()
+    reg = _registry()
+    store = _store()
+    queued_devices = sorted({j.device for j in store.jobs(status="queued")} |
+                            {j.device for j in store.jobs(status="running")})
+    specs = [reg.get(n) for n in queued_devices]
+    sched = Scheduler(store, on_event=lambda e: e.kind in ("failed", "retry") and err.print(f"{e.kind}: {e.message}", markup=False))
+    n = len(sched.requeue_stale())
+    report = sched.run(specs)
+    err.print(f"re-queued {n}, done {len(report.done)}, failed {len(report.failed)}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- zoo
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """List the built-in example models."""
+    from .zoo.onnx_models import DEMO_MODELS
+
+    for name in DEMO_MODELS:
+        out.print(name)
+
+
+@zoo_app.command("export")
+def zoo_export(
+    names: list[str] = typer.Argument(..., help="Model names (see `hwfarm zoo list`), or 'all'."),
+    out_dir: Path = typer.Option(Path("."), "--out-dir", "-o", help="Directory for the .onnx files."),
+) -> None:
+    """Write built-in example models as ONNX files."""
+    from .zoo.onnx_models import DEMO_MODELS, export_demo_model
+
+    chosen = list(DEMO_MODELS) if names == ["all"] else names
+    for name in chosen:
+        if name not in DEMO_MODELS:
+            raise InputError(f"unknown zoo model {name!r}; known: {', '.join(DEMO_MODELS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        path = out_dir / f"{name}.onnx"
+        export_demo_model(name, path)
+        out.print(str(path))
+
+
+# ---------------------------------------------------------------------------- plugins, entry point
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="hwfarm.commands"):
+        try:
+            app.add_typer(ep.load(), name=ep.name)
+        except Exception as e:  # a broken plugin must not take the whole command down
+            print(f"hwfarm: warning: command group {ep.name!r} ({ep.value}) failed to load: {e}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from typer.exceptions import Abort, Exit, TyperException
+
+    _load_plugins()
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="hwfarm", standalone_mode=False)
+    except Exit as e:
+        sys.exit(e.exit_code)
+    except Abort:
+        print("hwfarm: aborted", file=sys.stderr)
+        sys.exit(130)
+    except TyperException as e:  # usage errors: typer prints them with the usage line
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"hwfarm: error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code if e.exit_code else 2)
+    except HwfarmError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"hwfarm: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("hwfarm: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # a bug: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"hwfarm: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Device kinds, chosen by URL scheme: one function (:func:`open_device`) for library and CLI.
+
+Built-in kinds live in :data:`DEVICE_KINDS`. Third-party kinds come in through the
+``hwfarm.devices`` entry-point group: ``myscheme = mypkg.module:MyDevice`` where
+``MyDevice(spec)`` implements :class:`~farm.devices.base.Device`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Callable
+
+from ..errors import DeviceUnavailable
+from ..registry import DeviceSpec
+from .base import Device, Health
+
+__all__ = ["Device", "Health", "open_device", "DEVICE_KINDS", "plugin_schemes"]
+
+
+def _local(spec: DeviceSpec) -> Device:
+    from .local import LocalDevice
+
+    return LocalDevice(spec)
+
+
+def _not_yet(issue: str) -> Callable[[DeviceSpec], Device]:
+    def factory(spec: DeviceSpec) -> Device:
+        raise DeviceUnavailable(
+            f"device {spec.name!r}: {spec.kind}:// devices are not available in this version yet ({issue})"
+        )
+
+    return factory
+
+
+DEVICE_KINDS: dict[str, Callable[[DeviceSpec], Device]] = {
+    "local": _local,
+    "ssh": _not_yet("real device agents, issue #4"),
+    "adb": _not_yet("real device agents, issue #4"),
+    "serial": _not_yet("real device agents, issue #4"),
+    "sim": _not_yet("simulated devices, issue #3"),
+}
+
+
+@lru_cache(maxsize=1)
+def _plugins() -> dict[str, Callable[[DeviceSpec], Device]]:
+    found = {}
+    for ep in entry_points(group="hwfarm.devices"):
+        found[ep.name] = ep  # loaded on use
+    return found
+
+
+def plugin_schemes() -> tuple[str, ...]:
+    return tuple(s for s in _plugins() if s not in DEVICE_KINDS)
+
+
+def open_device(spec: DeviceSpec) -> Device:
+    """Build the device for a registry entry. Raises DeviceUnavailable for kinds that cannot
+    run here; nothing is contacted until ``check()`` or ``run()``."""
+    kind = spec.kind
+    if kind in DEVICE_KINDS:
+        return DEVICE_KINDS[kind](spec)
+    ep = _plugins().get(kind)
+    if ep is None:  # parse_device_url already refused it; defensive
+        raise DeviceUnavailable(f"device {spec.name!r}: no device kind for {kind}://")
+    return ep.load()(spec)

@@ -1,0 +1,210 @@
+"""The scheduler: jobs queued in the store, one worker per device, retries, resumption.
+
+- :meth:`Scheduler.submit` returns a stored measurement for the same (device, workload hash,
+  settings hash) unless forced, else queues a job (or joins the identical open one).
+- :meth:`Scheduler.run` starts one worker thread per device. A worker first takes the
+  device's lease in the store (so two processes never measure on one device at once), then
+  claims jobs one at a time. Success writes the measurement and marks the job done in one
+  transaction. Device failures retry with exponential backoff up to ``max_attempts``; bad
+  models fail at once (retrying cannot fix them).
+- Jobs left ``running`` by a process that died are put back in the queue first, so running
+  the same command again after ``kill -9`` finishes what is left and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .devices import Device, open_device
+from .errors import DeviceError, HwfarmError, InputError, ModelError
+from .measurement import Measurement, Settings
+from .registry import DeviceSpec
+from .store import Job, SqliteStore, process_owner
+from .workload import Workload, load_workload
+
+__all__ = ["Scheduler", "Submission", "JobEvent", "RunReport", "Failure"]
+
+
+@dataclass(frozen=True)
+class Submission:
+    workload: Workload
+    device: str
+    settings: Settings
+    job: Job | None  # None when a stored measurement answered
+    cached: Measurement | None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Progress callback payload. ``kind``: started | done | retry | failed | waiting."""
+
+    kind: str
+    device: str
+    job: Job | None = None
+    measurement: Measurement | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a job failed; ``exit_code`` follows the CLI's convention (2 bad input, 1 device)."""
+
+    message: str
+    exit_code: int = 1
+
+
+@dataclass
+class RunReport:
+    done: dict[int, Measurement] = field(default_factory=dict)
+    failed: dict[int, Failure] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: SqliteStore,
+        *,
+        max_attempts: int = 3,
+        backoff_s: float = 1.0,
+        lease_wait_s: float = 600.0,
+        device_factory: Callable[[DeviceSpec], Device] = open_device,
+        on_event: Callable[[JobEvent], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.lease_wait_s = lease_wait_s
+        self._factory = device_factory
+        self._on_event = on_event or (lambda e: None)
+        self._owner = process_owner()
+
+    def submit(self, spec: DeviceSpec, workload: Workload, settings: Settings, *, force: bool = False) -> Submission:
+        self.store.put_device(spec)
+        self.store.put_workload(workload)
+        if not force:
+            found = self.store.find_measurement(spec.name, workload.hash, settings.hash)
+            if found is not None:
+                return Submission(workload, spec.name, settings, None, found)
+        job = self.store.enqueue(spec.name, workload.hash, settings, max_attempts=self.max_attempts)
+        return Submission(workload, spec.name, settings, job, None)
+
+    def requeue_stale(self) -> list[int]:
+        return self.store.requeue_stale()
+
+    def run(self, specs: list[DeviceSpec], *, job_ids: set[int] | None = None,
+            workloads: dict[str, Workload] | None = None) -> RunReport:
+        """Run queued jobs (only ``job_ids`` when given) on these devices until none is left."""
+        report = RunReport()
+        lock = threading.Lock()
+        known = dict(workloads or {})
+        threads = [threading.Thread(target=self._worker, args=(s, job_ids, known, report, lock),
+                                    name=f"hwfarm-{s.name}", daemon=True) for s in specs]
+        beat = threading.Event()
+        hb = threading.Thread(target=self._heartbeat, args=(specs, beat), daemon=True)
+        hb.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        beat.set()
+        return report
+
+    # ------------------------------------------------------------------ internals
+
+    def _heartbeat(self, specs: list[DeviceSpec], stop: threading.Event) -> None:
+        while not stop.wait(5.0):
+            running = [j.id for j in self.store.jobs(status="running") if j.owner == self._owner]
+            self.store.heartbeat(running, self._owner)
+            for s in specs:
+                self.store.renew_device(s.name, self._owner)
+
+    def _acquire(self, spec: DeviceSpec) -> bool:
+        deadline = time.monotonic() + self.lease_wait_s
+        told = False
+        while True:
+            holder = self.store.acquire_device(spec.name, self._owner)
+            if holder is None:
+                return True
+            if not told:
+                self._on_event(JobEvent("waiting", spec.name, message=f"device {spec.name!r} is busy (held by {holder})"))
+                told = True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1.0)
+
+    def _load(self, job: Job, known: dict[str, Workload]) -> Workload:
+        if job.workload in known:
+            return known[job.workload]
+        rec = self.store.get_workload(job.workload)
+        if rec is None or not rec.source_path:
+            raise ModelError(f"workload {job.workload[:12]}: no model file recorded")
+        w = load_workload(Path(rec.source_path))
+        if w.hash != job.workload:
+            raise ModelError(f"{rec.source_path}: file changed since it was queued (hash differs)")
+        known[w.hash] = w
+        return w
+
+    def _worker(self, spec: DeviceSpec, ids: set[int] | None, known: dict[str, Workload],
+                report: RunReport, lock: threading.Lock) -> None:
+        def fail_all(msg: str) -> None:
+            for j in self.store.jobs(status="queued", device=spec.name):
+                if ids is None or j.id in ids:
+                    self.store.fail(j, msg, retry_in_s=None)
+                    with lock:
+                        report.failed[j.id] = Failure(msg, 1)
+                    self._on_event(JobEvent("failed", spec.name, j, message=msg))
+
+        if not self._acquire(spec):
+            fail_all(f"device {spec.name!r} stayed busy for {self.lease_wait_s:g} s")
+            return
+        device: Device | None = None
+        try:
+            device = self._factory(spec)
+            while True:
+                job, wait_s = self.store.claim(spec.name, self._owner, ids=ids)
+                if job is None:
+                    if wait_s is None:
+                        return
+                    time.sleep(min(max(wait_s, 0.05), 5.0))
+                    continue
+                self._on_event(JobEvent("started", spec.name, job))
+                try:
+                    workload = self._load(job, known)
+                    m = device.run(workload, job.settings)
+                except ModelError as err:  # retrying cannot fix a bad model
+                    self._finish_failed(job, str(err), spec, report, lock, exit_code=err.exit_code)
+                except (DeviceError, HwfarmError) as err:
+                    if job.attempts < job.max_attempts and not isinstance(err, InputError):
+                        delay = self.backoff_s * 2 ** (job.attempts - 1)
+                        self.store.fail(job, str(err), retry_in_s=delay)
+                        self._on_event(JobEvent("retry", spec.name, job, message=f"{err} (retry in {delay:g} s)"))
+                    else:
+                        self._finish_failed(job, str(err), spec, report, lock, exit_code=err.exit_code)
+                except Exception as err:  # a bug, not a device problem: record it, keep the farm going
+                    self._finish_failed(job, f"internal error: {type(err).__name__}: {err}", spec, report, lock)
+                else:
+                    stored = self.store.complete(job, m)
+                    with lock:
+                        report.done[job.id] = stored
+                    self._on_event(JobEvent("done", spec.name, job, stored))
+        except HwfarmError as err:  # the device could not even be opened
+            fail_all(str(err))
+        finally:
+            if device is not None:
+                device.close()
+            self.store.release_device(spec.name, self._owner)
+
+    def _finish_failed(self, job: Job, msg: str, spec: DeviceSpec, report: RunReport, lock: threading.Lock,
+                       *, exit_code: int = 1) -> None:
+        self.store.fail(job, msg, retry_in_s=None)
+        with lock:
+            report.failed[job.id] = Failure(msg, exit_code)
+        self._on_event(JobEvent("failed", spec.name, job, message=msg))

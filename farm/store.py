@@ -1,0 +1,466 @@
+"""The dataset: one SQLite file (WAL mode) holding devices, workloads, measurements and jobs.
+
+Contract:
+- Thread-safe: one connection guarded by a lock; several processes may share the file
+  (WAL + busy timeout); multi-statement changes run in ``BEGIN IMMEDIATE`` transactions, so
+  a crash leaves either all of a change or none of it.
+- Returned records are frozen dataclasses; nothing handed out aliases internal state.
+- ``PRAGMA user_version`` is the schema version; :data:`MIGRATIONS` upgrades older files in
+  place, and a file written by a newer hwfarm is refused rather than damaged.
+- ``":memory:"`` gives a private in-memory store (tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .agent.measure import LatencyStats
+from .errors import StoreError
+from .graph import Graph
+from .measurement import Measurement, Settings
+from .registry import DeviceSpec
+from .workload import Workload
+
+__all__ = ["SqliteStore", "Job", "WorkloadRecord", "SCHEMA_VERSION", "MIGRATIONS", "open_store", "process_owner"]
+
+_V1 = """
+CREATE TABLE devices (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL
+);
+CREATE TABLE workloads (
+    hash TEXT PRIMARY KEY,
+    format TEXT NOT NULL,
+    name TEXT NOT NULL,
+    source_path TEXT,
+    size_bytes INTEGER NOT NULL,
+    macs INTEGER NOT NULL,
+    params INTEGER NOT NULL,
+    graph_json TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE measurements (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL REFERENCES devices(name),
+    workload TEXT NOT NULL REFERENCES workloads(hash),
+    settings_hash TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    median_ms REAL NOT NULL,
+    mean_ms REAL NOT NULL,
+    p10_ms REAL NOT NULL,
+    p90_ms REAL NOT NULL,
+    std_ms REAL NOT NULL,
+    cv REAL NOT NULL,
+    n INTEGER NOT NULL,
+    n_outliers INTEGER NOT NULL,
+    ci_low_ms REAL NOT NULL,
+    ci_high_ms REAL NOT NULL,
+    energy_mj REAL,
+    peak_memory_kb REAL,
+    stop_reason TEXT NOT NULL,
+    samples_json TEXT NOT NULL,
+    outliers_json TEXT NOT NULL,
+    warmup_json TEXT NOT NULL,
+    provenance_json TEXT NOT NULL,
+    simulated INTEGER NOT NULL DEFAULT 0,
+    job_id INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX measurements_key ON measurements(device, workload, settings_hash);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    workload TEXT NOT NULL REFERENCES workloads(hash),
+    settings_hash TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    not_before REAL NOT NULL DEFAULT 0,
+    owner TEXT,
+    heartbeat_at REAL,
+    error TEXT,
+    measurement_id INTEGER REFERENCES measurements(id),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX jobs_open ON jobs(device, workload, settings_hash) WHERE status IN ('queued', 'running');
+CREATE INDEX jobs_status ON jobs(device, status);
+"""
+
+# MIGRATIONS[i] upgrades a file from user_version i to i + 1.
+MIGRATIONS: list[str] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def process_owner() -> str:
+    """``host:pid`` — who holds a job or a device lease."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """False only when we can tell: the owner ran on this host and its pid is gone."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    device: str
+    workload: str
+    settings: Settings
+    status: str
+    attempts: int
+    max_attempts: int
+    error: str | None
+    measurement_id: int | None
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class WorkloadRecord:
+    hash: str
+    format: str
+    name: str
+    source_path: str | None
+    size_bytes: int
+    macs: int
+    params: int
+    graph: Graph
+
+
+class SqliteStore:
+    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            if not parent.is_dir():
+                raise StoreError(f"{self.path}: directory {parent} does not exist")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a usable hwfarm dataset: {err}") from None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: written by a newer hwfarm (schema {version}, "
+                                 f"this one reads up to {SCHEMA_VERSION}); upgrade hwfarm")
+            for v in range(version, SCHEMA_VERSION):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    # Re-check under the write lock: another process may have migrated meanwhile.
+                    if self._db.execute("PRAGMA user_version").fetchone()[0] != v:
+                        self._db.execute("COMMIT")
+                        continue
+                    for stmt in MIGRATIONS[v].split(";"):
+                        if stmt.strip():
+                            self._db.execute(stmt)
+                    self._db.execute(f"PRAGMA user_version = {v + 1}")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ devices, workloads
+
+    def put_device(self, spec: DeviceSpec) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO devices(name, url, kind, spec_json, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET url=excluded.url, kind=excluded.kind, "
+                "spec_json=excluded.spec_json, updated_at=excluded.updated_at",
+                (spec.name, spec.url, spec.kind, json.dumps(spec.public_dict()), _now_iso()),
+            )
+
+    def put_workload(self, w: Workload) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO workloads(hash, format, name, source_path, size_bytes, macs, params, graph_json, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO UPDATE SET source_path=excluded.source_path",
+                (w.hash, w.format, w.name, w.path, len(w.data), w.graph.macs, w.graph.params,
+                 json.dumps(w.graph.to_dict()), _now_iso()),
+            )
+
+    def get_workload(self, hash_: str) -> WorkloadRecord | None:
+        rows = self._query("SELECT * FROM workloads WHERE hash = ?", (hash_,))
+        if not rows:
+            return None
+        r = rows[0]
+        return WorkloadRecord(r["hash"], r["format"], r["name"], r["source_path"], r["size_bytes"],
+                              r["macs"], r["params"], Graph.from_dict(json.loads(r["graph_json"])))
+
+    def device_names(self) -> list[str]:
+        return [r["name"] for r in self._query("SELECT name FROM devices ORDER BY name")]
+
+    # ------------------------------------------------------------------ measurements
+
+    def _insert_measurement(self, db: sqlite3.Connection, m: Measurement, job_id: int | None) -> int:
+        s = m.stats
+        cur = db.execute(
+            "INSERT INTO measurements(device, workload, settings_hash, settings_json, median_ms, mean_ms, p10_ms, "
+            "p90_ms, std_ms, cv, n, n_outliers, ci_low_ms, ci_high_ms, energy_mj, peak_memory_kb, stop_reason, "
+            "samples_json, outliers_json, warmup_json, provenance_json, simulated, job_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (m.device, m.workload, m.settings.hash, json.dumps(m.settings.to_dict()), s.median_ms, s.mean_ms,
+             s.p10_ms, s.p90_ms, s.std_ms, s.cv, s.n, s.n_outliers, s.ci_low_ms, s.ci_high_ms, m.energy_mj,
+             m.peak_memory_kb, m.stop_reason, json.dumps(list(m.samples_ms)), json.dumps(list(m.outliers)),
+             json.dumps(list(m.warmup_ms)), json.dumps(m.provenance), int(bool(m.provenance.get("simulated"))),
+             job_id, m.created_at or _now_iso()),
+        )
+        return int(cur.lastrowid)
+
+    def add_measurement(self, m: Measurement) -> Measurement:
+        with self._tx() as db:
+            mid = self._insert_measurement(db, m, None)
+        return self.get_measurement(mid)
+
+    @staticmethod
+    def _measurement(r: sqlite3.Row) -> Measurement:
+        return Measurement(
+            device=r["device"], workload=r["workload"], settings=Settings.from_dict(json.loads(r["settings_json"])),
+            stats=LatencyStats(r["median_ms"], r["mean_ms"], r["p10_ms"], r["p90_ms"], r["std_ms"], r["cv"],
+                               r["n"], r["n_outliers"], r["ci_low_ms"], r["ci_high_ms"]),
+            samples_ms=tuple(json.loads(r["samples_json"])), outliers=tuple(json.loads(r["outliers_json"])),
+            warmup_ms=tuple(json.loads(r["warmup_json"])), stop_reason=r["stop_reason"],
+            provenance=json.loads(r["provenance_json"]), energy_mj=r["energy_mj"],
+            peak_memory_kb=r["peak_memory_kb"], created_at=r["created_at"], id=r["id"],
+        )
+
+    def get_measurement(self, mid: int) -> Measurement:
+        rows = self._query("SELECT * FROM measurements WHERE id = ?", (mid,))
+        if not rows:
+            raise KeyError(mid)
+        return self._measurement(rows[0])
+
+    def find_measurement(self, device: str, workload: str, settings_hash: str) -> Measurement | None:
+        """The newest measurement for the key, or None."""
+        rows = self._query("SELECT * FROM measurements WHERE device = ? AND workload = ? AND settings_hash = ? "
+                           "ORDER BY id DESC LIMIT 1", (device, workload, settings_hash))
+        return self._measurement(rows[0]) if rows else None
+
+    def measurements(self, *, device: str | None = None, workload: str | None = None) -> list[Measurement]:
+        sql, args = "SELECT * FROM measurements WHERE 1=1", []
+        if device:
+            sql += " AND device = ?"
+            args.append(device)
+        if workload:
+            sql += " AND (workload = ? OR workload LIKE ?)"
+            args += [workload, workload + "%"]
+        return [self._measurement(r) for r in self._query(sql + " ORDER BY id", tuple(args))]
+
+    def dataset_rows(self, *, device: str | None = None) -> list[dict[str, Any]]:
+        """Flat rows (one per measurement) for show/export: stats, workload facts, provenance."""
+        sql = ("SELECT m.*, w.name AS model, w.format, w.source_path, w.macs, w.params FROM measurements m "
+               "JOIN workloads w ON w.hash = m.workload")
+        args: tuple[Any, ...] = ()
+        if device:
+            sql += " WHERE m.device = ?"
+            args = (device,)
+        rows = []
+        for r in self._query(sql + " ORDER BY m.id", args):
+            prov = json.loads(r["provenance_json"])
+            settings = json.loads(r["settings_json"])
+            rows.append({
+                "id": r["id"], "device": r["device"], "model": r["model"], "workload": r["workload"],
+                "format": r["format"], "source_path": r["source_path"], "macs": r["macs"], "params": r["params"],
+                "runtime": settings["runtime"], "runtime_version": prov.get("runtime_version"),
+                "threads": settings["threads"], "settings_hash": r["settings_hash"],
+                "median_ms": r["median_ms"], "mean_ms": r["mean_ms"], "p10_ms": r["p10_ms"], "p90_ms": r["p90_ms"],
+                "std_ms": r["std_ms"], "cv": r["cv"], "n": r["n"], "n_outliers": r["n_outliers"],
+                "ci_low_ms": r["ci_low_ms"], "ci_high_ms": r["ci_high_ms"], "energy_mj": r["energy_mj"],
+                "stop_reason": r["stop_reason"], "simulated": bool(r["simulated"]),
+                "cpu_model": prov.get("cpu_model"), "hostname": prov.get("hostname"),
+                "hwfarm_version": prov.get("hwfarm_version"), "created_at": r["created_at"],
+                "samples_ms": r["samples_json"],
+            })
+        return rows
+
+    # ------------------------------------------------------------------ jobs
+
+    @staticmethod
+    def _job(r: sqlite3.Row) -> Job:
+        return Job(r["id"], r["device"], r["workload"], Settings.from_dict(json.loads(r["settings_json"])),
+                   r["status"], r["attempts"], r["max_attempts"], r["error"], r["measurement_id"], r["owner"])
+
+    def enqueue(self, device: str, workload: str, settings: Settings, *, max_attempts: int = 3) -> Job:
+        """Queue a job, or return the open (queued/running) job with the same key."""
+        now = _now_iso()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM jobs WHERE device = ? AND workload = ? AND settings_hash = ? "
+                             "AND status IN ('queued', 'running')", (device, workload, settings.hash)).fetchone()
+            if row is None:
+                cur = db.execute(
+                    "INSERT INTO jobs(device, workload, settings_hash, settings_json, status, max_attempts, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                    (device, workload, settings.hash, json.dumps(settings.to_dict()), max_attempts, now, now))
+                row = db.execute("SELECT * FROM jobs WHERE id = ?", (cur.lastrowid,)).fetchone()
+            return self._job(row)
+
+    def get_job(self, job_id: int) -> Job:
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise KeyError(job_id)
+        return self._job(rows[0])
+
+    def jobs(self, *, status: str | None = None, device: str | None = None) -> list[Job]:
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if device:
+            sql += " AND device = ?"
+            args.append(device)
+        return [self._job(r) for r in self._query(sql + " ORDER BY id", tuple(args))]
+
+    def claim(self, device: str, owner: str, *, ids: set[int] | None = None) -> tuple[Job | None, float | None]:
+        """Atomically take the next runnable queued job for ``device``.
+
+        Returns (job, None), or (None, seconds until a backed-off job becomes runnable), or
+        (None, None) when nothing is queued."""
+        now = time.time()
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE device = ? AND status = 'queued' ORDER BY id",
+                              (device,)).fetchall()
+            rows = [r for r in rows if ids is None or r["id"] in ids]
+            if not rows:
+                return None, None
+            ready = [r for r in rows if r["not_before"] <= now]
+            if not ready:
+                return None, min(r["not_before"] for r in rows) - now
+            r = ready[0]
+            db.execute("UPDATE jobs SET status = 'running', owner = ?, heartbeat_at = ?, attempts = attempts + 1, "
+                       "updated_at = ? WHERE id = ?", (owner, now, _now_iso(), r["id"]))
+            return self._job(db.execute("SELECT * FROM jobs WHERE id = ?", (r["id"],)).fetchone()), None
+
+    def heartbeat(self, job_ids: list[int], owner: str) -> None:
+        if not job_ids:
+            return
+        with self._tx() as db:
+            db.executemany("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND owner = ? AND status = 'running'",
+                           [(time.time(), j, owner) for j in job_ids])
+
+    def complete(self, job: Job, m: Measurement) -> Measurement:
+        """Store the measurement and mark the job done, in one transaction."""
+        with self._tx() as db:
+            mid = self._insert_measurement(db, m, job.id)
+            db.execute("UPDATE jobs SET status = 'done', measurement_id = ?, error = NULL, updated_at = ? "
+                       "WHERE id = ?", (mid, _now_iso(), job.id))
+        return self.get_measurement(mid)
+
+    def fail(self, job: Job, error: str, *, retry_in_s: float | None) -> Job:
+        """Record a failure; requeue after ``retry_in_s`` seconds or mark the job failed (None)."""
+        with self._tx() as db:
+            if retry_in_s is None:
+                db.execute("UPDATE jobs SET status = 'failed', error = ?, owner = NULL, updated_at = ? WHERE id = ?",
+                           (error, _now_iso(), job.id))
+            else:
+                db.execute("UPDATE jobs SET status = 'queued', error = ?, owner = NULL, not_before = ?, "
+                           "updated_at = ? WHERE id = ?", (error, time.time() + retry_in_s, _now_iso(), job.id))
+        return self.get_job(job.id)
+
+    def requeue_stale(self, *, stale_after_s: float = 300.0) -> list[int]:
+        """Put back jobs left ``running`` by a process that died (same host: its pid is gone;
+        elsewhere: no heartbeat for ``stale_after_s``). The attempt it used is not counted."""
+        now = time.time()
+        with self._tx() as db:
+            rows = db.execute("SELECT id, owner, heartbeat_at FROM jobs WHERE status = 'running'").fetchall()
+            stale = [r["id"] for r in rows
+                     if not owner_alive(r["owner"]) or (r["heartbeat_at"] or 0) < now - stale_after_s]
+            for jid in stale:
+                db.execute("UPDATE jobs SET status = 'queued', owner = NULL, attempts = MAX(attempts - 1, 0), "
+                           "error = 'requeued: its process died', updated_at = ? WHERE id = ?", (_now_iso(), jid))
+        return stale
+
+    # ------------------------------------------------------------------ device leases
+
+    def acquire_device(self, name: str, owner: str, *, ttl_s: float = 60.0) -> str | None:
+        """Take the exclusive lease on a device. Returns None on success, else the live holder."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT lease_owner, lease_until FROM devices WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise KeyError(name)
+            holder, until = row["lease_owner"], row["lease_until"] or 0
+            if holder and holder != owner and until > now and owner_alive(holder):
+                return str(holder)
+            db.execute("UPDATE devices SET lease_owner = ?, lease_until = ? WHERE name = ?", (owner, now + ttl_s, name))
+        return None
+
+    def renew_device(self, name: str, owner: str, *, ttl_s: float = 60.0) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE devices SET lease_until = ? WHERE name = ? AND lease_owner = ?",
+                       (time.time() + ttl_s, name, owner))
+
+    def release_device(self, name: str, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE devices SET lease_owner = NULL, lease_until = NULL WHERE name = ? AND lease_owner = ?",
+                       (name, owner))
+
+
+def open_store(path: str | os.PathLike[str]) -> SqliteStore:
+    return SqliteStore(path)

@@ -1,0 +1,128 @@
+"""The measurement protocol: pure statistics and the stopping loop, driven by a fake clock."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pytest
+
+from farm.agent.measure import (
+    Policy,
+    converged,
+    mad_outliers,
+    median_ci,
+    percentile,
+    run_protocol,
+    summarize,
+)
+
+
+def test_percentile_matches_numpy():
+    xs = sorted(np.random.default_rng(1).standard_normal(101).tolist())
+    for q in (0, 10, 50, 90, 100):
+        assert percentile(xs, q) == pytest.approx(np.percentile(xs, q))
+
+
+def test_median_ci_brackets_median_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.normal(10, 1, 30).tolist()
+    big = rng.normal(10, 1, 3000).tolist()
+    lo_s, hi_s = median_ci(small)
+    lo_b, hi_b = median_ci(big)
+    assert lo_s <= statistics.median(small) <= hi_s
+    assert lo_b <= statistics.median(big) <= hi_b
+    assert (hi_b - lo_b) < (hi_s - lo_s) / 5
+
+
+def test_median_ci_coverage_is_about_95_percent():
+    rng = np.random.default_rng(42)
+    hits = 0
+    for _ in range(400):
+        xs = rng.exponential(1.0, 50).tolist()  # skewed, true median ln 2
+        lo, hi = median_ci(xs)
+        hits += lo <= np.log(2) <= hi
+    assert 0.90 <= hits / 400 <= 0.995
+
+
+def test_mad_flags_spikes_and_keeps_them_countable():
+    xs = [10.0, 10.1, 9.9, 10.05, 9.95, 10.02, 55.0, 10.0, 9.98, 80.0]
+    assert mad_outliers(xs) == [6, 9]
+    s = summarize(xs)
+    assert s.n == 8 and s.n_outliers == 2
+    assert s.median_ms == pytest.approx(10.0, abs=0.05)
+    assert s.p90_ms < 11
+
+
+def test_mad_zero_flags_nothing():
+    assert mad_outliers([5.0] * 10 + [6.0]) == []
+
+
+def test_summarize_fields():
+    xs = [1.0, 2.0, 3.0, 4.0, 5.0]
+    s = summarize(xs)
+    assert (s.median_ms, s.mean_ms, s.n) == (3.0, 3.0, 5)
+    assert s.std_ms == pytest.approx(statistics.stdev(xs))
+    assert s.cv == pytest.approx(s.std_ms / 3.0)
+    assert s.p10_ms == pytest.approx(1.4) and s.p90_ms == pytest.approx(4.6)
+
+
+class FakeClock:
+    """Advances by the scripted duration of each `run_once` call."""
+
+    def __init__(self, durations_s):
+        self.t = 0.0
+        self.durations = iter(durations_s)
+
+    def __call__(self) -> float:
+        return self.t
+
+    def run_once(self) -> None:
+        self.t += next(self.durations)
+
+
+def _stable(n, ms=5.0, jitter=0.001, seed=0):
+    rng = np.random.default_rng(seed)
+    return (ms / 1e3 * (1 + jitter * rng.standard_normal(n))).tolist()
+
+
+def test_stops_when_converged():
+    clock = FakeClock(_stable(1000))
+    res = run_protocol(clock.run_once, Policy(warmup=3, min_runs=10, max_runs=500), clock=clock)
+    assert res.stop_reason == "converged"
+    assert len(res.warmup_ms) == 3
+    assert 10 <= len(res.samples_ms) < 500
+    assert statistics.median(res.samples_ms) == pytest.approx(5.0, rel=0.01)
+
+
+def test_noisy_runs_hit_max_runs():
+    clock = FakeClock(_stable(1000, jitter=0.5))
+    res = run_protocol(clock.run_once, Policy(warmup=0, min_runs=10, max_runs=40, target_ci=0.001), clock=clock)
+    assert res.stop_reason == "max_runs" and len(res.samples_ms) == 40
+
+
+def test_time_budget_stops_slow_models():
+    clock = FakeClock([1.0] * 100)  # 1 s per inference
+    res = run_protocol(clock.run_once, Policy(warmup=10, min_runs=10, max_runs=500, max_time_s=4.0), clock=clock)
+    assert res.stop_reason == "max_time"
+    assert len(res.warmup_ms) == 2  # warm-up capped at a quarter of the budget (after the run that crossed it)
+    assert len(res.samples_ms) == 4
+
+
+def test_target_zero_runs_exactly_max_runs():
+    clock = FakeClock(_stable(100))
+    res = run_protocol(clock.run_once, Policy(warmup=0, max_runs=25, target_ci=0), clock=clock)
+    assert len(res.samples_ms) == 25 and res.stop_reason == "max_runs"
+
+
+def test_converged_ignores_outliers():
+    xs = _stable(60, jitter=0.0005)
+    xs = [x * 1e3 for x in xs]
+    xs[5] = 500.0
+    assert converged(xs, Policy())
+
+
+@pytest.mark.parametrize("bad", [dict(min_runs=0), dict(max_time_s=0), dict(target_ci=-1), dict(confidence=0.5)])
+def test_policy_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        Policy(**bad)
