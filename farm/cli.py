@@ -43,8 +43,9 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(zoo_app, name="zoo")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# Piped output (logs, CI) gets a wide console instead of rich's 80-column default.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 
 @dataclass
@@ -463,7 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="hwfarm", standalone_mode=False)
+        rc = app(args=args, prog_name="hwfarm", standalone_mode=False)
+        # Without standalone mode, typer returns the code of a `raise typer.Exit(code)`.
+        sys.exit(rc if isinstance(rc, int) else 0)
     except Exit as e:
         sys.exit(e.exit_code)
     except Abort:

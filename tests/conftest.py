@@ -74,3 +74,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 # Fast measurement settings for tests: accuracy is not under test here, behaviour is.
 FAST = ["--warmup", "2", "--runs", "20", "--min-runs", "5", "--max-time", "2"]
+
+
+def matmul_model(n: int, *, seed: int = 0) -> onnx.ModelProto:
+    """x(n×n) · W(n×n): n³ MACs, for tests that need a model with a known amount of work."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], f"matmul{n}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        initializer=[w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -9,7 +9,8 @@ Rules:
 - Then timed runs until the distribution-free 95% confidence interval of the median is
   within ``±target_ci`` of the median (after ``min_runs``), or ``max_runs`` runs, or
   ``max_time_s`` seconds: whichever comes first; ``stop_reason`` says which.
-- Outliers are flagged with the MAD rule (modified z-score > 3.5, Iglewicz & Hoaglin) and
+- Outliers are flagged with the MAD rule (modified z-score > 3.5, Iglewicz & Hoaglin; MAD
+  floored at 0.5% of the median) and
   *recorded*, never silently dropped: statistics use the inliers, the store keeps all
   samples plus the outlier indices.
 
@@ -111,13 +112,15 @@ def median_ci(samples: list[float], confidence: float = 0.95) -> tuple[float, fl
     return xs[r - 1], xs[s - 1]
 
 
-def mad_outliers(samples: list[float], threshold: float = 3.5) -> list[int]:
+def mad_outliers(samples: list[float], threshold: float = 3.5, *, mad_floor: float = 0.005) -> list[int]:
     """Indices of samples whose modified z-score 0.6745·|x − median| / MAD exceeds ``threshold``.
-    With MAD = 0 (most samples identical) nothing is flagged."""
+
+    The MAD is floored at ``mad_floor`` × median: on a quiet machine the MAD of a fast kernel
+    can be a fraction of a percent, and a run 1% off the median is not an outlier."""
     if len(samples) < 3:
         return []
     med = statistics.median(samples)
-    mad = statistics.median([abs(x - med) for x in samples])
+    mad = max(statistics.median([abs(x - med) for x in samples]), mad_floor * abs(med))
     if mad == 0:
         return []
     return [i for i, x in enumerate(samples) if 0.6745 * abs(x - med) / mad > threshold]

@@ -54,8 +54,12 @@ def test_mad_flags_spikes_and_keeps_them_countable():
     assert s.p90_ms < 11
 
 
-def test_mad_zero_flags_nothing():
-    assert mad_outliers([5.0] * 10 + [6.0]) == []
+def test_mad_floor_keeps_percent_level_jitter():
+    # MAD is ~0 here; without the floor, 1% jitter would be flagged. A 20% spike still is.
+    xs = [5.0] * 10 + [5.05, 4.95]
+    assert mad_outliers(xs) == []
+    assert mad_outliers(xs + [6.0]) == [12]
+    assert mad_outliers([0.0] * 5) == []
 
 
 def test_summarize_fields():

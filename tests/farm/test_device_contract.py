@@ -1,0 +1,114 @@
+"""The Device protocol contract. Every device kind runs these same tests.
+
+To add a kind, add a factory to ``CONTRACT_DEVICES`` that returns a DeviceSpec for a device
+reachable in the test environment (the host itself, a loopback sshd, an ADB test daemon, a
+pseudo-terminal firmware emulator, a seeded simulator profile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import pytest
+
+from farm.agent.measure import Policy
+from farm.devices import Device, open_device
+from farm.errors import DeviceTimeout, ModelError
+from farm.graph import Graph
+from farm.measurement import Settings, resolve_runtime
+from farm.registry import DeviceSpec
+from farm.workload import Workload, load_workload
+
+from ..conftest import gemm_model, matmul_model
+
+CONTRACT_DEVICES: dict[str, Callable[[Path], DeviceSpec]] = {
+    "local": lambda tmp: DeviceSpec(name="host-cpu", url="local://cpu", runtime="onnxruntime", threads=1),
+}
+
+REQUIRED_PROVENANCE = {"runtime", "runtime_version", "threads", "python", "os", "cpu_model",
+                       "hwfarm_version", "simulated", "device"}
+FAST = Policy(warmup=2, min_runs=5, max_runs=30, max_time_s=2.0)
+
+
+@pytest.fixture(params=sorted(CONTRACT_DEVICES))
+def device(request, tmp_path) -> Device:
+    d = open_device(CONTRACT_DEVICES[request.param](tmp_path))
+    yield d
+    d.close()
+
+
+def _load(tmp_path: Path, model: onnx.ModelProto, name: str) -> Workload:
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    return load_workload(path)
+
+
+def _settings(device: Device, w: Workload, **kw) -> Settings:
+    return Settings(runtime=resolve_runtime(device.spec.runtime, w.format), threads=device.spec.threads,
+                    policy=kw.pop("policy", FAST), **kw)
+
+
+def test_satisfies_protocol_and_describes_itself(device):
+    assert isinstance(device, Device)
+    info = device.info()
+    assert info["name"] == device.name and info["url"] == device.spec.url and "kind" in info
+
+
+def test_check_reports_ok_with_facts(device):
+    h = device.check()
+    assert h.ok, h.detail
+    assert h.device == device.name and h.facts
+
+
+def test_run_returns_a_consistent_measurement(device, tmp_path):
+    w = _load(tmp_path, gemm_model(64), "gemm")
+    m = device.run(w, _settings(device, w))
+    assert m.device == device.name and m.workload == w.hash
+    s = m.stats
+    assert s.n + s.n_outliers == len(m.samples_ms) and s.n >= 5
+    assert min(m.samples_ms) <= s.median_ms <= max(m.samples_ms)
+    assert s.p10_ms <= s.median_ms <= s.p90_ms and s.ci_low_ms <= s.median_ms <= s.ci_high_ms
+    assert s.median_ms > 0 and s.cv >= 0
+    assert m.stop_reason in ("converged", "max_runs", "max_time")
+    assert REQUIRED_PROVENANCE <= set(m.provenance), REQUIRED_PROVENANCE - set(m.provenance)
+    assert m.provenance["threads"] == device.spec.threads
+
+
+def test_more_work_takes_longer(device, tmp_path):
+    small = _load(tmp_path, matmul_model(16), "small")
+    big = _load(tmp_path, matmul_model(256), "big")  # 4096x the MACs
+    t_small = device.run(small, _settings(device, small)).stats.median_ms
+    t_big = device.run(big, _settings(device, big)).stats.median_ms
+    assert t_big > 5 * t_small
+
+
+def test_rejected_model_is_a_model_error_and_device_survives(device, tmp_path):
+    good = _load(tmp_path, gemm_model(8), "good")
+    junk = b"\x08\x07" + b"not a model" * 10
+    bad = Workload(hashlib.sha256(junk).hexdigest(), "onnx", "junk", None, good.graph, junk)
+    with pytest.raises(ModelError):
+        device.run(bad, _settings(device, bad))
+    assert device.run(good, _settings(device, good)).stats.n > 0
+
+
+def test_close_then_reuse(device, tmp_path):
+    w = _load(tmp_path, gemm_model(8), "w")
+    device.close()
+    device.close()
+    assert device.run(w, _settings(device, w)).stats.n > 0
+
+
+def test_job_deadline_kills_the_run(tmp_path):
+    spec = DeviceSpec(name="host-cpu", url="local://cpu", timeout_s=1.0)
+    device = open_device(spec)
+    try:
+        w = _load(tmp_path, matmul_model(128), "m")
+        endless = Policy(warmup=0, max_runs=10**7, max_time_s=600, target_ci=0)
+        with pytest.raises(DeviceTimeout, match="killed"):
+            device.run(w, Settings(policy=endless))
+        assert device.run(w, Settings(policy=FAST)).stats.n > 0  # a fresh agent takes over
+    finally:
+        device.close()
