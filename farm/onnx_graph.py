@@ -113,6 +113,8 @@ def graph_from_onnx(model: Any, *, source: str = "<memory>") -> Graph:
                     dims = None
                     break
             dims = tuple(dims) if dims is not None else None
+        if dims is None and info.get(vi.name, (None, ""))[0] is not None:
+            return  # a declared-but-shapeless graph output must not erase an inferred shape
         info[vi.name] = (dims, _dtype_name(tt.elem_type))
 
     for vi in list(g.input) + list(g.value_info) + list(g.output):
