@@ -4,8 +4,9 @@ Pure functions over lists of samples plus one loop (:func:`run_protocol`) that t
 run-once callable and a clock, so tests drive it with a fake clock and fake timings.
 
 Rules:
-- ``warmup`` untimed-for-statistics runs first (their times are kept, for the record),
-  bounded to a quarter of the time budget.
+- Warm-up first: at least ``warmup`` runs and at least ``warmup_s`` seconds (so a 20 µs
+  kernel warms caches and clocks as long as a 20 ms network does), never more than a
+  quarter of the time budget; ``warmup=0`` skips it. Warm-up times are kept for the record.
 - Then timed runs until the distribution-free 95% confidence interval of the median is
   within ``±target_ci`` of the median (after ``min_runs``), or ``max_runs`` runs, or
   ``max_time_s`` seconds: whichever comes first; ``stop_reason`` says which.
@@ -45,15 +46,16 @@ class Policy:
     """When to stop measuring. ``target_ci=0`` means: always run ``max_runs`` (or out of time)."""
 
     warmup: int = 10
-    min_runs: int = 10
+    warmup_s: float = 0.2
+    min_runs: int = 20
     max_runs: int = 500
     max_time_s: float = 10.0
     target_ci: float = 0.01
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.min_runs < 1 or self.max_runs < 1:
-            raise ValueError("warmup must be >= 0, min_runs and max_runs >= 1")
+        if self.warmup < 0 or self.warmup_s < 0 or self.min_runs < 1 or self.max_runs < 1:
+            raise ValueError("warmup and warmup_s must be >= 0, min_runs and max_runs >= 1")
         if self.max_time_s <= 0 or self.target_ci < 0:
             raise ValueError("max_time_s must be > 0 and target_ci >= 0")
         if self.confidence not in _Z:
@@ -171,12 +173,14 @@ def run_protocol(
     """Warm up, then time ``run_once`` call by call until :func:`converged` or a budget ends."""
     start = clock()
     warm: list[float] = []
-    for _ in range(policy.warmup):
+    while policy.warmup > 0:
         t0 = clock()
         run_once()
         t1 = clock()
         warm.append((t1 - t0) * 1e3)
         if t1 - start > policy.max_time_s / 4:
+            break
+        if len(warm) >= policy.warmup and t1 - start >= policy.warmup_s:
             break
     timed_start = clock()
     samples: list[float] = []

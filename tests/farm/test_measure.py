@@ -92,11 +92,17 @@ def _stable(n, ms=5.0, jitter=0.001, seed=0):
 
 def test_stops_when_converged():
     clock = FakeClock(_stable(1000))
-    res = run_protocol(clock.run_once, Policy(warmup=3, min_runs=10, max_runs=500), clock=clock)
+    res = run_protocol(clock.run_once, Policy(warmup=3, warmup_s=0, min_runs=10, max_runs=500), clock=clock)
     assert res.stop_reason == "converged"
     assert len(res.warmup_ms) == 3
     assert 10 <= len(res.samples_ms) < 500
     assert statistics.median(res.samples_ms) == pytest.approx(5.0, rel=0.01)
+
+
+def test_warmup_lasts_at_least_warmup_s():
+    clock = FakeClock([0.005] * 1000)  # 5 ms per run: 3 runs would be 15 ms, 0.1 s needs 20
+    res = run_protocol(clock.run_once, Policy(warmup=3, warmup_s=0.1, max_runs=5, target_ci=0), clock=clock)
+    assert 20 <= len(res.warmup_ms) <= 21 and len(res.samples_ms) == 5
 
 
 def test_noisy_runs_hit_max_runs():
