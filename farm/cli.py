@@ -248,6 +248,7 @@ def profile(
     warmup_time: float = typer.Option(0.2, "--warmup-time", min=0.0, help="Warm up for at least this many seconds."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads (default: the device entry's)."),
     min_runs: int = typer.Option(20, "--min-runs", min=1, help="Timed runs before the stopping rule is applied."),
+    min_time: float = typer.Option(0.5, "--min-time", min=0.0, help="Seconds of timed runs before the stopping rule is applied."),
     target_ci: float = typer.Option(0.01, "--target-ci", min=0.0,
                                     help="Stop when the median's 95%% CI is within ±this fraction (0: always --runs)."),
     max_time: float = typer.Option(10.0, "--max-time", min=0.01, help="Seconds of timed runs per model at most."),
@@ -266,7 +267,7 @@ def profile(
         min_runs = runs
     workloads = [load_workload(m) for m in models]
     open_device(spec).close()  # kinds that cannot run here fail now, with nothing written
-    policy = Policy(warmup=warmup, warmup_s=warmup_time, min_runs=min_runs, max_runs=runs, max_time_s=max_time, target_ci=target_ci)
+    policy = Policy(warmup=warmup, warmup_s=warmup_time, min_runs=min_runs, min_time_s=min_time, max_runs=runs, max_time_s=max_time, target_ci=target_ci)
     store = _store()
     with _progress(len(workloads)) as bar:
         task = bar.add_task(f"profiling on {spec.name}", total=len(workloads))

@@ -8,10 +8,13 @@ Rules:
   kernel warms caches and clocks as long as a 20 ms network does), never more than a
   quarter of the time budget; ``warmup=0`` skips it. Warm-up times are kept for the record.
 - Then timed runs until the distribution-free 95% confidence interval of the median is
-  within ``±target_ci`` of the median (after ``min_runs``), or ``max_runs`` runs, or
-  ``max_time_s`` seconds: whichever comes first; ``stop_reason`` says which.
+  within ``±target_ci`` of the median (checked once ``min_runs`` runs and ``min_time_s``
+  seconds are done), or ``max_runs`` runs, or ``max_time_s`` seconds: whichever comes
+  first; ``stop_reason`` says which. The time floor matters for fast models: on a shared
+  VM the first few milliseconds after warm-up can sit 20% off the steady state, and 20
+  runs of a 10 µs model would see only that.
 - Outliers are flagged with the MAD rule (modified z-score > 3.5, Iglewicz & Hoaglin; MAD
-  floored at 0.5% of the median) and
+  floored at 1% of the median) and
   *recorded*, never silently dropped: statistics use the inliers, the store keeps all
   samples plus the outlier indices.
 
@@ -48,14 +51,15 @@ class Policy:
     warmup: int = 10
     warmup_s: float = 0.2
     min_runs: int = 20
+    min_time_s: float = 0.5
     max_runs: int = 500
     max_time_s: float = 10.0
     target_ci: float = 0.01
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.warmup_s < 0 or self.min_runs < 1 or self.max_runs < 1:
-            raise ValueError("warmup and warmup_s must be >= 0, min_runs and max_runs >= 1")
+        if self.warmup < 0 or self.warmup_s < 0 or self.min_time_s < 0 or self.min_runs < 1 or self.max_runs < 1:
+            raise ValueError("warmup, warmup_s and min_time_s must be >= 0, min_runs and max_runs >= 1")
         if self.max_time_s <= 0 or self.target_ci < 0:
             raise ValueError("max_time_s must be > 0 and target_ci >= 0")
         if self.confidence not in _Z:
@@ -114,7 +118,7 @@ def median_ci(samples: list[float], confidence: float = 0.95) -> tuple[float, fl
     return xs[r - 1], xs[s - 1]
 
 
-def mad_outliers(samples: list[float], threshold: float = 3.5, *, mad_floor: float = 0.005) -> list[int]:
+def mad_outliers(samples: list[float], threshold: float = 3.5, *, mad_floor: float = 0.01) -> list[int]:
     """Indices of samples whose modified z-score 0.6745·|x − median| / MAD exceeds ``threshold``.
 
     The MAD is floored at ``mad_floor`` × median: on a quiet machine the MAD of a fast kernel
@@ -194,7 +198,7 @@ def run_protocol(
             reason = "max_time"
             break
         # Checking costs a sort; every 5th run is plenty.
-        if len(samples) % 5 == 0 and converged(samples, policy):
+        if len(samples) % 5 == 0 and t1 - timed_start >= policy.min_time_s and converged(samples, policy):
             reason = "converged"
             break
     return Sampled(tuple(samples), tuple(warm), reason, clock() - start)

@@ -118,11 +118,21 @@ class OnnxRuntimeRunner:
             if inp.type not in _ORT_TYPES:
                 raise ModelLoadError(f"{model_path}: input {inp.name!r} has unsupported type {inp.type}")
             feeds[inp.name] = random_input(shape, _ORT_TYPES[inp.type], rng)
-        out_names = [o.name for o in sess.get_outputs()]
-        run = sess.run
+        # IO binding with preallocated outputs: each timed call is the session's work, not
+        # Python-side output allocation (about 2 µs per call here; a third of a tiny model).
+        binding = sess.io_binding()
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value))
+        for out in sess.get_outputs():
+            dtype = _ORT_TYPES.get(out.type)
+            if dtype is not None and all(isinstance(d, int) and d > 0 for d in out.shape):
+                binding.bind_ortvalue_output(out.name, ort.OrtValue.ortvalue_from_shape_and_type(out.shape, dtype))
+            else:
+                binding.bind_output(out.name)  # shape known only at run time: ORT allocates
+        run = sess.run_with_iobinding
 
         def run_once() -> None:
-            run(out_names, feeds)
+            run(binding)
 
         try:
             run_once()  # surfaces kernel errors at prepare time, not inside the timed loop

@@ -30,7 +30,7 @@ CONTRACT_DEVICES: dict[str, Callable[[Path], DeviceSpec]] = {
 
 REQUIRED_PROVENANCE = {"runtime", "runtime_version", "threads", "python", "os", "cpu_model",
                        "hwfarm_version", "simulated", "device"}
-FAST = Policy(warmup=2, warmup_s=0, min_runs=5, max_runs=30, max_time_s=2.0)
+FAST = Policy(warmup=2, warmup_s=0, min_time_s=0, min_runs=5, max_runs=30, max_time_s=2.0)
 
 
 @pytest.fixture(params=sorted(CONTRACT_DEVICES))

@@ -92,7 +92,7 @@ def _stable(n, ms=5.0, jitter=0.001, seed=0):
 
 def test_stops_when_converged():
     clock = FakeClock(_stable(1000))
-    res = run_protocol(clock.run_once, Policy(warmup=3, warmup_s=0, min_runs=10, max_runs=500), clock=clock)
+    res = run_protocol(clock.run_once, Policy(warmup=3, warmup_s=0, min_time_s=0, min_runs=10, max_runs=500), clock=clock)
     assert res.stop_reason == "converged"
     assert len(res.warmup_ms) == 3
     assert 10 <= len(res.samples_ms) < 500
