@@ -12,7 +12,6 @@ plug in through the ``hwfarm.commands`` entry-point group: ``name = pkg.module:t
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import DeviceError, DeviceUnavailable, HwfarmError, InputError, ModelError
+from .errors import DeviceUnavailable, HwfarmError, InputError
 
 app = typer.Typer(
     name="hwfarm",
@@ -252,73 +251,53 @@ def profile(
     target_ci: float = typer.Option(0.01, "--target-ci", min=0.0,
                                     help="Stop when the median's 95%% CI is within ±this fraction (0: always --runs)."),
     max_time: float = typer.Option(10.0, "--max-time", min=0.01, help="Seconds of timed runs per model at most."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Per-job deadline in seconds (default: the entry's timeout_s)."),
     force: bool = typer.Option(False, "--force", help="Measure again even if the dataset has this measurement."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout."),
 ) -> None:
     """Measure models on a device; results go to the dataset and to stdout."""
-    from .devices import open_device
-    from .measurement import Policy, Settings, resolve_runtime
-    from .scheduler import Failure, JobEvent, Scheduler
-    from .workload import load_workload
+    from .api import profile as run_profile
+    from .measurement import Policy
+    from .scheduler import JobEvent
 
-    # Everything that can be wrong with the input is found before the dataset is touched.
-    spec = _registry().get(device)
-    if min_runs > runs:
-        min_runs = runs
-    workloads = [load_workload(m) for m in models]
-    open_device(spec).close()  # kinds that cannot run here fail now, with nothing written
-    policy = Policy(warmup=warmup, warmup_s=warmup_time, min_runs=min_runs, min_time_s=min_time, max_runs=runs, max_time_s=max_time, target_ci=target_ci)
-    store = _store()
-    with _progress(len(workloads)) as bar:
-        task = bar.add_task(f"profiling on {spec.name}", total=len(workloads))
+    policy = Policy(warmup=warmup, warmup_s=warmup_time, min_runs=min(min_runs, runs), min_time_s=min_time,
+                    max_runs=runs, max_time_s=max_time, target_ci=target_ci)
+    with _progress(len(models)) as bar:
+        task = bar.add_task(f"profiling on {device}", total=len(models))
 
         def on_event(e: JobEvent) -> None:
             if e.kind in ("done", "failed"):
                 bar.advance(task)
             if e.kind in ("retry", "waiting", "failed"):
-                bar.console.print(f"[yellow]{e.kind}[/]: {e.message}")
+                bar.console.print(f"[yellow]{e.kind}[/]: {e.message}", markup=True, highlight=False)
 
-        sched = Scheduler(store, on_event=on_event)
-        requeued = sched.requeue_stale()
-        if requeued:
-            err.print(f"re-queued {len(requeued)} job(s) left running by a process that died")
-        subs = []
-        for w in workloads:
-            settings = Settings(runtime=resolve_runtime(spec.runtime, w.format), threads=threads or spec.threads,
-                                affinity=spec.affinity, policy=policy)
-            subs.append(sched.submit(spec, w, settings, force=force))
-        bar.advance(task, sum(1 for s in subs if s.cached is not None))
-        ids = {s.job.id for s in subs if s.job is not None}
-        report = sched.run([spec], job_ids=ids, workloads={w.hash: w for w in workloads}) if ids else None
+        results = run_profile(
+            [str(m) for m in models], device=device, registry=STATE.registry, db=STATE.db, policy=policy,
+            threads=threads, timeout_s=timeout, force=force, on_event=on_event,
+            on_requeue=lambda ids: err.print(f"re-queued {len(ids)} job(s) left running by a process that died"),
+        )
 
-    rows = []
-    failures: list[Failure] = []
-    for model, sub in zip(models, subs):
-        if sub.cached is not None:
-            rows.append((model, sub.cached, "cached"))
-        elif report is not None and sub.job is not None and sub.job.id in report.done:
-            rows.append((model, report.done[sub.job.id], "measured"))
-        else:
-            fallback = Failure(f"{model}: not run", 1)
-            failures.append(report.failed.get(sub.job.id, fallback) if report and sub.job else fallback)
+    done = [r for r in results if r.ok]
     if as_json:
-        for model, m, _ in rows:
-            _emit_json(m.to_json(model=str(model)) | {"source": "cached" if _ == "cached" else "measured"})
-    elif rows:
-        table = Table(title=f"latency on {spec.name} ({spec.url}), milliseconds", title_justify="left")
+        for r in done:
+            _emit_json(r.measurement.to_json(model=r.model) | {"source": r.source})
+    elif done:
+        spec_url = done[0].measurement.provenance.get("device_url", "")
+        table = Table(title=f"latency on {device} ({spec_url}), milliseconds", title_justify="left")
         for col in ("model", "runtime", "thr", "median", "p90", "CV %", "n", "outliers", "stop", ""):
             table.add_column(col, justify="left" if col in ("model", "runtime", "stop", "") else "right")
-        for model, m, source in rows:
-            s = m.stats
-            table.add_row(model.name, f"{m.settings.runtime} {m.provenance.get('runtime_version', '')}",
+        for r in done:
+            m, s = r.measurement, r.measurement.stats
+            table.add_row(Path(r.model).name, f"{m.settings.runtime} {m.provenance.get('runtime_version', '')}",
                           str(m.settings.threads), _fmt_ms(s.median_ms), _fmt_ms(s.p90_ms), f"{100 * s.cv:.1f}",
-                          str(s.n), str(s.n_outliers), m.stop_reason, source)
+                          str(s.n), str(s.n_outliers), m.stop_reason, r.source)
         out.print(table)
         err.print(f"stored in {STATE.db} (hwfarm dataset show --db {STATE.db})")
-    for f in failures:
-        err.print(f"hwfarm: error: {f.message}", markup=False)
-    if failures:
-        raise typer.Exit(max(f.exit_code for f in failures))
+    failed = [r.failure for r in results if r.failure is not None]
+    for f in failed:
+        err.print(f"hwfarm: error: {f.message}", markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(max(f.exit_code for f in failed))
 
 
 # ---------------------------------------------------------------------------- dataset
@@ -409,7 +388,11 @@ def jobs_run() -> None:
     queued_devices = sorted({j.device for j in store.jobs(status="queued")} |
                             {j.device for j in store.jobs(status="running")})
     specs = [reg.get(n) for n in queued_devices]
-    sched = Scheduler(store, on_event=lambda e: e.kind in ("failed", "retry") and err.print(f"{e.kind}: {e.message}", markup=False))
+    def on_event(e: JobEvent) -> None:
+        if e.kind in ("failed", "retry", "waiting"):
+            err.print(f"{e.kind}: {e.message}", markup=False, highlight=False)
+
+    sched = Scheduler(store, on_event=on_event)
     n = len(sched.requeue_stale())
     report = sched.run(specs)
     err.print(f"re-queued {n}, done {len(report.done)}, failed {len(report.failed)}")

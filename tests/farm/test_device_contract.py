@@ -17,7 +17,6 @@ import pytest
 from farm.agent.measure import Policy
 from farm.devices import Device, open_device
 from farm.errors import DeviceTimeout, ModelError
-from farm.graph import Graph
 from farm.measurement import Settings, resolve_runtime
 from farm.registry import DeviceSpec
 from farm.workload import Workload, load_workload

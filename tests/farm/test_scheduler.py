@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from farm.measurement import Settings
 from farm.registry import DeviceSpec
