@@ -277,17 +277,17 @@ def profile(
             on_requeue=lambda ids: err.print(f"re-queued {len(ids)} job(s) left running by a process that died"),
         )
 
-    done = [r for r in results if r.ok]
+    done = [(r, r.measurement) for r in results if r.measurement is not None]
     if as_json:
-        for r in done:
-            _emit_json(r.measurement.to_json(model=r.model) | {"source": r.source})
+        for r, m in done:
+            _emit_json(m.to_json(model=r.model) | {"source": r.source})
     elif done:
-        spec_url = done[0].measurement.provenance.get("device_url", "")
+        spec_url = done[0][1].provenance.get("device_url", "")
         table = Table(title=f"latency on {device} ({spec_url}), milliseconds", title_justify="left")
         for col in ("model", "runtime", "thr", "median", "p90", "CV %", "n", "outliers", "stop", ""):
             table.add_column(col, justify="left" if col in ("model", "runtime", "stop", "") else "right")
-        for r in done:
-            m, s = r.measurement, r.measurement.stats
+        for r, m in done:
+            s = m.stats
             table.add_row(Path(r.model).name, f"{m.settings.runtime} {m.provenance.get('runtime_version', '')}",
                           str(m.settings.threads), _fmt_ms(s.median_ms), _fmt_ms(s.p90_ms), f"{100 * s.cv:.1f}",
                           str(s.n), str(s.n_outliers), m.stop_reason, r.source)

@@ -103,16 +103,10 @@ def graph_from_onnx(model: Any, *, source: str = "<memory>") -> Graph:
         tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             return
-        dims = None
+        dims: tuple[int, ...] | None = None
         if tt.HasField("shape"):
-            dims = []
-            for d in tt.shape.dim:
-                if d.HasField("dim_value") and d.dim_value > 0:
-                    dims.append(int(d.dim_value))
-                else:
-                    dims = None
-                    break
-            dims = tuple(dims) if dims is not None else None
+            values = [int(d.dim_value) for d in tt.shape.dim if d.HasField("dim_value") and d.dim_value > 0]
+            dims = tuple(values) if len(values) == len(tt.shape.dim) else None
         if dims is None and info.get(vi.name, (None, ""))[0] is not None:
             return  # a declared-but-shapeless graph output must not erase an inferred shape
         info[vi.name] = (dims, _dtype_name(tt.elem_type))

@@ -272,7 +272,8 @@ class SqliteStore:
              json.dumps(list(m.warmup_ms)), json.dumps(m.provenance), int(bool(m.provenance.get("simulated"))),
              job_id, m.created_at or _now_iso()),
         )
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def add_measurement(self, m: Measurement) -> Measurement:
         with self._tx() as db:

@@ -60,6 +60,7 @@ def mem_available_mb() -> float | None:
 
 
 def host_facts() -> dict[str, object]:
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -22,6 +22,7 @@ import importlib.util
 from typing import Callable, Protocol
 
 import numpy as np
+import numpy.typing
 
 __all__ = [
     "Runner",
@@ -52,7 +53,7 @@ class Runner(Protocol):
     def prepare(self, model_path: str, *, threads: int) -> Callable[[], None]: ...
 
 
-def random_input(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+def random_input(shape: tuple[int, ...], dtype: np.typing.DTypeLike, rng: np.random.Generator) -> np.ndarray:
     """Inputs that exercise the kernels realistically: N(0,1) floats, small ints, random bools."""
     dtype = np.dtype(dtype)
     if dtype.kind == "f":

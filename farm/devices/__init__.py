@@ -8,7 +8,7 @@ Built-in kinds live in :data:`DEVICE_KINDS`. Third-party kinds come in through t
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Callable
 
 from ..errors import DeviceUnavailable
@@ -43,11 +43,9 @@ DEVICE_KINDS: dict[str, Callable[[DeviceSpec], Device]] = {
 
 
 @lru_cache(maxsize=1)
-def _plugins() -> dict[str, Callable[[DeviceSpec], Device]]:
-    found = {}
-    for ep in entry_points(group="hwfarm.devices"):
-        found[ep.name] = ep  # loaded on use
-    return found
+def _plugins() -> dict[str, EntryPoint]:
+    """Third-party device kinds by scheme; each loads only when a device of its kind opens."""
+    return {ep.name: ep for ep in entry_points(group="hwfarm.devices")}
 
 
 def plugin_schemes() -> tuple[str, ...]:
@@ -63,4 +61,5 @@ def open_device(spec: DeviceSpec) -> Device:
     ep = _plugins().get(kind)
     if ep is None:  # parse_device_url already refused it; defensive
         raise DeviceUnavailable(f"device {spec.name!r}: no device kind for {kind}://")
-    return ep.load()(spec)
+    factory: Callable[[DeviceSpec], Device] = ep.load()
+    return factory(spec)

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..agent.measure import mad_outliers, summarize
 from ..errors import DeviceError, DeviceUnavailable, ModelError, RuntimeFailure
 from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
 from ..workload import Workload
 from .agent_client import AgentProcess
 from .base import Health
-from ..agent.measure import mad_outliers, summarize
 
 __all__ = ["LocalDevice", "measurement_from_reply"]
 

@@ -8,7 +8,7 @@ exporters write them, so that fusion is something the farm measures rather than 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -147,7 +147,7 @@ def mobilenet_v1(width: float = 0.25, resolution: int = 128, classes: int = 1000
     return b.build(name, b.gemm(b.flatten(b.global_avgpool(x)), classes))
 
 
-DEMO_MODELS: dict[str, Callable[[], object]] = {
+DEMO_MODELS: dict[str, Callable[[], Any]] = {
     "mlp": mlp,
     "resnet8-cifar": resnet8_cifar,
     "mobilenet-v1-0.25-128": lambda: mobilenet_v1(0.25, 128),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from farm.measurement import Settings
 from farm.registry import DeviceSpec
 from farm.scheduler import Scheduler
