@@ -55,7 +55,10 @@ class LocalDevice:
         runtimes = hello.get("runtimes", {})
         facts = dict(hello.get("facts", {})) | {"runtimes": runtimes}
         wanted = self.spec.runtime or "onnxruntime"
-        if not runtimes.get(wanted):
+        if wanted not in runtimes:
+            return Health(self.name, "unavailable", f"runtime {wanted!r} does not run on local devices "
+                          f"(local runtimes: {', '.join(sorted(runtimes))})", facts)
+        if not runtimes[wanted]:
             return Health(self.name, "unavailable", f"runtime {wanted!r} is not installed on this host", facts)
         usable = facts.get("cpus_usable") or facts.get("cpu_count") or 0
         if self.spec.affinity and max(self.spec.affinity) >= int(os.cpu_count() or 0):

@@ -1,0 +1,50 @@
+"""Extension points: command groups (hwfarm.commands) and device kinds (hwfarm.devices)."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import typer
+
+import farm.cli as cli
+import farm.devices as devices
+from farm.devices.local import LocalDevice
+from farm.registry import DeviceSpec
+
+
+def test_command_group_plugin_is_mounted(monkeypatch, capsys):
+    plugin = typer.Typer()
+
+    @plugin.command()
+    def hello(name: str) -> None:
+        print(f"hello {name}")
+
+    monkeypatch.setitem(globals(), "PLUGIN_APP", plugin)
+    ep = EntryPoint(name="greet", value=f"{__name__}:PLUGIN_APP", group="hwfarm.commands")
+    broken = EntryPoint(name="broken", value="no_such_module_xyz:app", group="hwfarm.commands")
+    monkeypatch.setattr(cli, "entry_points", lambda group: [ep, broken] if group == "hwfarm.commands" else [])
+    monkeypatch.setattr(cli, "app", typer.Typer())  # a fresh app: don't leak the plugin into other tests
+    cli.app.command("noop")(lambda: None)
+    try:
+        cli.main(["greet", "hello", "lab"])
+    except SystemExit as e:
+        assert e.code == 0
+    captured = capsys.readouterr()
+    assert "hello lab" in captured.out
+    assert "command group 'broken'" in captured.err and "failed to load" in captured.err
+
+
+class _PluginDevice(LocalDevice):
+    """A third-party kind that reuses the host machinery under its own scheme."""
+
+
+def test_device_kind_plugin(monkeypatch):
+    ep = EntryPoint(name="mylab", value=f"{__name__}:_PluginDevice", group="hwfarm.devices")
+    devices._plugins.cache_clear()
+    monkeypatch.setattr(devices, "entry_points", lambda group: [ep] if group == "hwfarm.devices" else [])
+    try:
+        spec = DeviceSpec(name="x", url="mylab://bench-7")
+        dev = devices.open_device(spec)
+        assert isinstance(dev, _PluginDevice) and spec.kind == "mylab"
+    finally:
+        devices._plugins.cache_clear()
