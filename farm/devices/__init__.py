@@ -19,9 +19,9 @@ __all__ = ["Device", "Health", "open_device", "DEVICE_KINDS", "plugin_schemes"]
 
 
 def _local(spec: DeviceSpec) -> Device:
-    from .local import LocalDevice
+    from .agent_device import AgentDevice, LocalTransport
 
-    return LocalDevice(spec)
+    return AgentDevice(spec, LocalTransport())
 
 
 def _not_yet(issue: str) -> Callable[[DeviceSpec], Device]:

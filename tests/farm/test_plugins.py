@@ -8,7 +8,7 @@ import typer
 
 import farm.cli as cli
 import farm.devices as devices
-from farm.devices.local import LocalDevice
+from farm.devices.agent_device import AgentDevice, LocalTransport
 from farm.registry import DeviceSpec
 
 
@@ -34,8 +34,11 @@ def test_command_group_plugin_is_mounted(monkeypatch, capsys):
     assert "command group 'broken'" in captured.err and "failed to load" in captured.err
 
 
-class _PluginDevice(LocalDevice):
+class _PluginDevice(AgentDevice):
     """A third-party kind that reuses the host machinery under its own scheme."""
+
+    def __init__(self, spec: DeviceSpec) -> None:
+        super().__init__(spec, LocalTransport())
 
 
 def test_device_kind_plugin(monkeypatch):

@@ -1,8 +1,9 @@
-"""The host CPU (``local://cpu``): a real device, measured by the agent in a child process.
+"""Devices measured by the hwfarm agent (``farm/agent``), reached through a transport.
 
-The child isolates the measurement from the coordinator (its threads, its imports, a
-runtime that crashes or hangs) and is pinned with ``os.sched_setaffinity`` where the entry
-sets ``affinity``. It is the same agent that remote kinds push to their boards.
+:class:`AgentDevice` is the Device for every kind whose board can run Python: it starts the
+agent through its transport (a child process for ``local://cpu``, an SSH exec channel for
+``ssh://`` boards), stages each model where the agent can read it, and turns the agent's raw
+samples into a Measurement. The transports differ only in how bytes and processes move.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 from .. import __version__
 from ..agent.measure import mad_outliers, summarize
@@ -21,18 +22,31 @@ from ..errors import DeviceError, DeviceUnavailable, ModelError, RuntimeFailure
 from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
 from ..workload import Workload
-from .agent_client import AgentProcess
+from .agent_client import AgentSession, LineSink, Pipe, SubprocessPipe
 from .base import Health
 
-__all__ = ["LocalDevice", "measurement_from_reply"]
+__all__ = ["AgentDevice", "AgentTransport", "LocalTransport", "measurement_from_reply"]
 
 
-class LocalDevice:
-    def __init__(self, spec: DeviceSpec) -> None:
+class AgentTransport(Protocol):
+    """How the agent is reached: start it, put a model where it can read it, clean up."""
+
+    kind: str
+
+    def open_agent(self, on_line: LineSink, on_err: Callable[[str], None]) -> Pipe: ...
+
+    def stage(self, workload: Workload) -> str:
+        """Make the workload's bytes available to the agent; returns the path it reads."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AgentDevice:
+    def __init__(self, spec: DeviceSpec, transport: AgentTransport) -> None:
         self.spec = spec
-        self._agent = AgentProcess([sys.executable, "-m", "farm.agent"], name=spec.name,
-                                   env=_agent_env())
-        self._tmp: str | None = None
+        self.transport = transport
+        self._agent = AgentSession(transport.open_agent, name=spec.name)
 
     @property
     def name(self) -> str:
@@ -42,7 +56,7 @@ class LocalDevice:
         return self._agent.start(timeout_s=min(self.spec.timeout_s, 120.0))
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "local", "url": self.spec.url,
+        return {"name": self.name, "kind": self.transport.kind, "url": self.spec.url,
                 "runtime": self.spec.runtime or "onnxruntime", "threads": self.spec.threads,
                 "affinity": list(self.spec.affinity) if self.spec.affinity else None,
                 "simulated": False}
@@ -51,25 +65,26 @@ class LocalDevice:
         try:
             hello = self._hello()
         except DeviceError as err:
-            return Health(self.name, "error", str(err))
+            return Health(self.name, "unreachable", str(err))
         runtimes = hello.get("runtimes", {})
         facts = dict(hello.get("facts", {})) | {"runtimes": runtimes}
         wanted = self.spec.runtime or "onnxruntime"
         if wanted not in runtimes:
-            return Health(self.name, "unavailable", f"runtime {wanted!r} does not run on local devices "
-                          f"(local runtimes: {', '.join(sorted(runtimes))})", facts)
+            return Health(self.name, "unavailable", f"runtime {wanted!r} does not run on {self.transport.kind} devices "
+                          f"(agent runtimes: {', '.join(sorted(runtimes))})", facts)
         if not runtimes[wanted]:
-            return Health(self.name, "unavailable", f"runtime {wanted!r} is not installed on this host", facts)
-        usable = facts.get("cpus_usable") or facts.get("cpu_count") or 0
-        if self.spec.affinity and max(self.spec.affinity) >= int(os.cpu_count() or 0):
-            return Health(self.name, "error", f"affinity {list(self.spec.affinity)} names CPUs this host lacks "
-                          f"({os.cpu_count()} CPUs)", facts)
+            return Health(self.name, "unavailable", f"runtime {wanted!r} is not installed on the device", facts)
+        cpus = int(facts.get("cpu_count") or 0)
+        if self.spec.affinity and cpus and max(self.spec.affinity) >= cpus:
+            return Health(self.name, "error", f"affinity {list(self.spec.affinity)} names CPUs the device lacks "
+                          f"({cpus} CPUs)", facts)
+        usable = facts.get("cpus_usable") or cpus
         detail = f"{facts.get('cpu_model')}, {usable} CPUs usable, {wanted} {runtimes[wanted]}"
         return Health(self.name, "ok", detail, facts)
 
     def run(self, workload: Workload, settings: Settings) -> Measurement:
         self._hello()
-        model_path = self._stage(workload)
+        model_path = self.transport.stage(workload)
         reply = self._agent.request(
             {"op": "run", "model": model_path, "runtime": settings.runtime, "threads": settings.threads,
              "affinity": list(settings.affinity) if settings.affinity else None,
@@ -85,8 +100,24 @@ class LocalDevice:
             raise RuntimeFailure(f"device {self.name!r}: {error}")
         return measurement_from_reply(self.spec, workload, settings, reply)
 
-    def _stage(self, workload: Workload) -> str:
-        """Write the hashed bytes for the agent: what runs is exactly what was hashed."""
+    def close(self) -> None:
+        self._agent.close()
+        self.transport.close()
+
+
+class LocalTransport:
+    """The host itself: the agent is ``python -m farm.agent`` in a child process; models are
+    written to a private temp dir (what runs is exactly the hashed bytes)."""
+
+    kind = "local"
+
+    def __init__(self) -> None:
+        self._tmp: str | None = None
+
+    def open_agent(self, on_line: LineSink, on_err: Callable[[str], None]) -> Pipe:
+        return SubprocessPipe([sys.executable, "-m", "farm.agent"], on_line, on_err, env=_agent_env())
+
+    def stage(self, workload: Workload) -> str:
         if self._tmp is None:
             self._tmp = tempfile.mkdtemp(prefix="hwfarm-local-")
         path = Path(self._tmp) / f"{workload.hash[:16]}.{workload.format}"
@@ -95,7 +126,6 @@ class LocalDevice:
         return str(path)
 
     def close(self) -> None:
-        self._agent.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
