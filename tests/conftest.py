@@ -87,3 +87,23 @@ def matmul_model(n: int, *, seed: int = 0) -> onnx.ModelProto:
         initializer=[w],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real sshd on 127.0.0.1 (skipped where openssh-server is not installed; CI installs it)."""
+    from . import sshd as sshd_mod
+
+    if not sshd_mod.available():
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    pytest.importorskip("paramiko")
+    server = sshd_mod.start(tmp_path_factory.mktemp("sshd"))
+    yield server
+    sshd_mod.stop(server)
+
+
+def ssh_spec_text(server, known_hosts: Path, *, name: str = "board", tofu: bool = False, timeout_s: float = 600) -> str:
+    """A registry entry for the test sshd, with this venv's python as the board's python."""
+    return (f"  - name: {name}\n    url: {server.url()}\n    key_file: {server.client_key}\n"
+            f"    known_hosts: {known_hosts}\n    trust_on_first_use: {'true' if tofu else 'false'}\n"
+            f"    python: {sys.executable}\n    timeout_s: {timeout_s}\n")

@@ -24,6 +24,13 @@ def _local(spec: DeviceSpec) -> Device:
     return AgentDevice(spec, LocalTransport())
 
 
+def _ssh(spec: DeviceSpec) -> Device:
+    from .agent_device import AgentDevice
+    from .ssh import SshTransport
+
+    return AgentDevice(spec, SshTransport(spec))
+
+
 def _not_yet(issue: str) -> Callable[[DeviceSpec], Device]:
     def factory(spec: DeviceSpec) -> Device:
         raise DeviceUnavailable(
@@ -35,7 +42,7 @@ def _not_yet(issue: str) -> Callable[[DeviceSpec], Device]:
 
 DEVICE_KINDS: dict[str, Callable[[DeviceSpec], Device]] = {
     "local": _local,
-    "ssh": _not_yet("real device agents, issue #4"),
+    "ssh": _ssh,
     "adb": _not_yet("real device agents, issue #4"),
     "serial": _not_yet("real device agents, issue #4"),
     "sim": _not_yet("simulated devices, issue #3"),

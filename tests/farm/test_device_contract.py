@@ -8,6 +8,7 @@ pseudo-terminal firmware emulator, a seeded simulator profile).
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -23,8 +24,19 @@ from farm.workload import Workload, load_workload
 
 from ..conftest import gemm_model, matmul_model
 
-CONTRACT_DEVICES: dict[str, Callable[[Path], DeviceSpec]] = {
-    "local": lambda tmp: DeviceSpec(name="host-cpu", url="local://cpu", runtime="onnxruntime", threads=1),
+
+def _ssh_spec(request: pytest.FixtureRequest, tmp: Path) -> DeviceSpec:
+    server = request.getfixturevalue("sshd")
+    known = tmp / "known_hosts"
+    known.write_text(server.known_hosts_line())
+    return DeviceSpec(name="board", url=server.url(), key_file=str(server.client_key), known_hosts=str(known),
+                      python=sys.executable, runtime="onnxruntime", threads=1)
+
+
+# kind -> factory(request, tmp_path) -> DeviceSpec of a device reachable in the test environment
+CONTRACT_DEVICES: dict[str, Callable[[pytest.FixtureRequest, Path], DeviceSpec]] = {
+    "local": lambda request, tmp: DeviceSpec(name="host-cpu", url="local://cpu", runtime="onnxruntime", threads=1),
+    "ssh": _ssh_spec,
 }
 
 REQUIRED_PROVENANCE = {"runtime", "runtime_version", "threads", "python", "os", "cpu_model",
@@ -34,7 +46,7 @@ FAST = Policy(warmup=2, warmup_s=0, min_time_s=0, min_runs=5, max_runs=30, max_t
 
 @pytest.fixture(params=sorted(CONTRACT_DEVICES))
 def device(request, tmp_path) -> Device:
-    d = open_device(CONTRACT_DEVICES[request.param](tmp_path))
+    d = open_device(CONTRACT_DEVICES[request.param](request, tmp_path))
     yield d
     d.close()
 
