@@ -69,7 +69,7 @@ def profile(
     requeued = sched.requeue_stale()
     if requeued and on_requeue is not None:
         on_requeue(requeued)
-    subs = [sched.submit(spec, w, Settings(runtime=resolve_runtime(spec.runtime, w.format),
+    subs = [sched.submit(spec, w, Settings(runtime=resolve_runtime(spec.default_runtime, w.format),
                                            threads=threads or spec.threads, affinity=spec.affinity,
                                            policy=policy), force=force)
             for w in workloads]

@@ -60,6 +60,8 @@ class Measurement:
     provenance: dict[str, Any]
     energy_mj: float | None = None
     peak_memory_kb: float | None = None
+    # Per-kernel breakdown where the device reports one: [{"name", "ops", "class", "latency_ms", "placement"}]
+    breakdown: tuple[dict[str, Any], ...] = ()
     created_at: str = ""
     id: int | None = None
 
@@ -80,6 +82,7 @@ class Measurement:
                 "ci95": [s.ci_low_ms, s.ci_high_ms], "stop_reason": self.stop_reason,
             },
             "energy_mj": self.energy_mj,
+            "kernels": list(self.breakdown),
             "workload": self.workload,
             "settings": self.settings.to_dict(),
             "provenance": self.provenance,

@@ -160,6 +160,11 @@ class DeviceSpec(BaseModel):
     def kind(self) -> str:
         return self.parsed_url.scheme
 
+    @property
+    def default_runtime(self) -> str | None:
+        """The entry's runtime; simulated devices run everything on the simulator."""
+        return self.runtime or ("sim" if self.kind == "sim" else None)
+
     def public_dict(self) -> dict[str, Any]:
         """The entry as JSON-able data, without unset optional fields."""
         return self.model_dump(mode="json", exclude_defaults=True) | {"name": self.name, "url": self.url}

@@ -102,8 +102,11 @@ CREATE UNIQUE INDEX jobs_open ON jobs(device, workload, settings_hash) WHERE sta
 CREATE INDEX jobs_status ON jobs(device, status);
 """
 
+# v2: per-kernel breakdown (simulators and profilers that report one).
+_V2 = "ALTER TABLE measurements ADD COLUMN breakdown_json TEXT NOT NULL DEFAULT '[]'"
+
 # MIGRATIONS[i] upgrades a file from user_version i to i + 1.
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -264,13 +267,13 @@ class SqliteStore:
         cur = db.execute(
             "INSERT INTO measurements(device, workload, settings_hash, settings_json, median_ms, mean_ms, p10_ms, "
             "p90_ms, std_ms, cv, n, n_outliers, ci_low_ms, ci_high_ms, energy_mj, peak_memory_kb, stop_reason, "
-            "samples_json, outliers_json, warmup_json, provenance_json, simulated, job_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "samples_json, outliers_json, warmup_json, provenance_json, simulated, job_id, created_at, breakdown_json) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (m.device, m.workload, m.settings.hash, json.dumps(m.settings.to_dict()), s.median_ms, s.mean_ms,
              s.p10_ms, s.p90_ms, s.std_ms, s.cv, s.n, s.n_outliers, s.ci_low_ms, s.ci_high_ms, m.energy_mj,
              m.peak_memory_kb, m.stop_reason, json.dumps(list(m.samples_ms)), json.dumps(list(m.outliers)),
              json.dumps(list(m.warmup_ms)), json.dumps(m.provenance), int(bool(m.provenance.get("simulated"))),
-             job_id, m.created_at or _now_iso()),
+             job_id, m.created_at or _now_iso(), json.dumps(list(m.breakdown))),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -289,7 +292,8 @@ class SqliteStore:
             samples_ms=tuple(json.loads(r["samples_json"])), outliers=tuple(json.loads(r["outliers_json"])),
             warmup_ms=tuple(json.loads(r["warmup_json"])), stop_reason=r["stop_reason"],
             provenance=json.loads(r["provenance_json"]), energy_mj=r["energy_mj"],
-            peak_memory_kb=r["peak_memory_kb"], created_at=r["created_at"], id=r["id"],
+            peak_memory_kb=r["peak_memory_kb"], breakdown=tuple(json.loads(r["breakdown_json"])),
+            created_at=r["created_at"], id=r["id"],
         )
 
     def get_measurement(self, mid: int) -> Measurement:

@@ -31,6 +31,12 @@ def _ssh(spec: DeviceSpec) -> Device:
     return AgentDevice(spec, SshTransport(spec))
 
 
+def _sim(spec: DeviceSpec) -> Device:
+    from ..sim.device import SimDevice
+
+    return SimDevice(spec)
+
+
 def _not_yet(issue: str) -> Callable[[DeviceSpec], Device]:
     def factory(spec: DeviceSpec) -> Device:
         raise DeviceUnavailable(
@@ -45,7 +51,7 @@ DEVICE_KINDS: dict[str, Callable[[DeviceSpec], Device]] = {
     "ssh": _ssh,
     "adb": _not_yet("real device agents, issue #4"),
     "serial": _not_yet("real device agents, issue #4"),
-    "sim": _not_yet("simulated devices, issue #3"),
+    "sim": _sim,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +38,7 @@ def _ssh_spec(request: pytest.FixtureRequest, tmp: Path) -> DeviceSpec:
 CONTRACT_DEVICES: dict[str, Callable[[pytest.FixtureRequest, Path], DeviceSpec]] = {
     "local": lambda request, tmp: DeviceSpec(name="host-cpu", url="local://cpu", runtime="onnxruntime", threads=1),
     "ssh": _ssh_spec,
+    "sim": lambda request, tmp: DeviceSpec(name="sim-raspi4", url="sim://raspi4?seed=0", threads=1),
 }
 
 REQUIRED_PROVENANCE = {"runtime", "runtime_version", "threads", "python", "os", "cpu_model",
@@ -58,7 +60,7 @@ def _load(tmp_path: Path, model: onnx.ModelProto, name: str) -> Workload:
 
 
 def _settings(device: Device, w: Workload, **kw) -> Settings:
-    return Settings(runtime=resolve_runtime(device.spec.runtime, w.format), threads=device.spec.threads,
+    return Settings(runtime=resolve_runtime(device.spec.default_runtime, w.format), threads=device.spec.threads,
                     policy=kw.pop("policy", FAST), **kw)
 
 
@@ -96,10 +98,19 @@ def test_more_work_takes_longer(device, tmp_path):
     assert t_big > 5 * t_small
 
 
+def _rejected(kind: str, good: Workload) -> Workload:
+    """A workload this kind of device must refuse: bytes its runtime cannot load, or for a
+    simulator (which reads the graph) a graph in a precision its hardware does not have."""
+    if kind == "sim":
+        nodes = tuple(replace(n, outputs=tuple(replace(t, dtype="float64") for t in n.outputs)) for n in good.graph.nodes)
+        return replace(good, graph=replace(good.graph, nodes=nodes), hash=hashlib.sha256(b"f64").hexdigest())
+    junk = b"\x08\x07" + b"not a model" * 10
+    return Workload(hashlib.sha256(junk).hexdigest(), "onnx", "junk", None, good.graph, junk)
+
+
 def test_rejected_model_is_a_model_error_and_device_survives(device, tmp_path):
     good = _load(tmp_path, gemm_model(8), "good")
-    junk = b"\x08\x07" + b"not a model" * 10
-    bad = Workload(hashlib.sha256(junk).hexdigest(), "onnx", "junk", None, good.graph, junk)
+    bad = _rejected(device.info()["kind"], good)
     with pytest.raises(ModelError):
         device.run(bad, _settings(device, bad))
     assert device.run(good, _settings(device, good)).stats.n > 0

@@ -164,3 +164,27 @@ def test_in_memory_store_works():
     s.put_device(SPEC)
     w = workload()
     assert s.add_measurement(_measure(s, w)).id == 1
+
+
+def test_v1_file_upgrades_in_place_keeping_its_rows(tmp_path, monkeypatch):
+    import farm.store as st
+
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(st, "MIGRATIONS", st.MIGRATIONS[:1])
+    monkeypatch.setattr(st, "SCHEMA_VERSION", 1)
+    old = st.SqliteStore(path)
+    old.put_device(SPEC)
+    con = old._db
+    w = workload()
+    old.put_workload(w)
+    con.execute("INSERT INTO measurements(device, workload, settings_hash, settings_json, median_ms, mean_ms, p10_ms, "
+                "p90_ms, std_ms, cv, n, n_outliers, ci_low_ms, ci_high_ms, stop_reason, samples_json, outliers_json, "
+                "warmup_json, provenance_json, created_at) VALUES ('dev', ?, ?, ?, 1, 1, 1, 1, 0, 0, 3, 0, 1, 1, "
+                "'converged', '[1,1,1]', '[]', '[]', '{}', 'then')", (w.hash, Settings().hash,
+                                                                     __import__("json").dumps(Settings().to_dict())))
+    old.close()
+    monkeypatch.undo()
+    new = SqliteStore(path)
+    assert new.schema_version == SCHEMA_VERSION == 2
+    (m,) = new.measurements()
+    assert m.breakdown == () and m.samples_ms == (1, 1, 1) and m.created_at == "then"
