@@ -42,6 +42,15 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(zoo_app, name="zoo")
 
+
+def _sim_app() -> typer.Typer:
+    from .sim.commands import app as sim
+
+    return sim
+
+
+app.add_typer(_sim_app(), name="sim")
+
 # Piped output (logs, CI) gets a wide console instead of rich's 80-column default.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)

@@ -19,12 +19,13 @@ Everything here is a pure function of (graph, profile, threads).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..graph import Graph, Node
 from .profile import SimProfile
 
-__all__ = ["Kernel", "KernelTime", "SimResult", "kernel_class", "form_kernels", "kernel_latency_ms", "simulate"]
+__all__ = ["Kernel", "KernelTime", "SimResult", "kernel_class", "live_nodes", "form_kernels", "kernel_latency_ms",
+           "simulate"]
 
 _ACT = {"Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Relu6"}
 _ELTWISE = {"Add", "Mul", "Sub", "Div", "Sum", "Max", "Min"}
@@ -108,8 +109,56 @@ def _aligned_macs(node: Node, width: int) -> float:
     return float(node.macs)
 
 
-def form_kernels(graph: Graph, fusion: tuple[tuple[str, ...], ...], vector_width: int = 1) -> list[Kernel]:
-    """Group nodes into the kernels a device with these fusion rules executes."""
+def live_nodes(graph: Graph) -> set[str]:
+    """Nodes a folding converter keeps. A graph whose outputs do not depend on its inputs
+    (every path passes a node marked ``zero_output``, like NB201's ``x * 0``) folds to a
+    constant: nothing runs. Otherwise dead code is removed and the rest runs — converters
+    do not simplify ``x * 0`` algebraically, so work on a zero tensor still costs (this is
+    what the NB201 latencies measured with TFLite on the Raspberry Pi 4 and Pixel 3 show)."""
+    variable = {t.name for t in graph.inputs}
+    for n in graph.nodes:
+        if not n.attrs.get("zero_output") and any(t.name in variable for t in n.inputs if t.name not in n.weights):
+            variable.update(t.name for t in n.outputs)
+    if not any(t.name in variable for t in graph.outputs):
+        return set()
+    needed = {t.name for t in graph.outputs}
+    live: set[str] = set()
+    for n in reversed(graph.nodes):
+        if any(t.name in needed for t in n.outputs):
+            live.add(n.name)
+            needed.update(t.name for t in n.inputs)
+    return live
+
+
+def _dedupe(graph: Graph) -> Graph:
+    """Common-subexpression elimination of weight-free nodes: the same op with the same
+    attributes on the same inputs runs once (NB201 applies a ReLU per edge to one tensor)."""
+    alias: dict[str, str] = {}
+    seen: dict[tuple[object, ...], Node] = {}
+    nodes = []
+    for n in graph.nodes:
+        ins = tuple(replace(t, name=alias.get(t.name, t.name)) for t in n.inputs)
+        n = replace(n, inputs=ins) if ins != n.inputs else n
+        if not n.weights and len(n.outputs) == 1:
+            key = (n.op, tuple(t.name for t in ins), repr(sorted(n.attrs.items())))
+            first = seen.get(key)
+            if first is not None:
+                alias[n.outputs[0].name] = first.outputs[0].name
+                continue
+            seen[key] = n
+        nodes.append(n)
+    outputs = tuple(replace(t, name=alias.get(t.name, t.name)) for t in graph.outputs)
+    return replace(graph, nodes=tuple(nodes), outputs=outputs)
+
+
+def form_kernels(graph: Graph, fusion: tuple[tuple[str, ...], ...], vector_width: int = 1,
+                 *, fold_constants: bool = False) -> list[Kernel]:
+    """Group nodes into the kernels a device with these fusion rules executes (after
+    dropping constant and dead nodes when the runtime folds them)."""
+    if fold_constants:
+        graph = _dedupe(graph)
+        keep = live_nodes(graph)
+        graph = replace(graph, nodes=tuple(n for n in graph.nodes if n.name in keep))
     consumers: dict[str, int] = {}
     for n in graph.nodes:
         for t in n.inputs:
@@ -161,10 +210,10 @@ def kernel_latency_ms(k: Kernel, profile: SimProfile, threads: int = 1) -> tuple
 def simulate(graph: Graph, profile: SimProfile, *, threads: int = 1) -> SimResult:
     """Noise-free latency (ms), per-kernel breakdown and energy (mJ, None without a power model)."""
     times = []
-    for k in form_kernels(graph, profile.fusion, profile.vector_width):
+    for k in form_kernels(graph, profile.fusion, profile.vector_width, fold_constants=profile.fold_constants):
         total, compute = kernel_latency_ms(k, profile, threads)
         times.append(KernelTime(k, total, compute))
-    latency = sum(t.latency_ms for t in times)
+    latency = profile.invoke_overhead_us / 1e3 + sum(t.latency_ms for t in times)
     energy = None
     if profile.power is not None:
         p = profile.power

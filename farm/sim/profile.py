@@ -50,6 +50,8 @@ class SimProfile(_Frozen):
     threads_max: int = Field(1, ge=1)
     parallel_fraction: float = Field(0.0, ge=0, le=1)  # Amdahl: share of compute that scales with threads
     fusion: tuple[tuple[str, ...], ...] = ()  # op sequences executed as one kernel
+    fold_constants: bool = False  # the runtime's converter folds input-independent and dead subgraphs
+    invoke_overhead_us: float = Field(0.0, ge=0)  # fixed cost of one inference call
     kernels: dict[str, KernelCost]  # by kernel class (see farm.sim.model.kernel_class); "default" required
     noise: Noise = Noise()
     power: Power | None = None

@@ -1,7 +1,12 @@
 """Architecture families as graph builders: pure functions from an architecture spec to a
 model, used by the demo, the tests, the simulator's calibration, the predictors'
-benchmarks and the searches. Nothing here needs torch.
+benchmarks and the searches. Nothing here needs torch, and importing this package loads
+nothing: import the submodule you need.
 
 - :mod:`farm.zoo.onnx_models`: small ONNX models built with ``onnx.helper`` (the demo's
-  MLP, MLPerf Tiny's ResNet-8, MobileNetV1-0.25) and a tiny builder for more.
+  MLP, MLPerf Tiny's ResNet-8, MobileNetV1-0.25), a tiny builder for more, and the quirky
+  files of the importer's tests (legacy IR 3, constant-subgraph weights, dynamic batch, int8).
+- :mod:`farm.zoo.ir`: graph IR built directly in Python, for search spaces.
+- :mod:`farm.zoo.nb201`: the NAS-Bench-201 space as graph IR.
+- :mod:`farm.zoo.tflite_models`: small ``.tflite`` files built without TensorFlow.
 """

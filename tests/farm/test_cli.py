@@ -128,12 +128,12 @@ def test_bad_input_exits_2_with_one_line_and_store_unchanged(farm, onnx_file, tm
 
 
 def test_not_yet_available_kind_is_exit_1(farm, onnx_file):
-    farm.registry.write_text(farm.registry.read_text() + "  - name: sim-rpi\n    url: sim://raspi4?seed=0\n")
+    farm.registry.write_text(farm.registry.read_text() + "  - name: phone\n    url: adb://127.0.0.1:5555\n")
     listed = farm("devices", "list", "--json")
-    assert "sim-rpi" in listed.stdout
-    p = farm("profile", str(onnx_file("a")), "--device", "sim-rpi", *FAST)
+    assert "phone" in listed.stdout
+    p = farm("profile", str(onnx_file("a")), "--device", "phone", *FAST)
     assert p.returncode == 1 and "not available" in _one_error_line(p)
-    c = farm("devices", "check", "sim-rpi", "--json")
+    c = farm("devices", "check", "phone", "--json")
     assert c.returncode == 1 and json.loads(c.stdout)["status"] == "unavailable"
 
 

@@ -1,0 +1,144 @@
+"""``hwfarm sim …``: list the simulator profiles and calibrate them against measured data."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputError
+
+app = typer.Typer(help="Simulated devices: profiles and their calibration.", no_args_is_help=True)
+
+# Where the shared NB201 table is found when --data is not given.
+_NB201 = Path("data") / "nb201-latency" / "latency_ms.csv"
+TARGETS = {"spearman": 0.90, "mape": 0.15}
+
+
+def find_nb201_table(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise InputError(f"{explicit}: no such file")
+        return explicit
+    env = os.environ.get("HWFARM_NB201_CSV")
+    candidates = [Path(env)] if env else []
+    repo = Path(__file__).resolve().parents[2]
+    candidates += [Path.cwd() / "../shared" / _NB201, repo.parent / "shared" / _NB201]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise InputError("cannot find the NB201 latency table (../shared/data/nb201-latency/latency_ms.csv); "
+                     "pass --data PATH or set HWFARM_NB201_CSV")
+
+
+@app.command("list")
+def list_profiles(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the simulator profiles (sim://NAME)."""
+    from .profile import load_profile, profile_names
+
+    rows = [load_profile(n) for n in profile_names()]
+    if as_json:
+        print(json.dumps([{"name": p.name, "device_class": p.device_class, "description": p.description,
+                           "dtypes": list(p.dtypes), "calibration": p.calibration} for p in rows]))
+        return
+    for p in rows:
+        print(f"{p.name:14} {p.device_class:24} {p.description}")
+
+
+@app.command()
+def calibrate(
+    profiles: Optional[list[str]] = typer.Option(None, "--profile", "-p", help="Profile(s) to calibrate (default: all with a dataset)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="NB201 latency CSV (default: ../shared/data/nb201-latency/latency_ms.csv)."),
+    refit: bool = typer.Option(False, "--refit", help="Fit the kernel costs again and write them into the profile files."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=100, help="Report on a random subset of this many held-out cells (faster)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+) -> None:
+    """Simulated vs measured latency: Spearman ρ and median APE on the cells not used to fit."""
+    import numpy as np
+    from rich.progress import Progress
+
+    from ..zoo.nb201 import build_nb201
+    from .calibrate import design_matrix, fit_kernel_costs, mape, predict, read_table, spearman, split
+    from .profile import PROFILE_DIR, load_profile, profile_names
+
+    names = profiles or [n for n in profile_names() if load_profile(n).calibration.get("dataset") == "nb201-latency"]
+    chosen = [load_profile(n) for n in names]
+    for p in chosen:
+        if p.calibration.get("dataset") != "nb201-latency":
+            raise InputError(f"profile {p.name!r} has no NB201 calibration target")
+    table = find_nb201_table(data)
+    archs, _ = read_table(table, "arch_str", chosen[0].calibration["column"]) if chosen else ([], None)
+    needed: set[int] = set()
+    plans = {}
+    for p in chosen:
+        fit, rest = split(len(archs), int(p.calibration.get("n_fit", 1000)), int(p.calibration.get("seed", 0)))
+        if limit is not None:
+            rest = np.random.default_rng(1).permutation(rest)[:limit]
+        plans[p.name] = (fit, rest)
+        needed.update(rest.tolist() + (fit.tolist() if refit else []))
+    graphs = {}
+    with Progress(console=None, transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
+        task = bar.add_task("building NB201 graphs", total=len(needed))
+        for i in sorted(needed):
+            graphs[i] = build_nb201(archs[i])
+            bar.advance(task)
+    reports = []
+    for p in chosen:
+        _, y = read_table(table, "arch_str", p.calibration["column"])
+        fit, rest = plans[p.name]
+        used = fit if refit else np.array([], dtype=int)
+        X, cols = design_matrix([graphs[i] for i in (*used, *rest)], p)
+        Xf, Xr = X[: len(used)], X[len(used):]
+        fitted = fit_kernel_costs(Xf, y[used], cols, p) if refit else p
+        pred = predict(Xr, cols, fitted)
+        rho, err = spearman(pred, y[rest]), mape(pred, y[rest])
+        ok = rho >= TARGETS["spearman"] and err <= TARGETS["mape"]
+        reports.append({"profile": p.name, "target": f"nb201-latency:{p.calibration['column']}", "n_fit": len(fit),
+                        "n_eval": len(rest), "spearman": round(rho, 4), "mape": round(err, 4), "ok": ok})
+        if refit:
+            _write_fit(PROFILE_DIR / f"{p.name}.yaml", fitted, rho, err, len(rest))
+    if as_json:
+        print(json.dumps({"targets": TARGETS, "profiles": reports}))
+    else:
+        print(f"{'profile':12} {'target':28} {'fit':>5} {'eval':>6} {'spearman':>9} {'MdAPE':>7}  (targets: "
+              f"ρ ≥ {TARGETS['spearman']}, MdAPE ≤ {TARGETS['mape']:.0%})")
+        for r in reports:
+            print(f"{r['profile']:12} {r['target']:28} {r['n_fit']:5} {r['n_eval']:6} {r['spearman']:9.4f} "
+                  f"{r['mape']:7.2%}  {'ok' if r['ok'] else 'MISSED'}")
+    if not all(r["ok"] for r in reports):
+        raise typer.Exit(1)
+
+
+def _write_fit(path: Path, fitted: object, rho: float, err: float, n_eval: int) -> None:
+    """Write fitted costs into a profile file, keeping its comments and layout."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    from .profile import SimProfile, load_profile
+
+    assert isinstance(fitted, SimProfile)
+    y = YAML(typ="rt")
+    y.width = 200
+    doc = y.load(path.read_text())
+    for cls, cost in fitted.kernels.items():
+        m = CommentedMap({k: v for k, v in cost.model_dump().items() if v})
+        m.fa.set_flow_style()
+        doc["kernels"][cls] = m
+    doc["invoke_overhead_us"] = fitted.invoke_overhead_us
+    doc["calibration"]["spearman"] = round(float(rho), 4)
+    doc["calibration"]["mape"] = round(float(err), 4)
+    doc["calibration"]["n_eval"] = n_eval
+    import io
+    import tempfile
+
+    buf = io.StringIO()
+    y.dump(doc, buf)  # fails before the file is touched, never halfway through it
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, path)
+    load_profile.cache_clear()
