@@ -173,14 +173,9 @@ def load_onnx_graph(path: str | Path) -> Graph:
     A missing, unreadable, empty, truncated or non-ONNX file is a ModelError naming the path.
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{p}: model file not found") from None
-    except IsADirectoryError:
-        raise ModelError(f"{p}: is a directory, not a model file") from None
-    except OSError as err:
-        raise ModelError(f"{p}: cannot read model: {err.strerror or err}") from None
+    from .workload import read_model_bytes  # late: workload imports this module's parser
+
+    data = read_model_bytes(p)
     return graph_from_onnx(parse_onnx(data, source=str(p), base_dir=p.parent), source=str(p))
 
 

@@ -168,12 +168,7 @@ def _parse(s: Any, data: bytes) -> tuple[tuple[Node, ...], tuple[TensorInfo, ...
 def load_tflite_graph(path: str | os.PathLike[str]) -> Graph:
     """Read a ``.tflite`` file; errors are :class:`ModelError` naming the path."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{p}: model file not found") from None
-    except IsADirectoryError:
-        raise ModelError(f"{p}: is a directory, not a model file") from None
-    except OSError as err:
-        raise ModelError(f"{p}: cannot read model: {err.strerror or err}") from None
+    from .workload import read_model_bytes  # late: workload imports this module's parser
+
+    data = read_model_bytes(p)
     return graph_from_tflite(data, source=str(p), name=p.stem)

@@ -45,9 +45,8 @@ def _format_of(path: Path, data: bytes) -> str:
     raise ModelError(f"{path}: unknown model format (expected {', '.join(sorted(FORMATS))})")
 
 
-def load_workload(path: str | os.PathLike[str]) -> Workload:
-    """Read a model file and build its graph. Bad files raise :class:`ModelError` naming the path."""
-    p = Path(path)
+def read_model_bytes(p: Path) -> bytes:
+    """A model file's bytes; a missing or unreadable file is a ModelError naming it."""
     try:
         data = p.read_bytes()
     except FileNotFoundError:
@@ -56,6 +55,13 @@ def load_workload(path: str | os.PathLike[str]) -> Workload:
         raise ModelError(f"{p}: is a directory, not a model file") from None
     except OSError as err:
         raise ModelError(f"{p}: cannot read model: {err.strerror or err}") from None
+    return data
+
+
+def load_workload(path: str | os.PathLike[str]) -> Workload:
+    """Read a model file and build its graph. Bad files raise :class:`ModelError` naming the path."""
+    p = Path(path)
+    data = read_model_bytes(p)
     if not data:
         raise ModelError(f"{p}: model file is empty")
     fmt = _format_of(p, data)
