@@ -443,10 +443,23 @@ def zoo_export(
 # ---------------------------------------------------------------------------- plugins, entry point
 
 
+_GROUPS = {"devices": devices_app, "dataset": dataset_app, "jobs": jobs_app, "zoo": zoo_app}
+
+
 def _load_plugins() -> None:
+    """Mount the ``hwfarm.commands`` entry points. The entry's name says where:
+    ``name = pkg.mod:typer_app`` adds a command group, ``name = pkg.mod:function`` a
+    top-level command, and ``group.name = pkg.mod:function`` a command inside one of the
+    built-in groups (``dataset.build`` → ``hwfarm dataset build``)."""
     for ep in entry_points(group="hwfarm.commands"):
         try:
-            app.add_typer(ep.load(), name=ep.name)
+            obj = ep.load()
+            parent_name, _, name = ep.name.rpartition(".")
+            parent = _GROUPS[parent_name] if parent_name else app
+            if isinstance(obj, typer.Typer):
+                parent.add_typer(obj, name=name)
+            else:
+                parent.command(name)(obj)
         except Exception as e:  # a broken plugin must not take the whole command down
             print(f"hwfarm: warning: command group {ep.name!r} ({ep.value}) failed to load: {e}", file=sys.stderr)
 

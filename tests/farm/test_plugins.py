@@ -34,6 +34,29 @@ def test_command_group_plugin_is_mounted(monkeypatch, capsys):
     assert "command group 'broken'" in captured.err and "failed to load" in captured.err
 
 
+def _shout(word: str) -> None:
+    print(word.upper())
+
+
+def test_plugin_commands_join_builtin_groups_and_top_level(monkeypatch, capsys):
+    monkeypatch.setitem(globals(), "SHOUT", _shout)
+    eps = [EntryPoint(name="dataset.shout", value=f"{__name__}:SHOUT", group="hwfarm.commands"),
+           EntryPoint(name="shout", value=f"{__name__}:SHOUT", group="hwfarm.commands")]
+    monkeypatch.setattr(cli, "entry_points", lambda group: eps if group == "hwfarm.commands" else [])
+    fresh_dataset = typer.Typer()
+    fresh_dataset.command("noop")(lambda: None)
+    monkeypatch.setattr(cli, "app", typer.Typer())
+    monkeypatch.setitem(cli._GROUPS, "dataset", fresh_dataset)
+    cli.app.add_typer(fresh_dataset, name="dataset")
+    cli.app.command("noop")(lambda: None)
+    for argv, expect in ((["dataset", "shout", "kernels"], "KERNELS"), (["shout", "farm"], "FARM")):
+        try:
+            cli.main(argv)
+        except SystemExit as e:
+            assert e.code == 0
+        assert expect in capsys.readouterr().out
+
+
 class _PluginDevice(AgentDevice):
     """A third-party kind that reuses the host machinery under its own scheme."""
 
