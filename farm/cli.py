@@ -503,4 +503,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m farm.cli`: run the canonical module, so plugin commands that read its global
+    # options (farm.cli.STATE) see the ones given on this command line.
+    from farm.cli import main as _main
+
+    _main()

@@ -3,11 +3,210 @@ entry points in pyproject.toml, so the farm never imports this layer)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
 
 app = typer.Typer(help="Latency/energy predictors: train, list, show, evaluate, benchmark.", no_args_is_help=True)
 
 # ------------------------------------------------------------------ train / list / show / eval / predict
+
+
+def _ctx() -> Any:
+    """The global options (--db, --registry) and consoles of the ``hwfarm`` command."""
+    from farm import cli
+
+    return cli
+
+
+def _bundle_dir(bundle_dir: Optional[Path]) -> Path:
+    from .bundle import bundles_dir
+
+    return bundle_dir or bundles_dir(_ctx().STATE.db)
+
+
+def _open(device: str) -> tuple[Any, Any]:
+    from farm.registry import load_registry
+    from farm.store import SqliteStore
+
+    c = _ctx()
+    spec = load_registry(c.STATE.registry).get(device)
+    if not Path(c.STATE.db).exists():
+        from farm.errors import InputError
+
+        raise InputError(f"{c.STATE.db}: no dataset here (profile or build one first, or pass --db)")
+    return spec, SqliteStore(c.STATE.db)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+@app.command("train")
+def train_cmd(
+    device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Train on measurements at this thread count."),
+    bundle_dir: Optional[Path] = typer.Option(None, "--bundle-dir", help="Where to write the bundle "
+                                              "(default: a folder next to the --db file)."),
+    as_json: bool = typer.Option(False, "--json", help="The bundle's summary as JSON on stdout."),
+) -> None:
+    """Train a device's latency (and energy) predictor on its kernel measurements."""
+    from .api import train
+
+    c = _ctx()
+    spec, store = _open(device)
+    with c.err.status("training…") as status:
+        info = train(store, spec, db=c.STATE.db, threads=threads, bundle_dir=_bundle_dir(bundle_dir),
+                     progress=lambda msg: status.update(msg))
+    if as_json:
+        c._emit_json(info.summary())
+        return
+    _print_summary(info.summary())
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    c = _ctx()
+    m = s.get("metrics", {})
+    c.out.print(f"bundle [bold]{s['id']}[/] for {s['device']} ({s['runtime']}, {s['threads']} thread(s)"
+                f"{', simulated' if s.get('simulated') else ''}) at {s['path']}")
+    kernels = m.get("kernels", {})
+    c.out.print(f"  trained on {m.get('n_train', 0)} kernel measurements: "
+                + ", ".join(f"{t} {n}" for t, n in sorted(kernels.items())))
+    nets = m.get("networks")
+    if nets:
+        c.out.print(f"  on {nets['n']} whole models never seen in training: ±10% accuracy {_pct(nets.get('acc10'))}, "
+                    f"median error {_pct(nets.get('median_ape'))}, Spearman {nets.get('spearman', float('nan')):.3f}")
+    else:
+        c.out.print("  no whole-model measurements to evaluate on yet (profile some models on this device)")
+    if s.get("energy"):
+        c.out.print("  energy model: yes (the device measured energy)")
+
+
+@app.command("list")
+def list_cmd(
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Only this device's bundles."),
+    bundle_dir: Optional[Path] = typer.Option(None, "--bundle-dir", help="Bundle folder (default: beside --db)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON list on stdout."),
+) -> None:
+    """Trained predictor bundles, newest first."""
+    from rich.table import Table
+
+    from .bundle import list_bundles
+
+    c = _ctx()
+    found = [b.summary() for b in list_bundles(_bundle_dir(bundle_dir), device=device)]
+    if as_json:
+        c._emit_json(found)
+        return
+    if not found:
+        c.err.print(f"no predictor bundles in {_bundle_dir(bundle_dir)} (hwfarm predictor train --device NAME)")
+        return
+    table = Table(title=f"predictor bundles in {_bundle_dir(bundle_dir)}", title_justify="left")
+    for col in ("id", "device", "runtime", "thr", "created", "kernels", "nets ±10%", "energy"):
+        table.add_column(col)
+    for s in found:
+        m = s["metrics"]
+        nets = m.get("networks") or {}
+        table.add_row(s["id"], s["device"], str(s["runtime"]), str(s["threads"]), s["created"], str(m.get("n_train")),
+                      _pct(nets.get("acc10")), "yes" if s["energy"] else "-")
+    c.out.print(table)
+
+
+@app.command("show")
+def show_cmd(
+    bundle: str = typer.Argument(..., help="Bundle id or directory."),
+    bundle_dir: Optional[Path] = typer.Option(None, "--bundle-dir", help="Bundle folder (default: beside --db)."),
+    as_json: bool = typer.Option(False, "--json", help="bundle.json's summary as JSON on stdout."),
+) -> None:
+    """One bundle: device, runtime, data, fusion rules, per-type models and metrics."""
+    from .bundle import find_bundle
+
+    c = _ctx()
+    info = find_bundle(_bundle_dir(bundle_dir), bundle=bundle)
+    s = info.summary() | {"fusion": info.meta.get("fusion"),
+                          "types": {t: {"features": v.get("features"), "n_samples": v.get("n_samples")}
+                                    for t, v in (info.meta.get("latency") or {}).get("types", {}).items()}}
+    if as_json:
+        c._emit_json(s)
+        return
+    _print_summary(s)
+    fusion = s.get("fusion") or {}
+    c.out.print(f"  fusion rules ({fusion.get('source')}): "
+                + ", ".join("+".join(p) for p in fusion.get("patterns", [])))
+    for t, v in s["types"].items():
+        c.out.print(f"  {t:9s} n={v['n_samples'] or '-':<5} features: {', '.join(v['features'] or [])}")
+
+
+@app.command("eval")
+def eval_cmd(
+    device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
+    bundle: Optional[str] = typer.Option(None, "--bundle", help="Bundle id or directory (default: the newest)."),
+    as_json: bool = typer.Option(False, "--json", help="Metrics and per-model rows as JSON on stdout."),
+) -> None:
+    """Accuracy on the dataset's whole-model measurements of the device."""
+    from rich.table import Table
+
+    from .api import evaluate, load
+
+    c = _ctx()
+    spec, store = _open(device)
+    p = load(bundle or device, db=c.STATE.db)
+    res = evaluate(p, store, spec)
+    if as_json:
+        c._emit_json(res)
+        return
+    table = Table(title=f"{device}: predicted vs measured (bundle {p.bundle_id})", title_justify="left")
+    for col in ("model", "measured ms", "predicted ms", "interval", "error"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in res["models"]:
+        lo, hi = r["interval_ms"]
+        table.add_row(Path(r["model"]).name, f"{r['measured_ms']:.4g}", f"{r['predicted_ms']:.4g}",
+                      f"{lo:.3g}–{hi:.3g}", f"{100 * r['error']:+.1f}%")
+    c.out.print(table)
+    m = res["metrics"]
+    c.out.print(f"{m['n']} models: ±10% accuracy {_pct(m['acc10'])}, median error {_pct(m['median_ape'])}"
+                + (f", Spearman {m['spearman']:.3f}" if "spearman" in m else ""))
+
+
+def predict(
+    models: list[Path] = typer.Argument(..., help="ONNX or TFLite model files."),
+    device: str = typer.Option(..., "--device", "-d", help="Device whose predictor answers."),
+    bundle: Optional[str] = typer.Option(None, "--bundle", help="Bundle id or directory (default: the device's newest)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout."),
+) -> None:
+    """Predict latency (and energy) of models on a device, without running them."""
+    from rich.table import Table
+
+    from .api import load
+
+    c = _ctx()
+    p = load(bundle or device, db=c.STATE.db)
+    if bundle is not None and p.device != device:
+        from farm.errors import InputError
+
+        raise InputError(f"bundle {p.bundle_id!r} was trained for device {p.device!r}, not {device!r}")
+    preds = p.predict_many([str(m) for m in models])
+    if as_json:
+        for m, r in zip(models, preds, strict=True):
+            c._emit_json({"model": str(m), "device": device, "latency_ms": r.latency_ms,
+                          "latency_interval_ms": list(r.latency_interval_ms), "energy_mj": r.energy_mj,
+                          "kernels": [k.to_json() for k in r.kernels], "bundle": p.bundle_id,
+                          "fallback_kernels": [k.name for k in r.fallback_kernels],
+                          "simulated": bool(p.info.meta.get("simulated"))})
+        return
+    table = Table(title=f"predicted on {device} (bundle {p.bundle_id})", title_justify="left")
+    for col in ("model", "latency ms", "interval", "energy mJ", "kernels", "fallback"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for m, r in zip(models, preds, strict=True):
+        lo, hi = r.latency_interval_ms
+        table.add_row(m.name, f"{r.latency_ms:.4g}", f"{lo:.3g}–{hi:.3g}",
+                      "-" if r.energy_mj is None else f"{r.energy_mj:.4g}", str(len(r.kernels)),
+                      str(len(r.fallback_kernels)) or "-")
+    c.out.print(table)
+    if any(r.fallback_kernels for r in preds):
+        c.err.print("fallback: kernels of a type without a trained model were estimated by the device's roofline "
+                    "(--json lists them)")
 
 
 # ------------------------------------------------------------------ bench (the few-shot transfer protocol)

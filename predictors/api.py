@@ -1,0 +1,229 @@
+"""The predictors' Python API: train a device's predictor from the dataset, load it, query it.
+
+::
+
+    import predictors
+    p = predictors.load("host-cpu")                 # newest bundle for the device (beside hwfarm.db)
+    p.predict("model.onnx").latency_ms              # a file, a farm Workload or a Graph
+    p.predict_many(graphs)                          # batched: features extracted once for all
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from farm.errors import InputError
+from farm.graph import Graph
+from farm.store import SqliteStore
+from farm.workload import Workload, load_workload
+
+from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, save_bundle
+from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction
+from .kernels import FusionRules, detect_kernels, fusion_rules_for
+
+__all__ = ["DevicePredictor", "TrainingSet", "load", "training_set", "train", "evaluate", "accuracy_metrics"]
+
+ModelLike = Graph | Workload | str | os.PathLike[str]
+
+
+def _graph_of(x: ModelLike) -> Graph:
+    if isinstance(x, Graph):
+        return x
+    if isinstance(x, Workload):
+        return x.graph
+    return load_workload(x).graph
+
+
+class DevicePredictor:
+    """A loaded bundle: latency (and energy, where measured) of any model on one device."""
+
+    def __init__(self, info: BundleInfo, latency: KernelLevelPredictor, energy: KernelLevelPredictor | None = None):
+        self.info = info
+        self.latency = latency
+        self.energy = energy
+
+    @property
+    def device(self) -> str:
+        return self.info.device
+
+    @property
+    def bundle_id(self) -> str:
+        return self.info.id
+
+    def predict(self, model: ModelLike) -> Prediction:
+        """Latency (ms) with an interval, energy (mJ) or None, and the per-kernel breakdown."""
+        return self.predict_many([model])[0]
+
+    def predict_many(self, models: Sequence[ModelLike]) -> list[Prediction]:
+        graphs = [_graph_of(m) for m in models]
+        kernels, q, fb = self.latency.kernel_quantiles(graphs)
+        e_tot: list[float | None] = [None] * len(graphs)
+        e_k: list[np.ndarray | None] = [None] * len(graphs)
+        if self.energy is not None:
+            _, eq, _ = self.energy.kernel_quantiles(graphs)
+            for i, qi in enumerate(eq):
+                e_k[i] = qi[:, 1]
+                e_tot[i] = float(self.energy.overhead_ + qi[:, 1].sum())
+        out = []
+        for i, ks in enumerate(kernels):
+            tot = self.latency.overhead_ + (q[i].sum(axis=0) if len(ks) else np.zeros(3))
+            ek = e_k[i]
+            kp = tuple(KernelPrediction(k.name, k.type, float(q[i][j, 1]), bool(fb[i][j]),
+                                        float(ek[j]) if ek is not None else None) for j, k in enumerate(ks))
+            out.append(Prediction(float(tot[1]), (float(tot[0]), float(tot[2])), e_tot[i], kp))
+        return out
+
+
+def load(device_or_bundle: str | os.PathLike[str], *, db: str | os.PathLike[str] = "hwfarm.db") -> DevicePredictor:
+    """A bundle directory, a bundle id, or a device name (its newest bundle beside ``db``)."""
+    directory = bundles_dir(db)
+    s = str(device_or_bundle)
+    if (Path(s) / "bundle.json").is_file() or (directory / s / "bundle.json").is_file():
+        info = find_bundle(directory, bundle=s)
+    else:
+        info = find_bundle(directory, device=s)
+    _, lat, en = read_bundle(info.path)
+    return DevicePredictor(info, lat, en)
+
+
+# ---------------------------------------------------------------------------- training from the dataset
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A device's measurements with their graphs, split into kernels (train) and networks (eval)."""
+
+    device: str
+    runtime: str
+    threads: int
+    simulated: bool
+    rules: FusionRules
+    graphs: tuple[Graph, ...]
+    latency_ms: tuple[float, ...]
+    energy_mj: tuple[float | None, ...]
+    names: tuple[str, ...]
+    single: tuple[bool, ...]  # forms one kernel on this device (training data)
+    dataset_hash: str
+
+    @property
+    def n_kernels(self) -> int:
+        return sum(self.single)
+
+    def subset(self, single: bool) -> tuple[list[Graph], list[float], list[float | None], list[str]]:
+        idx = [i for i, s in enumerate(self.single) if s == single]
+        return ([self.graphs[i] for i in idx], [self.latency_ms[i] for i in idx], [self.energy_mj[i] for i in idx],
+                [self.names[i] for i in idx])
+
+
+def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -> TrainingSet:
+    """Every measurement of ``spec``'s device in the dataset, at one thread count (the
+    entry's, else the most common), with each workload's graph from the dataset."""
+    ms = store.measurements(device=spec.name)
+    if not ms:
+        raise InputError(f"no measurements of device {spec.name!r} in the dataset; "
+                         f"build some: hwfarm dataset build --device {spec.name}")
+    counts = Counter(m.settings.threads for m in ms)
+    thr = threads or (spec.threads if spec.threads in counts else counts.most_common(1)[0][0])
+    ms = [m for m in ms if m.settings.threads == thr]
+    if not ms:
+        raise InputError(f"no measurements of {spec.name!r} at {thr} thread(s) (have: {sorted(counts)})")
+    runtime = Counter(m.settings.runtime for m in ms).most_common(1)[0][0]
+    ms = sorted((m for m in ms if m.settings.runtime == runtime), key=lambda m: (m.workload, m.id or 0))
+    latest: dict[str, Any] = {}
+    for m in ms:  # one measurement per workload: the newest
+        latest[m.workload] = m
+    rules = fusion_rules_for(spec, store, runtime=runtime)
+    graphs, lat, en, names, single = [], [], [], [], []
+    h = hashlib.sha256()
+    cache: dict[str, Graph] = {}
+    for wh, m in sorted(latest.items()):
+        rec = store.get_workload(wh)
+        if rec is None:
+            continue
+        g = cache.setdefault(wh, rec.graph)
+        graphs.append(g)
+        lat.append(m.stats.median_ms)
+        en.append(m.energy_mj)
+        names.append(rec.source_path or rec.name)
+        single.append(len(detect_kernels(g, rules)) == 1)
+        h.update(f"{wh}:{m.id}:{m.stats.median_ms:.9g};".encode())
+    simulated = any(bool(m.provenance.get("simulated")) for m in latest.values())
+    return TrainingSet(spec.name, runtime, thr, simulated, rules, tuple(graphs), tuple(lat), tuple(en), tuple(names),
+                       tuple(single), h.hexdigest())
+
+
+def accuracy_metrics(pred: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """±10% accuracy, median/mean absolute percentage error, RMSPE and Spearman ρ."""
+    p, t = np.asarray(pred, dtype=float), np.asarray(truth, dtype=float)
+    if len(t) == 0:
+        return {"n": 0}
+    ape = np.abs(p / t - 1.0)
+    m = {"n": int(len(t)), "acc10": float(np.mean(ape <= 0.10)), "acc5": float(np.mean(ape <= 0.05)),
+         "median_ape": float(np.median(ape)), "mape": float(np.mean(ape)),
+         "rmspe": float(np.sqrt(np.mean(((p - t) / t) ** 2)))}
+    if len(t) > 2:
+        from scipy.stats import spearmanr
+
+        rho = spearmanr(p, t).statistic
+        m["spearman"] = float(rho) if not math.isnan(rho) else 0.0
+    return m
+
+
+def train(store: SqliteStore, spec: Any, *, db: str | os.PathLike[str], threads: int | None = None,
+          bundle_dir: Path | None = None, bundle_id: str | None = None,
+          progress: Callable[[str], None] | None = None) -> BundleInfo:
+    """Train ``spec``'s predictor on its kernel measurements, evaluate it on its whole-model
+    measurements (never seen in training), and save the bundle beside the dataset."""
+    say = progress or (lambda _msg: None)
+    ts = training_set(store, spec, threads=threads)
+    g, y, e, _ = ts.subset(True)
+    if not g:
+        raise InputError(f"device {spec.name!r}: none of its {len(ts.graphs)} measured models forms a single kernel; "
+                         f"build a kernel dataset first: hwfarm dataset build --device {spec.name}")
+    say(f"training on {len(g)} kernel measurements of {spec.name} ({ts.runtime}, {ts.threads} thread(s))")
+    try:
+        lat = KernelLevelPredictor(rules=ts.rules, target="latency_ms", threads=ts.threads).fit(g, y)
+    except ValueError as err:
+        raise InputError(f"device {spec.name!r}: {err}") from None
+    energy = None
+    if all(v is not None and v > 0 for v in e):
+        say("training the energy model")
+        energy = KernelLevelPredictor(rules=ts.rules, target="energy_mj", threads=ts.threads).fit(
+            g, [float(v) for v in e if v is not None])
+    nets, ny, ne, _ = ts.subset(False)
+    metrics: dict[str, Any] = {"kernels": {t: n for t, n in lat.n_samples_.items()}, "n_train": len(g)}
+    if nets:
+        say(f"evaluating on {len(nets)} whole models")
+        metrics["networks"] = accuracy_metrics(lat.predict(nets), ny)
+        if energy is not None and all(v is not None for v in ne):
+            metrics["networks_energy"] = accuracy_metrics(energy.predict(nets), [float(v) for v in ne if v])
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    bid = bundle_id or f"{spec.name}-{created.replace(':', '').replace('-', '')}-{ts.dataset_hash[:8]}"
+    meta = {"id": bid, "device": spec.name, "device_url": spec.url, "runtime": ts.runtime, "threads": ts.threads,
+            "simulated": ts.simulated, "dataset_hash": ts.dataset_hash, "dataset": str(db), "created": created,
+            "kind": "kernel", "fusion": ts.rules.to_dict(), "metrics": metrics}
+    return save_bundle(bundle_dir or bundles_dir(db), meta, lat, energy)
+
+
+def evaluate(predictor: DevicePredictor, store: SqliteStore, spec: Any) -> dict[str, Any]:
+    """Accuracy of a predictor on the dataset's whole-model measurements of its device."""
+    ts = training_set(store, spec, threads=int(predictor.info.meta.get("threads") or 1))
+    nets, ny, _, names = ts.subset(False)
+    if not nets:
+        raise InputError(f"no whole-model measurements of {spec.name!r} to evaluate on; profile some models first")
+    preds = predictor.predict_many(nets)
+    rows = [{"model": n, "measured_ms": t, "predicted_ms": p.latency_ms,
+             "interval_ms": list(p.latency_interval_ms), "error": p.latency_ms / t - 1.0,
+             "fallback_kernels": len(p.fallback_kernels)} for n, t, p in zip(names, ny, preds, strict=True)]
+    return {"device": spec.name, "bundle": predictor.bundle_id,
+            "metrics": accuracy_metrics([p.latency_ms for p in preds], ny), "models": rows}

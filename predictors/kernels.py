@@ -1,0 +1,125 @@
+"""Kernel detection: split a workload graph into the kernels a device actually executes.
+
+A device runs *kernels*, not ONNX nodes: a runtime fuses Conv→BatchNormalization→Relu into
+one kernel, folds constants, skips no-op reshapes. Which nodes fuse differs per device and
+runtime, so the rules come from (in this order):
+
+1. rules **detected on the device** by the farm itself and stored in the dataset
+   (``hwfarm dataset fusion``: nn-Meter's A, B, A+B test),
+2. the **simulator profile** of a ``sim://`` device (the simulator fuses by exactly these),
+3. the **runtime's documented defaults** (:data:`RUNTIME_FUSION`).
+
+Grouping itself is :func:`farm.sim.model.form_kernels`, shared with the simulator so that a
+predictor and the simulated device agree on what a kernel is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from farm.graph import Graph, Node
+from farm.sim.model import Kernel, form_kernels
+
+if TYPE_CHECKING:
+    from farm.registry import DeviceSpec
+    from farm.store import SqliteStore
+
+__all__ = ["FusionRules", "RUNTIME_FUSION", "KERNEL_TYPES", "DetectedKernel", "kernel_type", "detect_kernels",
+           "fusion_rules_for"]
+
+FusionPattern = tuple[str, ...]
+
+# onnxruntime's CPU provider at ORT_ENABLE_ALL folds BatchNormalization into a preceding Conv
+# and fuses a following activation (ConvActivationFusion → FusedConv), Gemm+activation
+# (GemmActivationFusion) and MatMul+Add (→ Gemm). LiteRT's converter does the same for
+# Conv/DepthwiseConv/FullyConnected + BN + ReLU/ReLU6 and Add + ReLU.
+_ORT_CPU: tuple[FusionPattern, ...] = (
+    ("Conv", "BatchNormalization", "Relu"), ("Conv", "BatchNormalization", "Clip"), ("Conv", "BatchNormalization"),
+    ("Conv", "Relu"), ("Conv", "Clip"), ("Gemm", "Relu"), ("MatMul", "Add"),
+)
+_LITERT: tuple[FusionPattern, ...] = _ORT_CPU + (("Add", "Relu"), ("Add", "Clip"))
+RUNTIME_FUSION: dict[str, tuple[FusionPattern, ...]] = {"onnxruntime": _ORT_CPU, "litert": _LITERT}
+
+# The kernel types the predictors model; anything else is estimated by the fallback roofline.
+KERNEL_TYPES = ("conv", "dwconv", "gemm", "pool", "gpool", "eltwise", "act", "bn", "concat", "reshape")
+_CLASS_TO_TYPE = {"dwconv": "dwconv", "gemm": "gemm", "pool": "pool", "gpool": "gpool", "eltwise": "eltwise",
+                  "act": "act", "bn": "bn", "reshape": "reshape", "concat": "concat"}
+
+
+@dataclass(frozen=True)
+class FusionRules:
+    """How one device groups nodes into kernels, and where that knowledge came from."""
+
+    patterns: tuple[FusionPattern, ...]
+    fold_constants: bool = False
+    source: str = "default"  # "detected" | "profile" | "runtime:<name>" | "default"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"patterns": [list(p) for p in self.patterns], "fold_constants": self.fold_constants,
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> FusionRules:
+        pats = d.get("patterns", [])
+        assert isinstance(pats, list)
+        return cls(tuple(tuple(p) for p in pats), bool(d.get("fold_constants", False)), str(d.get("source", "")))
+
+
+@dataclass(frozen=True)
+class DetectedKernel:
+    """One executed kernel: the fused nodes, its predictor type, and the head node."""
+
+    kernel: Kernel
+    type: str
+    nodes: tuple[Node, ...]
+
+    @property
+    def name(self) -> str:
+        return self.kernel.name
+
+
+def kernel_type(k: Kernel) -> str:
+    cls = k.kernel_class
+    if cls.startswith("conv"):
+        return "conv"
+    return _CLASS_TO_TYPE.get(cls, f"other:{k.ops[0]}")
+
+
+def detect_kernels(graph: Graph, rules: FusionRules) -> list[DetectedKernel]:
+    """The kernels ``graph`` runs as under ``rules``, in execution order."""
+    by_name = {n.name: n for n in graph.nodes}
+    out = []
+    for k in form_kernels(graph, rules.patterns, 1, fold_constants=rules.fold_constants):
+        nodes = tuple(by_name[n] for n in k.nodes if n in by_name)
+        out.append(DetectedKernel(k, kernel_type(k), nodes))
+    return out
+
+
+def fusion_rules_for(spec: DeviceSpec, store: SqliteStore | None = None, *, runtime: str | None = None) -> FusionRules:
+    """The fusion rules of a registered device (detected > simulator profile > runtime default)."""
+    if store is not None:
+        found = _detected(store, spec.name)
+        if found:
+            return FusionRules(found, False, "detected")
+    if spec.kind == "sim":
+        from farm.sim.profile import load_profile
+
+        p = load_profile(spec.parsed_url.host)
+        return FusionRules(tuple(tuple(x) for x in p.fusion), p.fold_constants, f"profile:{p.name}")
+    rt = runtime or spec.default_runtime or "onnxruntime"
+    if rt == "benchmark_model":
+        rt = "litert"
+    return FusionRules(RUNTIME_FUSION.get(rt, _ORT_CPU), rt == "litert", f"runtime:{rt}")
+
+
+def _detected(store: SqliteStore, device: str) -> tuple[FusionPattern, ...] | None:
+    """Rules stored by ``hwfarm dataset fusion`` (predictors.fusion), if that ran."""
+    import importlib
+
+    try:
+        fusion = importlib.import_module("predictors.fusion")
+    except ImportError:
+        return None
+    found = fusion.detected_fusion_rules(store, device)
+    return tuple(tuple(p) for p in found) if found else None

@@ -1,0 +1,239 @@
+"""Kernel-level predictors: detection, features, the regressor contract, bundles, and the whole
+loop (kernel measurements on a simulated device → train → predict/eval) through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from farm.graph import Graph
+from farm.onnx_export import graph_to_onnx
+from farm.sim.model import simulate
+from farm.sim.profile import load_profile
+from farm.zoo.ir import IRBuilder
+from farm.zoo.nb201 import build_nb201
+from predictors.features import FEATURES, kernel_quantities
+from predictors.kernel_model import KernelLevelPredictor, KernelRegressor, NotFittedError
+from predictors.kernels import FusionRules, detect_kernels
+
+from ..conftest import run_cli
+
+CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|skip_connect~2|"
+RASPI4 = load_profile("raspi4")
+RULES = FusionRules(tuple(tuple(p) for p in RASPI4.fusion), RASPI4.fold_constants, "profile:raspi4")
+
+
+def kernel_graphs(n: int, seed: int = 0) -> list[Graph]:
+    """Single-kernel graphs of the types NB201 uses, with NB201-like shapes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        t = ("conv", "relu", "pool", "add", "gap", "gemm", "bn")[i % 7]
+        hw, c = int(rng.choice([8, 16, 32])), int(rng.choice([8, 16, 24, 32, 48, 64]))
+        b = IRBuilder((1, c, hw, hw))
+        if t == "conv":
+            x = b.conv("conv", "input", int(rng.choice([8, 16, 32, 48, 64])), int(rng.choice([1, 3])),
+                       int(rng.choice([1, 1, 2])))
+            x = b.bn("bn", x) if rng.random() < 0.8 else x
+        elif t == "relu":
+            x = b.relu("relu", "input")
+        elif t == "bn":
+            x = b.bn("bn", "input")
+        elif t == "pool":
+            x = b.avgpool("pool", "input", 3, int(rng.choice([1, 2])), 1)
+        elif t == "add":
+            x = b.add("add", "input", "input")
+        elif t == "gap":
+            x = b.global_avgpool("gap", "input")
+        else:
+            b = IRBuilder((1, c))
+            x = b.gemm("fc", "input", int(rng.choice([10, 100])))
+        out.append(b.build(f"k{i}-{t}", x))
+    return out
+
+
+# ---------------------------------------------------------------------------- detection and features
+
+
+def test_detect_kernels_fuses_per_device_rules():
+    g = build_nb201(CELL)
+    fused = detect_kernels(g, RULES)
+    unfused = detect_kernels(g, FusionRules((), False, "none"))
+    assert len(unfused) == len(g.nodes)
+    assert len(fused) < len(unfused)
+    convs = [k for k in fused if k.type == "conv"]
+    unfused_convs = [k.name for k in convs if k.kernel.ops[:2] != ("Conv", "BatchNormalization")]
+    assert convs and unfused_convs == ["red1.down.conv", "red2.down.conv"]  # the shortcut convs have no BN
+    assert {k.type for k in fused} <= {"conv", "act", "pool", "eltwise", "gpool", "gemm", "bn", "reshape"}
+
+
+def test_feature_table_is_declared_and_pure():
+    g = build_nb201(CELL)
+    before = g.to_dict()
+    for k in detect_kernels(g, RULES):
+        q = kernel_quantities(k, threads=2)
+        for t, cols in FEATURES.items():
+            assert set(cols) <= set(q), f"{t}: undeclared quantity"
+        assert q["threads"] == 2
+    assert g.to_dict() == before
+    conv = next(k for k in detect_kernels(g, RULES) if k.type == "conv" and k.kernel.macs > 0)
+    q = kernel_quantities(conv)
+    assert conv.name == "stem.conv"
+    assert (q["cin"], q["cout"], q["h_in"], q["k"], q["stride"], q["fused_bn"]) == (3, 16, 32, 3, 1, 1.0)
+
+
+def test_unknown_op_gets_a_flagged_fallback_not_zero():
+    graphs = kernel_graphs(70)
+    y = [simulate(g, RASPI4).latency_ms for g in graphs]
+    p = KernelLevelPredictor(rules=RULES).fit(graphs, y)
+    b = IRBuilder((1, 16, 8, 8))
+    x = b.node("lrn", "LRN", ["input"], (1, 16, 8, 8), size=5)
+    x = b.relu("relu", x)
+    kernels, q, fb = p.kernel_quantiles([b.build("lrn-net", x)])
+    types = [k.type for k in kernels[0]]
+    assert types == ["other:LRN", "act"]
+    assert fb[0].tolist() == [True, False]
+    assert np.all(q[0][:, 1] > 0)
+
+
+# ---------------------------------------------------------------------------- the estimator contract
+
+
+def test_kernel_regressor_contract():
+    rng = np.random.default_rng(1)
+    X = rng.uniform(1, 100, (60, 3))
+    y = 0.01 * X[:, 0] + 0.002 * X[:, 1] * X[:, 2] / 10 + 0.05
+    r = KernelRegressor(base_columns=(0,), n_estimators=50)
+    assert r.get_params()["n_estimators"] == 50 and not hasattr(r, "coef_")
+    with pytest.raises(NotFittedError):
+        r.predict(X)
+    assert r.fit(X, y) is r
+    q = r.predict_quantiles(X)
+    assert q.shape == (60, 3) and np.all(q[:, 0] <= q[:, 1]) and np.all(q[:, 1] <= q[:, 2])
+    assert np.median(np.abs(r.predict(X) / y - 1)) < 0.05
+    again = KernelRegressor(base_columns=(0,), n_estimators=50).fit(X, y)
+    np.testing.assert_allclose(again.predict(X), r.predict(X))
+    meta, raw = r.to_state()
+    json.dumps(meta)  # data, not code
+    np.testing.assert_allclose(KernelRegressor.from_state(meta, raw).predict_quantiles(X), q)
+    with pytest.raises(ValueError):
+        KernelRegressor().fit(X, -y)
+
+
+def test_kernel_predictor_sums_kernels_and_learns_overhead():
+    graphs = kernel_graphs(140)
+    y = [simulate(g, RASPI4).latency_ms for g in graphs]
+    p = KernelLevelPredictor(rules=RULES).fit(graphs, y)
+    assert set(p.models_) >= {"conv", "act", "pool", "eltwise", "gpool", "gemm", "bn"}
+    assert 0 <= p.overhead_ < min(y)
+    rng = np.random.default_rng(3)
+    from farm.zoo.nb201 import all_arch_strs
+
+    archs = list(all_arch_strs())
+    nets = [build_nb201(archs[i]) for i in rng.choice(len(archs), 20, replace=False)]
+    truth = np.array([simulate(g, RASPI4).latency_ms for g in nets])
+    q = p.predict_many(nets)
+    ape = np.abs(q[:, 1] / truth - 1)
+    assert np.median(ape) < 0.10, ape
+    assert np.all(q[:, 0] <= q[:, 1]) and np.all(q[:, 1] <= q[:, 2])
+    # batched and one-at-a-time agree
+    np.testing.assert_allclose(p.predict(nets[:3]), [p.predict([g])[0] for g in nets[:3]])
+
+
+# ---------------------------------------------------------------------------- the loop through the CLI
+
+
+@pytest.fixture(scope="module")
+def farm_state(tmp_path_factory):
+    """A dataset with kernel and network measurements of a simulated Raspberry Pi 4."""
+    import farm
+
+    d = tmp_path_factory.mktemp("predfarm")
+    (d / "devices.yaml").write_text("devices:\n  - name: sim-raspi4\n    url: sim://raspi4?seed=0\n")
+    files = []
+    for g in kernel_graphs(140, seed=5):
+        path = d / "kernels" / f"{g.name}.onnx"
+        path.parent.mkdir(exist_ok=True)
+        onnx.save(graph_to_onnx(g), path)
+        files.append(path)
+    from farm.zoo.nb201 import all_arch_strs
+
+    archs = list(all_arch_strs())
+    nets = []
+    for i in (100, 2000, 7000, 12000):
+        path = d / "nets" / f"nb201-{i}.onnx"
+        path.parent.mkdir(exist_ok=True)
+        onnx.save(graph_to_onnx(build_nb201(archs[i])), path)
+        nets.append(path)
+    policy = farm.Policy(warmup=2, warmup_s=0, min_runs=10, min_time_s=0, max_runs=40)
+    res = farm.profile([*files, *nets], device="sim-raspi4", registry=d / "devices.yaml", db=d / "farm.db",
+                       policy=policy)
+    assert all(r.ok for r in res)
+    return d, nets
+
+
+def _cli(d: Path, *args: str):
+    return run_cli("--registry", str(d / "devices.yaml"), "--db", str(d / "farm.db"), *args)
+
+
+def test_train_predict_eval_through_the_cli(farm_state):
+    d, nets = farm_state
+    r = _cli(d, "predictor", "train", "--device", "sim-raspi4", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["device"] == "sim-raspi4" and info["simulated"] is True and info["energy"] is True
+    assert info["metrics"]["networks"]["n"] == 4
+    bundle = Path(info["path"])
+    assert bundle.parent == d / "farm.predictors"  # beside the dataset
+    files = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
+    assert "bundle.json" in files and "latency_ms/conv.json" in files and "energy_mj/conv.json" in files
+    assert all(f.endswith(".json") for f in files)  # data only, never a pickle
+
+    r = _cli(d, "predict", str(nets[0]), str(nets[1]), "--device", "sim-raspi4", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert {"model", "device", "latency_ms", "latency_interval_ms", "energy_mj", "kernels", "bundle"} <= set(row)
+        lo, hi = row["latency_interval_ms"]
+        assert lo <= row["latency_ms"] <= hi and row["energy_mj"] > 0 and row["bundle"] == info["id"]
+        assert all({"name", "type", "latency_ms"} <= set(k) for k in row["kernels"])
+    from farm.workload import load_workload
+
+    truth = simulate(load_workload(nets[0]).graph, RASPI4).latency_ms
+    assert abs(rows[0]["latency_ms"] / truth - 1) < 0.15
+
+    r = _cli(d, "predictor", "eval", "--device", "sim-raspi4", "--json")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["metrics"]["n"] == 4 and len(ev["models"]) == 4
+
+    r = _cli(d, "predictor", "list", "--json")
+    assert [b["id"] for b in json.loads(r.stdout)] == [info["id"]]
+    r = _cli(d, "predictor", "show", info["id"], "--json")
+    shown = json.loads(r.stdout)
+    assert shown["fusion"]["source"] == "profile:raspi4" and "conv" in shown["types"]
+
+    import predictors
+
+    p = predictors.load("sim-raspi4", db=d / "farm.db")
+    assert p.bundle_id == info["id"]
+    assert p.predict(nets[0]).latency_ms == pytest.approx(rows[0]["latency_ms"])
+
+
+def test_bad_bundles_and_missing_predictors_are_one_line_errors(farm_state, tmp_path):
+    d, nets = farm_state
+    r = _cli(d, "predict", str(nets[0]), "--device", "no-such-device")
+    assert r.returncode == 2 and "no predictor trained for device 'no-such-device'" in r.stderr
+    assert "Traceback" not in r.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bundle.json").write_text('{"format": "hwfarm-predictor-bundle/1", "feature_schema": 999}')
+    r = _cli(d, "predict", str(nets[0]), "--device", "sim-raspi4", "--bundle", str(broken))
+    assert r.returncode == 2 and "feature_schema" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli(d, "predictor", "train", "--device", "sim-raspi4", "--threads", "3")
+    assert r.returncode == 2 and "3 thread(s)" in r.stderr
