@@ -66,18 +66,9 @@ def load_workload(path: str | os.PathLike[str]) -> Workload:
         raise ModelError(f"{p}: model file is empty")
     fmt = _format_of(p, data)
     if fmt == "onnx":
-        import onnx
-        from google.protobuf.message import DecodeError
+        from .onnx_graph import graph_from_onnx, parse_onnx
 
-        from .onnx_graph import graph_from_onnx
-
-        try:
-            proto = onnx.load_model_from_string(data)
-        except (DecodeError, ValueError, RuntimeError) as err:
-            raise ModelError(f"{p}: not a valid ONNX file (truncated or corrupt?): {err}") from None
-        if not proto.graph.node:
-            raise ModelError(f"{p}: ONNX file has no nodes (truncated or corrupt?)")
-        graph = graph_from_onnx(proto, source=str(p))
+        graph = graph_from_onnx(parse_onnx(data, source=str(p), base_dir=p.parent), source=str(p))
     else:
         from .tflite_graph import graph_from_tflite
 

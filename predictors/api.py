@@ -24,6 +24,7 @@ import numpy as np
 
 from farm.errors import InputError
 from farm.graph import Graph
+from farm.onnx_graph import read_onnx_structure
 from farm.store import SqliteStore
 from farm.workload import Workload, load_workload
 
@@ -37,11 +38,16 @@ ModelLike = Graph | Workload | str | os.PathLike[str]
 
 
 def _graph_of(x: ModelLike) -> Graph:
+    """The graph of a model; an ONNX file is read for its structure only (its weights' bytes
+    are never decoded), which is what makes one query of a 100 MB model fast."""
     if isinstance(x, Graph):
         return x
     if isinstance(x, Workload):
         return x.graph
-    return load_workload(x).graph
+    p = Path(x)
+    if p.suffix.lower() == ".onnx":
+        return read_onnx_structure(p)
+    return load_workload(p).graph
 
 
 class DevicePredictor:

@@ -131,11 +131,9 @@ class KernelRegressor:
 
     def predict_quantiles(self, X: Any) -> np.ndarray:
         """(n, 3): the low, point and high estimate of the cost, in the units of ``y``."""
-        import xgboost as xgb
-
         self._check()
         X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features_in_)
-        r = np.asarray(self.booster_.predict(xgb.DMatrix(X))) if self.booster_ is not None \
+        r = np.asarray(self.booster_.inplace_predict(X)) if self.booster_ is not None \
             else np.full(len(X), self.offset_)
         point = np.log(self._base(X)) + r
         lo, hi = min(self.resid_q_[0], 0.0), max(self.resid_q_[1], 0.0)
