@@ -1,0 +1,260 @@
+"""Few-shot latency transfer to a new device (issue #5's answer to HELP).
+
+:class:`TransferRegressor` predicts a target device's latency (ms) from k measurements on it,
+the architectures' features (:mod:`predictors.encodings`) and, optionally, the full latencies
+of *source* devices for every architecture. It is a Gaussian-process / Bayesian linear model
+on the target latency scaled by the median of the k shots, with a kernel that is a sum of
+groups, each with its own prior variance:
+
+- ``add``: the sources' *additive* part — each source fitted, on every architecture it has,
+  by least squares on the architecture features (a per-device op-cost model), normalized by
+  the source's mean. The prior mean is the average of these normalized op-cost models, so the
+  target's op costs are a combination of the sources' op costs (plus what the other groups add);
+- ``res``: the sources' non-additive residuals (shared interactions, folding, caching);
+- ``cost``: the analytic cost features (MACs, parameters, traffic, op counts), standardized;
+- ``onehot``: the op one-hot features (a free per-op cost with a small prior);
+- a constant.
+
+The group variances, the noise level and an optional emphasis of one source are chosen among
+a fixed grid by the closed-form leave-one-out error on the k shots (relative squared error),
+so nothing is tuned on the target's test rows. With enough shots (``boost_min_shots``), an
+XGBoost model corrects the log-ratio between the truth and the leave-one-out predictions
+(architecture features, source log-latencies, base prediction).
+
+Two baselines with the same interface are here for the benchmark: :class:`SourceRidgeRegressor`
+(ridge on the sources' log-latencies, the issue's baseline) and :class:`OneHotForestRegressor`
+(random forest on the one-hot ops).
+
+``fit(X, y, *, sources_ms=None, pool_X=None, pool_sources_ms=None)``: ``X`` (k, p) features of
+the k measured architectures, ``y`` (k,) their target latency in ms, ``sources_ms`` (k, d) their
+source latencies; ``pool_X``/``pool_sources_ms`` every architecture's features and source
+latencies (unlabeled on the target; used to fit the sources' op-cost models — defaults to the
+training rows). ``predict(X, *, sources_ms=None)`` returns the target latency in ms.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TransferRegressor", "SourceRidgeRegressor", "OneHotForestRegressor", "NotFittedError"]
+
+
+class NotFittedError(RuntimeError):
+    """``predict`` before ``fit``."""
+
+
+def _check_fit_args(X: np.ndarray, y: np.ndarray, sources_ms: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+        raise ValueError(f"X must be (n, p) and y (n,), got {X.shape} and {y.shape}")
+    if len(y) < 2:
+        raise ValueError(f"need at least 2 target measurements, got {len(y)}")
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("target latencies must be finite and positive (ms)")
+    if sources_ms is not None:
+        s = np.asarray(sources_ms)
+        if s.ndim != 2 or len(s) != len(y):
+            raise ValueError(f"sources_ms must be (n, d) with n = {len(y)}, got {s.shape}")
+        if np.any(~np.isfinite(s)) or np.any(s <= 0):
+            raise ValueError("source latencies must be finite and positive (ms)")
+    return X, y
+
+
+def _default_grid(n_sources: int) -> list[dict[str, Any]]:
+    grid: list[dict[str, Any]] = []
+    for res, cost, onehot, noise in itertools.product((0.1, 1.0), (0.1, 1.0), (0.01, 0.1), (0.01, 0.1)):
+        base: dict[str, Any] = {"add": 1.0 if n_sources else 0.0, "res": res if n_sources else 0.0,
+                                "cost": cost, "onehot": onehot, "const": 1.0, "noise": noise, "emphasis": -1}
+        grid.append(base)
+        grid.extend({**base, "emphasis": j} for j in range(n_sources) if n_sources > 1)
+    return grid
+
+
+class TransferRegressor:
+    """Few-shot transfer regressor (see the module docstring). Latency in ms.
+
+    Hyperparameters: ``n_cost_features`` (how many leading columns of X are cost features,
+    :func:`predictors.encodings.n_cost_features`), ``emphasis_weight`` (the other sources' share
+    when one source is emphasized), ``boost_min_shots`` (use the XGBoost correction from this
+    many shots on; 0 disables), ``boost_rounds``, ``random_state``.
+    Learned state: ``hyperparams_`` (the chosen grid point), ``loo_rmspe_`` (its leave-one-out
+    RMSPE, %), ``n_sources_``, ``booster_`` (or None).
+    """
+
+    def __init__(self, *, n_cost_features: int = 0, emphasis_weight: float = 0.05, boost_min_shots: int = 100,
+                 boost_rounds: int = 300, random_state: int | None = 0) -> None:
+        self.n_cost_features = n_cost_features
+        self.emphasis_weight = emphasis_weight
+        self.boost_min_shots = boost_min_shots
+        self.boost_rounds = boost_rounds
+        self.random_state = random_state
+
+    # -- feature groups
+    def _groups(self, X: np.ndarray, S: np.ndarray | None) -> dict[str, np.ndarray]:
+        nc = self.n_cost_features
+        g: dict[str, np.ndarray] = {}
+        if S is not None and self.n_sources_:
+            d = S.shape[1]
+            add = self._design(X) @ self.source_coef_ / self.source_mean_ms_
+            g["add"] = add / np.sqrt(d)
+            g["res"] = (S / self.source_mean_ms_ - add) / np.sqrt(d)
+        if nc:
+            g["cost"] = (X[:, :nc] - self.cost_mean_) / self.cost_scale_ / np.sqrt(nc)
+        g["onehot"] = X[:, nc:]
+        g["const"] = np.ones((len(X), 1))
+        return g
+
+    @staticmethod
+    def _design(X: np.ndarray) -> np.ndarray:
+        return np.hstack([X, np.ones((len(X), 1))])
+
+    def _phi(self, g: dict[str, np.ndarray], hp: dict[str, Any]) -> np.ndarray:
+        parts = []
+        for name, block in g.items():
+            scale = float(hp.get(name, 0.0))
+            if scale <= 0:
+                continue
+            if name in ("add", "res") and hp.get("emphasis", -1) >= 0:
+                w = np.full(block.shape[1], self.emphasis_weight)
+                w[int(hp["emphasis"])] = 1.0
+                block = block * np.sqrt(w / w.sum() * len(w))[None, :]
+            parts.append(np.sqrt(scale) * block)
+        return np.hstack(parts)
+
+    def _prior_mean(self, g: dict[str, np.ndarray]) -> np.ndarray | float:
+        if "add" not in g:
+            return 0.0
+        return g["add"].sum(1) / np.sqrt(g["add"].shape[1])  # the mean of the normalized op-cost models
+
+    @staticmethod
+    def _solve(P: np.ndarray, t: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
+        """Ridge in weight space or kernel space (whichever is smaller): weights, LOO residuals."""
+        n, p = P.shape
+        if n <= p:
+            Kinv = np.linalg.inv(P @ P.T + noise * np.eye(n))
+            alpha = Kinv @ t
+            return P.T @ alpha, alpha / np.diag(Kinv)
+        Ainv = np.linalg.inv(P.T @ P + noise * np.eye(p))
+        w = Ainv @ (P.T @ t)
+        h = np.einsum("ij,jk,ik->i", P, Ainv, P)
+        return w, (t - P @ w) / np.maximum(1.0 - h, 1e-9)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, sources_ms: np.ndarray | None = None,
+            pool_X: np.ndarray | None = None, pool_sources_ms: np.ndarray | None = None) -> TransferRegressor:
+        X, y = _check_fit_args(X, y, sources_ms)
+        nc = self.n_cost_features
+        if not 0 <= nc <= X.shape[1]:
+            raise ValueError(f"n_cost_features {nc} is outside 0..{X.shape[1]}")
+        S = None if sources_ms is None else np.asarray(sources_ms, dtype=float)
+        PX = X if pool_X is None else np.asarray(pool_X, dtype=float)
+        PS = S if pool_sources_ms is None else np.asarray(pool_sources_ms, dtype=float)
+        self.n_sources_ = 0 if S is None else S.shape[1]
+        if S is not None and S.shape[1]:
+            if PS is None or PS.shape[1] != S.shape[1] or len(PS) != len(PX):
+                raise ValueError("pool_sources_ms must be (n_pool, d) matching pool_X and sources_ms")
+            self.source_mean_ms_ = PS.mean(0)
+            self.source_coef_ = np.linalg.lstsq(self._design(PX), PS, rcond=None)[0]
+        self.cost_mean_ = PX[:, :nc].mean(0)
+        self.cost_scale_ = PX[:, :nc].std(0) + 1e-12
+        self.scale_ms_ = float(np.median(y))
+        t = y / self.scale_ms_
+        g = self._groups(X, S)
+        m = self._prior_mean(g)
+        best: tuple[float, dict[str, Any], np.ndarray, np.ndarray] | None = None
+        for hp in _default_grid(self.n_sources_):
+            w, loo = self._solve(self._phi(g, hp), t - m, float(hp["noise"]))
+            score = float(np.mean((loo / t) ** 2))
+            if best is None or score < best[0]:
+                best = (score, hp, w, loo)
+        assert best is not None
+        score, self.hyperparams_, self.coef_, loo = best
+        self.loo_rmspe_ = 100.0 * float(np.sqrt(score))
+        self.booster_ = None
+        if self.boost_min_shots and len(y) >= self.boost_min_shots:
+            base_loo_ms = np.maximum((t - loo) * self.scale_ms_, 1e-6 * self.scale_ms_)
+            self.booster_ = self._fit_booster(self._boost_features(X, S, base_loo_ms), np.log(y / base_loo_ms))
+        return self
+
+    def _boost_features(self, X: np.ndarray, S: np.ndarray | None, base_ms: np.ndarray) -> np.ndarray:
+        parts = [X, np.log(base_ms)[:, None]]
+        if S is not None and S.shape[1]:
+            parts.append(np.log(S))
+        return np.hstack(parts)
+
+    def _fit_booster(self, F: np.ndarray, r: np.ndarray) -> Any:
+        import xgboost as xgb
+
+        model = xgb.XGBRegressor(n_estimators=self.boost_rounds, max_depth=4, learning_rate=0.05, subsample=0.8,
+                                 colsample_bytree=0.8, n_jobs=2, random_state=self.random_state or 0)
+        return model.fit(F, r)
+
+    def _base_predict(self, X: np.ndarray, S: np.ndarray | None) -> np.ndarray:
+        g = self._groups(X, S)
+        return (self._prior_mean(g) + self._phi(g, self.hyperparams_) @ self.coef_) * self.scale_ms_
+
+    def predict(self, X: np.ndarray, *, sources_ms: np.ndarray | None = None) -> np.ndarray:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("TransferRegressor: call fit before predict")
+        X = np.asarray(X, dtype=float)
+        S = None if sources_ms is None else np.asarray(sources_ms, dtype=float)
+        if self.n_sources_ and (S is None or S.ndim != 2 or S.shape != (len(X), self.n_sources_)):
+            raise ValueError(f"fitted with {self.n_sources_} sources: sources_ms must be ({len(X)}, {self.n_sources_})")
+        base = np.maximum(self._base_predict(X, S), 1e-6 * self.scale_ms_)
+        if self.booster_ is None:
+            return base
+        return base * np.exp(self.booster_.predict(self._boost_features(X, S, base)))
+
+
+class SourceRidgeRegressor:
+    """Baseline: ridge regression of the target's log-latency on the sources' standardized
+    log-latencies (architecture features unused)."""
+
+    def __init__(self, *, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, sources_ms: np.ndarray | None = None,
+            pool_X: np.ndarray | None = None, pool_sources_ms: np.ndarray | None = None) -> SourceRidgeRegressor:
+        from sklearn.linear_model import Ridge
+
+        X, y = _check_fit_args(X, y, sources_ms)
+        if sources_ms is None or np.asarray(sources_ms).shape[1] == 0:
+            raise ValueError("SourceRidgeRegressor needs source latencies")
+        pool = np.log(np.asarray(sources_ms if pool_sources_ms is None else pool_sources_ms, dtype=float))
+        self.mean_ = pool.mean(0)
+        self.scale_ = pool.std(0) + 1e-12
+        self.model_ = Ridge(alpha=self.alpha).fit((np.log(sources_ms) - self.mean_) / self.scale_, np.log(y))
+        return self
+
+    def predict(self, X: np.ndarray, *, sources_ms: np.ndarray | None = None) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("SourceRidgeRegressor: call fit before predict")
+        if sources_ms is None:
+            raise ValueError("SourceRidgeRegressor needs sources_ms")
+        return np.exp(self.model_.predict((np.log(sources_ms) - self.mean_) / self.scale_))
+
+
+class OneHotForestRegressor:
+    """Baseline: random forest (100 trees) on the one-hot op features (sources unused)."""
+
+    def __init__(self, *, n_cost_features: int = 0, n_estimators: int = 100, random_state: int | None = 0) -> None:
+        self.n_cost_features = n_cost_features
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, sources_ms: np.ndarray | None = None,
+            pool_X: np.ndarray | None = None, pool_sources_ms: np.ndarray | None = None) -> OneHotForestRegressor:
+        from sklearn.ensemble import RandomForestRegressor
+
+        X, y = _check_fit_args(X, y, None)
+        self.model_ = RandomForestRegressor(n_estimators=self.n_estimators, n_jobs=2,
+                                            random_state=self.random_state).fit(X[:, self.n_cost_features:], y)
+        return self
+
+    def predict(self, X: np.ndarray, *, sources_ms: np.ndarray | None = None) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("OneHotForestRegressor: call fit before predict")
+        return np.asarray(self.model_.predict(np.asarray(X, dtype=float)[:, self.n_cost_features:]))
