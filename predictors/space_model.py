@@ -1,0 +1,109 @@
+"""Graph-level predictors for search spaces: whole-model cost straight from an architecture's
+encoding, for searches that ask hundreds of thousands of times.
+
+A :class:`SpaceModel` is an additive per-op cost model (non-negative least squares on the
+encoding's analytic cost and one-hot op columns: latency = c + Σ cost of each chosen op)
+times a gradient-boosted correction of what does not add up (fusion across ops, folded dead
+branches, cache effects) — :class:`~predictors.kernel_model.KernelRegressor` on
+:func:`predictors.encodings.encode`. It is trained from whole-model measurements of the
+space's architectures in the dataset and, where those are few, from the device's
+kernel-level predictor (distillation: sampled architectures built as graphs and predicted
+kernel by kernel). Prediction is vectorized end to end: strings are parsed once per
+distinct architecture, then one matrix product and one tree-ensemble pass for the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from farm.errors import InputError
+from farm.graph import Graph
+
+from .encodings import SPACES, encode
+from .kernel_model import KernelRegressor
+
+__all__ = ["SpaceModel", "arch_of_graph", "sample_archs", "build_arch"]
+
+
+def arch_of_graph(graph: Graph) -> tuple[str, str] | None:
+    """(space, architecture) of a graph built by a space's builder (its name says so:
+    ``nb201|…|`` or ``fbnet-7-8-1-…``), else None."""
+    name = graph.name
+    if name.startswith("nb201|"):
+        return "nb201", name[len("nb201"):]
+    if name.startswith("fbnet-") and name[6:7].isdigit():
+        return "fbnet", name[len("fbnet-"):]
+    return None
+
+
+def sample_archs(space: str, n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct random architectures of ``space`` in the tables' spelling."""
+    rng = np.random.default_rng(seed)
+    if space == "nb201":
+        from farm.zoo.nb201 import OPS, arch_str_from_ops
+
+        size = len(OPS) ** 6
+        picks = rng.choice(size, min(n, size), replace=False)
+        return [arch_str_from_ops([OPS[(int(i) // len(OPS) ** e) % len(OPS)] for e in range(6)]) for i in picks]
+    if space == "fbnet":
+        from .encodings import FBNET_LAYERS, FBNET_OPS
+
+        out: set[str] = set()
+        while len(out) < n:
+            out.add("-".join(str(int(i)) for i in rng.integers(0, len(FBNET_OPS), FBNET_LAYERS)))
+        return sorted(out)
+    raise InputError(f"unknown space {space!r}: expected one of {', '.join(SPACES)}")
+
+
+def build_arch(space: str, arch: str) -> Graph:
+    if space == "nb201":
+        from farm.zoo.nb201 import build_nb201
+
+        return build_nb201(arch)
+    from farm.zoo.fbnet import build_fbnet
+
+    return build_fbnet(arch)
+
+
+class SpaceModel:
+    """Whole-model cost of a space's architectures (units of the training targets)."""
+
+    def __init__(self, *, space: str, n_estimators: int = 200, random_state: int = 0) -> None:
+        self.space = space
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+
+    def fit(self, archs: Sequence[str], y: Sequence[float]) -> SpaceModel:
+        if self.space not in SPACES:
+            raise InputError(f"unknown space {self.space!r}: expected one of {', '.join(SPACES)}")
+        X = encode(self.space, list(archs))
+        self.regressor_ = KernelRegressor(base_columns=tuple(range(X.shape[1])), n_estimators=self.n_estimators,
+                                          max_depth=4, random_state=self.random_state).fit(X, np.asarray(y))
+        self.n_train_ = len(archs)
+        return self
+
+    def predict_quantiles(self, archs: Sequence[str]) -> np.ndarray:
+        """(n, 3): low, point and high cost of each architecture."""
+        if not hasattr(self, "regressor_"):
+            from .kernel_model import NotFittedError
+
+            raise NotFittedError("this SpaceModel is not fitted yet; call fit() first")
+        return self.regressor_.predict_quantiles(encode(self.space, list(archs)))
+
+    def predict(self, archs: Sequence[str]) -> np.ndarray:
+        return self.predict_quantiles(archs)[:, 1]
+
+    def to_state(self) -> tuple[dict[str, Any], bytes | None]:
+        meta, raw = self.regressor_.to_state()
+        return {"space": self.space, "n_train": self.n_train_, "regressor": meta,
+                "params": {"n_estimators": self.n_estimators, "random_state": self.random_state}}, raw
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], raw: bytes | None) -> SpaceModel:
+        self = cls(space=state["space"], **state.get("params", {}))
+        self.regressor_ = KernelRegressor.from_state(state["regressor"], raw)
+        self.n_train_ = int(state.get("n_train", 0))
+        return self
