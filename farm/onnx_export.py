@@ -36,6 +36,12 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
     "GlobalAveragePool": (),
     "Flatten": ("axis",),
     "Gemm": ("transA", "transB", "alpha", "beta"),
+    "Clip": (),  # inputs x, min, max: weights named "*.min" / "*.max" get those values (0 and 6: ReLU6)
+    "Sigmoid": (),
+    "HardSwish": (),
+    "Concat": ("axis",),
+    "Reshape": ("allowzero",),  # its shape input (a weight) is filled with the node's output shape
+    "Transpose": ("perm",),
 }
 
 
@@ -83,8 +89,11 @@ def graph_to_onnx(graph: Graph, *, seed: int = 0, opset: int = 17) -> Any:
                                          f"and {tuple(t.shape)}")
                     continue
                 init_shapes[t.name] = tuple(t.shape)
-                inits[t.name] = numpy_helper.from_array(
-                    _init_value(node.op, pos, tuple(t.shape), rng, t.name).astype(np.dtype(t.dtype)), t.name)
+                if node.op == "Reshape" and pos == 1:  # the target shape is data, not a random weight
+                    value = np.array(node.outputs[0].shape, dtype=np.int64)
+                else:
+                    value = _init_value(node.op, pos, tuple(t.shape), rng, t.name)
+                inits[t.name] = numpy_helper.from_array(value.astype(np.dtype(t.dtype)), t.name)
             elif t.name not in available:
                 raise ValueError(f"graph_to_onnx: node {node.name!r} ({node.op}) reads {t.name!r}, which is "
                                  "not a graph input, an earlier node's output or one of its weights")
@@ -114,6 +123,8 @@ def graph_to_onnx(graph: Graph, *, seed: int = 0, opset: int = 17) -> Any:
 def _init_value(op: str, pos: int, shape: tuple[int, ...], rng: np.random.Generator, name: str = "") -> np.ndarray:
     if name.endswith(".zero"):  # convention: a weight named "*.zero" is all zeros (NB201's Zero op)
         return np.zeros(shape)
+    if op == "Clip":  # inputs: x, min, max (ReLU6 unless the names say otherwise)
+        return np.full(shape, 6.0 if pos == 2 or name.endswith(".max") else 0.0)
     if op == "BatchNormalization":  # inputs: x, scale, bias, mean, var
         n = rng.standard_normal(shape)
         return {1: 1.0 + 0.1 * n, 2: 0.1 * n, 3: 0.1 * n}.get(pos, np.abs(n) + 0.5)
