@@ -67,14 +67,23 @@ class _Bar:
         self.progress.advance(self.task, n)
 
 
-def _open(device: str) -> tuple[Any, Any]:
+def _paths(ctx: typer.Context) -> tuple[Path, Path]:
+    """(registry, db) as given to the running ``hwfarm``, read from the root command's
+    parameters (under ``python -m farm.cli`` the module holding STATE is ``__main__``, not
+    the ``farm.cli`` imported here)."""
+    params = ctx.find_root().params
+    return Path(params.get("registry") or STATE.registry), Path(params.get("db") or STATE.db)
+
+
+def _open(ctx: typer.Context, device: str) -> tuple[Any, Any]:
     from farm.devices import open_device
     from farm.registry import load_registry
     from farm.store import SqliteStore
 
-    spec = load_registry(STATE.registry).get(device)
+    registry, db = _paths(ctx)
+    spec = load_registry(registry).get(device)
     open_device(spec).close()  # a kind that cannot run here fails before the dataset is touched
-    return spec, SqliteStore(STATE.db)
+    return spec, SqliteStore(db)
 
 
 def _requeued(ids: list[int]) -> None:
@@ -94,6 +103,7 @@ def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...]
 
 
 def build(
+    ctx: typer.Context,
     device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
     kernels: Optional[str] = typer.Option(None, "--kernels", "-k",
                                           help="Kernel types, comma-separated (default: all): "
@@ -120,8 +130,8 @@ def build(
         raise InputError(f"--budget {budget}: must be at least 1")
     total = DEFAULT_BUDGET if budget is None else budget
     n_refine = int(round(refine * total)) if total >= 20 else 0
-    spec, store = _open(device)
-    mdir = models_dir or models_dir_for(STATE.db)
+    spec, store = _open(ctx, device)
+    mdir = models_dir or models_dir_for(_paths(ctx)[1])
     started = time.monotonic()
 
     rules = detected_fusion_rules(store, spec.name)
@@ -152,11 +162,11 @@ def build(
     counts = {k: sum(1 for x in results if x.source == k) for k in ("measured", "cached", "failed")}
     elapsed = time.monotonic() - started
     if as_json:
-        _emit_json({"device": spec.name, "db": str(STATE.db), "models_dir": str(mdir),
+        _emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
                     "fusion_rules": [list(r) for r in rules], "models": len(results), **counts,
                     "elapsed_s": round(elapsed, 2), "kernels": summary})
     else:
-        table = Table(title=f"kernel dataset on {spec.name} ({STATE.db}), latency in ms", title_justify="left")
+        table = Table(title=f"kernel dataset on {spec.name} ({_paths(ctx)[1]}), latency in ms", title_justify="left")
         for col in ("kernel", "models", "measured", "cached", "failed", "min", "median", "max"):
             table.add_column(col, justify="left" if col == "kernel" else "right")
         for kt, s in summary.items():
@@ -175,6 +185,7 @@ def build(
 
 
 def fusion(
+    ctx: typer.Context,
     device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
     candidates: Optional[str] = typer.Option(None, "--candidates",
                                              help="Candidates, comma-separated (default: all), e.g. conv+bn,add+relu."),
@@ -188,8 +199,8 @@ def fusion(
     from .fusion import parse_candidates, rules_from_records
 
     names = parse_candidates(candidates)
-    spec, store = _open(device)
-    records = _detect(spec, store, models_dir or models_dir_for(STATE.db), names)
+    spec, store = _open(ctx, device)
+    records = _detect(spec, store, models_dir or models_dir_for(_paths(ctx)[1]), names)
     if as_json:
         for r in records:
             _emit_json({"device": r.device, "candidate": r.candidate, "ops": list(r.ops), "fused": r.fused,
@@ -207,5 +218,5 @@ def fusion(
                       " / ".join(_fmt_ms(s["unfused_sum_ms"]) for s in shapes))
     out.print(table)
     rules = rules_from_records(records)
-    err.print(f"stored {len(rules)} fusion rule(s) for {spec.name} in {STATE.db}: "
+    err.print(f"stored {len(rules)} fusion rule(s) for {spec.name} in {_paths(ctx)[1]}: "
               + (", ".join("+".join(x) for x in rules) or "none"), markup=False, highlight=False)

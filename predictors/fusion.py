@@ -1,19 +1,22 @@
 """Detect a device's fusion rules with the farm itself (nn-Meter's method).
 
 For each candidate op sequence (``conv+bn``, ``conv+bn+relu``, ``add+relu``, …) the farm
-measures the head alone (A), each following op alone on the head's output shape (B, C, …),
-the whole chain (A+B+…), and a minimal model whose latency is the per-inference overhead
-``t0``. With net times ``x = T(x) − t0``:
+measures the head alone (A), each following op alone on the head's output shape (B, C, …)
+and the whole chain (A+B+…). Every model also pays the per-inference overhead, so two
+minimal models are measured too: one tiny ReLU (``T1``) and two chained tiny ReLUs (``T2``);
+the invoke overhead is ``2·T1 − T2`` (assuming a device does not fuse ReLU+ReLU). With net
+times ``x = T(x) − overhead``:
 
 - not fused: the chain runs every op as its own kernel, ``chain ≈ A + B + …``;
 - fused: the chain is one kernel, ``chain ≈ A`` (the fused ops ride along in the head's loop).
 
 Verdict per test shape: fused iff ``chain − A < ½·min(B, C, …)``. A shape is *conclusive*
 only if the smallest follower costs clearly more than the measurement uncertainty (4× the
-heads' and chain's 95% CI half-widths plus 2% of A): a follower that costs nothing on the
+head's and chain's 95% CI half-widths plus 2% of A): a follower that costs nothing on the
 device (a free elementwise op) cannot tell fused from not fused. A candidate is fused iff
-it was fused on every conclusive shape and at least one shape was conclusive. Two shapes
-per candidate, chosen so that the followers are a sizeable fraction of the head.
+it was fused on every conclusive shape and at least one shape was conclusive. Three shapes
+per candidate: a tiny one (where a follower's fixed per-kernel cost dominates) and two where
+the followers' memory traffic is a sizeable fraction of the head's time.
 
 Results go to the dataset (``fusion_rules`` table, one row per candidate with its
 evidence); :func:`detected_fusion_rules` turns them into the op-sequence rules that
@@ -38,7 +41,7 @@ from farm.store import FusionRecord, SqliteStore
 from .dataset import DATASET_POLICY, SpecResult, measure_specs
 from .sampling import KernelSpec, build_graph
 
-__all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "detect_fusion", "detected_fusion_rules",
+__all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records", "detect_fusion", "detected_fusion_rules",
            "candidate_ops", "parse_candidates"]
 
 # name → (head kernel type, variant) of the chain model (see predictors.sampling.build_graph).
@@ -53,13 +56,16 @@ CANDIDATES: dict[str, tuple[str, str]] = {
 # Test shapes per head type: small channel counts at a large resolution, so that the
 # followers (memory-bound elementwise ops) cost a sizeable fraction of the head.
 _SHAPES: dict[str, tuple[dict[str, int], ...]] = {
-    "conv": ({"cin": 16, "cout": 16, "hw": 56, "k": 1}, {"cin": 8, "cout": 16, "hw": 56, "k": 3}),
-    "dwconv": ({"cin": 32, "cout": 32, "hw": 56, "k": 3}, {"cin": 64, "cout": 64, "hw": 28, "k": 3}),
-    "gemm": ({"rows": 64, "cin": 32, "cout": 32}, {"rows": 256, "cin": 16, "cout": 16}),
-    "eltwise": ({"cin": 32, "hw": 56}, {"cin": 64, "hw": 28}),
-    "bn": ({"cin": 32, "hw": 56}, {"cin": 64, "hw": 28}),
+    "conv": ({"cin": 8, "cout": 8, "hw": 8, "k": 1}, {"cin": 16, "cout": 16, "hw": 56, "k": 1},
+             {"cin": 8, "cout": 16, "hw": 28, "k": 3}),
+    "dwconv": ({"cin": 8, "hw": 8, "k": 3}, {"cin": 32, "hw": 56, "k": 3}, {"cin": 64, "hw": 28, "k": 3}),
+    "gemm": ({"rows": 1, "cin": 16, "cout": 16}, {"rows": 64, "cin": 32, "cout": 32},
+             {"rows": 256, "cin": 16, "cout": 16}),
+    "eltwise": ({"cin": 8, "hw": 4}, {"cin": 32, "hw": 56}, {"cin": 64, "hw": 28}),
+    "bn": ({"cin": 8, "hw": 4}, {"cin": 32, "hw": 56}, {"cin": 64, "hw": 28}),
 }
 _MINIMAL = KernelSpec("overhead", "relu", cin=1)
+_MINIMAL2 = KernelSpec("overhead", "relu+relu", cin=1)
 
 
 def parse_candidates(text: str | None) -> tuple[str, ...]:
@@ -111,7 +117,7 @@ def fusion_tests(name: str) -> list[FusionTest]:
             chain = replace(head, variant=variant)
             follow_ops = variant.split("+")[1:]
         else:
-            extra = {"cout": shape["cin"]} if head_type == "dwconv" else {}
+            extra = {"cout": shape["cin"]} if head_type == "dwconv" else {}  # depthwise: cout = cin
             head = KernelSpec(head_type, "", **(shape | extra))
             chain = replace(head, variant=variant)
             follow_ops = variant.split("+")
@@ -124,10 +130,15 @@ def _ci_half(m: Measurement) -> float:
     return max(0.0, (m.stats.ci_high_ms - m.stats.ci_low_ms) / 2)
 
 
-def decide(t0: Measurement, head: Measurement, followers: Sequence[Measurement],
+def invoke_overhead_ms(one: Measurement, two: Measurement) -> float:
+    """Per-inference overhead from a one-op and a two-op minimal model: ``2·T1 − T2``."""
+    return max(0.0, 2 * one.latency_ms - two.latency_ms)
+
+
+def decide(overhead_ms: float, head: Measurement, followers: Sequence[Measurement],
            chain: Measurement) -> dict[str, Any]:
-    """One shape's verdict and its numbers (net milliseconds after the overhead ``t0``)."""
-    base = t0.latency_ms
+    """One shape's verdict and its numbers (net milliseconds after the invoke overhead)."""
+    base = overhead_ms
     a = max(head.latency_ms - base, 0.0)
     fs = [max(f.latency_ms - base, 0.0) for f in followers]
     c = max(chain.latency_ms - base, 0.0)
@@ -148,7 +159,7 @@ def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
     stored then: a partial verdict would be worse than none)."""
     names = tuple(candidates) if candidates is not None else tuple(CANDIDATES)
     tests = [t for n in names for t in fusion_tests(n)]
-    specs: dict[str, KernelSpec] = {_MINIMAL.name: _MINIMAL}
+    specs: dict[str, KernelSpec] = {_MINIMAL.name: _MINIMAL, _MINIMAL2.name: _MINIMAL2}
     for t in tests:
         for s in (t.head, *t.followers, t.chain):
             specs.setdefault(s.name, s)
@@ -167,7 +178,7 @@ def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
         assert meas is not None
         return meas
 
-    t0 = m(_MINIMAL)
+    t0 = invoke_overhead_ms(m(_MINIMAL), m(_MINIMAL2))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     records = []
     for name in names:
@@ -179,7 +190,7 @@ def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
         conclusive = [s for s in shapes if s["conclusive"]]
         fused = bool(conclusive) and all(s["fused"] for s in conclusive)
         records.append(FusionRecord(device.name, name, candidate_ops(name), fused,
-                                    {"shapes": shapes, "conclusive": bool(conclusive)}, now))
+                                    {"shapes": shapes, "conclusive": bool(conclusive), "overhead_ms": t0}, now))
     store.put_fusion_rules(device.name, records)
     return records
 

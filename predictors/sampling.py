@@ -204,9 +204,12 @@ def build_graph(spec: KernelSpec) -> Graph:
         b = IRBuilder((spec.rows, spec.cin))
         x = b.gemm("gemm", "input", spec.cout)
         return b.build(spec.name, _post_ops(b, x, v))
-    if t == OVERHEAD:
+    if t == OVERHEAD:  # "relu": one tiny op; "relu+relu": two (fusion detection's overhead estimate)
         b = IRBuilder((1, spec.cin))
-        return b.build(spec.name, b.relu("relu", "input"))
+        x = "input"
+        for i, _ in enumerate(spec.variant.split("+")):
+            x = b.relu(f"relu{i}", x)
+        return b.build(spec.name, x)
     if t == "reshape" and v == "transpose":  # the middle of a channel shuffle: [1, g, C/g, H, W] → [1, C/g, g, H, W]
         g = spec.groups
         b = IRBuilder((1, g, spec.cin // g, spec.hw, spec.hw))
