@@ -75,15 +75,34 @@ def _paths(ctx: typer.Context) -> tuple[Path, Path]:
     return Path(params.get("registry") or STATE.registry), Path(params.get("db") or STATE.db)
 
 
-def _open(ctx: typer.Context, device: str) -> tuple[Any, Any]:
+def _models_dir(ctx: typer.Context, given: Path | None) -> Path:
+    """The models folder, created now: a path that cannot be a folder is bad input."""
+    from .dataset import models_dir_for
+
+    db = _paths(ctx)[1]
+    if str(db) != ":memory:" and not db.parent.is_dir():
+        raise InputError(f"--db {db}: directory {db.parent} does not exist")
+    path = given or models_dir_for(db)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--models-dir {path}: cannot create the models folder: {e.strerror or e}") from None
+    return path
+
+
+def _device(ctx: typer.Context, device: str) -> Any:
     from farm.devices import open_device
     from farm.registry import load_registry
+
+    spec = load_registry(_paths(ctx)[0]).get(device)
+    open_device(spec).close()  # a kind that cannot run here fails before the dataset is touched
+    return spec
+
+
+def _store(ctx: typer.Context) -> Any:
     from farm.store import SqliteStore
 
-    registry, db = _paths(ctx)
-    spec = load_registry(registry).get(device)
-    open_device(spec).close()  # a kind that cannot run here fails before the dataset is touched
-    return spec, SqliteStore(db)
+    return SqliteStore(_paths(ctx)[1])
 
 
 def _requeued(ids: list[int]) -> None:
@@ -121,7 +140,7 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
 ) -> None:
     """Measure single-kernel models on a device (resumable: run it again to finish)."""
-    from .dataset import measure_specs, models_dir_for, summarize_results
+    from .dataset import measure_specs, summarize_results
     from .fusion import detected_fusion_rules
     from .sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
 
@@ -130,8 +149,9 @@ def build(
         raise InputError(f"--budget {budget}: must be at least 1")
     total = DEFAULT_BUDGET if budget is None else budget
     n_refine = int(round(refine * total)) if total >= 20 else 0
-    spec, store = _open(ctx, device)
-    mdir = models_dir or models_dir_for(_paths(ctx)[1])
+    spec = _device(ctx, device)
+    mdir = _models_dir(ctx, models_dir)
+    store = _store(ctx)
     started = time.monotonic()
 
     rules = detected_fusion_rules(store, spec.name)
@@ -195,12 +215,13 @@ def fusion(
 ) -> None:
     """Detect which op sequences the device runs as one kernel (A, B, A+B test models) and
     store the rules in the dataset."""
-    from .dataset import models_dir_for
     from .fusion import parse_candidates, rules_from_records
 
     names = parse_candidates(candidates)
-    spec, store = _open(ctx, device)
-    records = _detect(spec, store, models_dir or models_dir_for(_paths(ctx)[1]), names)
+    spec = _device(ctx, device)
+    mdir = _models_dir(ctx, models_dir)
+    store = _store(ctx)
+    records = _detect(spec, store, mdir, names)
     if as_json:
         for r in records:
             _emit_json({"device": r.device, "candidate": r.candidate, "ops": list(r.ops), "fused": r.fused,

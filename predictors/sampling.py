@@ -21,7 +21,7 @@ directly as graph IR (:mod:`farm.zoo.ir`, no torch) and writes them as ONNX thro
   overhead is learned.
 - :func:`refine_plan` is the adaptive step: more configurations near the measured ones where
   a predictor errs most (an injected ``graph → latency_ms`` callable, or a cross-validated
-  gradient-boosted model of our own).
+  quick model of our own).
 
 Sources of the stage tables: MobileNetV1 (Howard et al. 2017, Table 1), MobileNetV2
 (Sandler et al. 2018, Table 2), ResNet (He et al. 2016, Table 1), NAS-Bench-201 (Dong & Yang,
@@ -32,7 +32,6 @@ nets (Banbury et al. 2021: ResNet-8 16/32/64 channels at 32×32, MobileNetV1-0.2
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, replace
@@ -532,18 +531,17 @@ def perturb(spec: KernelSpec, rng: np.random.Generator) -> KernelSpec:
 
 
 def _features(spec: KernelSpec, graph: Graph) -> list[float]:
+    parts = spec.variant.split("+") if spec.variant else []
     return [math.log1p(graph.macs), math.log1p(graph.bytes_moved), math.log1p(spec.cin), math.log1p(spec.cout),
-            math.log1p(spec.hw), spec.k, spec.stride, spec.groups, spec.rows,
-            int(hashlib.sha256(spec.variant.encode()).hexdigest()[:6], 16) % 97]
+            math.log1p(spec.hw), spec.k, spec.stride, math.log(max(spec.groups, 1)), math.log(max(spec.rows, 1)),
+            len(graph.nodes), float("add" in parts or spec.variant.startswith("mul"))]
 
 
 def cv_predictions(specs: Sequence[KernelSpec], latency_ms: Sequence[float], *, folds: int = 5,
-                   seed: int = 0) -> np.ndarray:
-    """Out-of-fold predictions (ms) of a quick gradient-boosted model of log latency, fitted
-    per kernel type on the configuration's features; a type with too few samples gets its
-    median."""
-    import xgboost as xgb
-
+                   seed: int = 0, ridge: float = 1e-2) -> np.ndarray:
+    """Out-of-fold predictions (ms) of a quick model of log latency, per kernel type: ridge
+    regression on the configuration's log-features and their pairwise products (numpy only,
+    milliseconds to fit). A type with fewer than ``2·folds`` samples gets its median."""
     y = np.log(np.maximum(np.asarray(latency_ms, dtype=float), 1e-6))
     pred = np.empty(len(specs))
     types = np.array([s.kernel_type for s in specs])
@@ -553,13 +551,16 @@ def cv_predictions(specs: Sequence[KernelSpec], latency_ms: Sequence[float], *, 
         if len(idx) < 2 * folds:
             pred[idx] = np.median(y[idx])
             continue
-        X = np.array([_features(specs[int(i)], build_graph(specs[int(i)])) for i in idx])
+        base = np.array([_features(specs[int(i)], build_graph(specs[int(i)])) for i in idx])
+        base = (base - base.mean(0)) / np.maximum(base.std(0), 1e-9)
+        iu = np.triu_indices(base.shape[1])
+        X = np.hstack([np.ones((len(idx), 1)), base, (base[:, :, None] * base[:, None, :])[:, iu[0], iu[1]]])
         fold = rng.permutation(len(idx)) % folds
         for f in range(folds):
             test, train = fold == f, fold != f
-            model = xgb.XGBRegressor(n_estimators=150, max_depth=4, learning_rate=0.1, n_jobs=1, verbosity=0)
-            model.fit(X[train], y[idx][train])
-            pred[idx[test]] = model.predict(X[test])
+            A = X[train]
+            w = np.linalg.solve(A.T @ A + ridge * len(A) * np.eye(A.shape[1]), A.T @ y[idx][train])
+            pred[idx[test]] = X[test] @ w
     return np.asarray(np.exp(pred))
 
 
@@ -569,7 +570,7 @@ def refine_plan(specs: Sequence[KernelSpec], latency_ms: Sequence[float], *, n: 
     """``n`` new configurations near the measured ones the predictor gets most wrong.
 
     ``predict`` (graph → latency_ms) is the current predictor; without one, out-of-fold
-    predictions of :func:`cv_predictions` stand in. The relative error |pred/measured − 1|
+    predictions of :func:`cv_predictions` (a ridge model, numpy only) stand in. The relative error |pred/measured − 1|
     ranks the measured configurations; new ones are perturbations (:func:`perturb`) of the
     worst ``top_fraction``, each drawn with probability proportional to its error, skipping
     names in ``exclude`` and ones already chosen."""
