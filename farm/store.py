@@ -30,7 +30,7 @@ from .measurement import Measurement, Settings
 from .registry import DeviceSpec
 from .workload import Workload
 
-__all__ = ["SqliteStore", "Job", "WorkloadRecord", "SCHEMA_VERSION", "MIGRATIONS", "open_store", "process_owner"]
+__all__ = ["SqliteStore", "Job", "WorkloadRecord", "FusionRecord", "SCHEMA_VERSION", "MIGRATIONS", "open_store", "process_owner"]
 
 _V1 = """
 CREATE TABLE devices (
@@ -105,8 +105,21 @@ CREATE INDEX jobs_status ON jobs(device, status);
 # v2: per-kernel breakdown (simulators and profilers that report one).
 _V2 = "ALTER TABLE measurements ADD COLUMN breakdown_json TEXT NOT NULL DEFAULT '[]'"
 
+# v3: fusion rules detected on a device by the farm (predictors.fusion), one row per candidate.
+_V3 = """
+CREATE TABLE fusion_rules (
+    device TEXT NOT NULL REFERENCES devices(name),
+    candidate TEXT NOT NULL,
+    ops_json TEXT NOT NULL,
+    fused INTEGER NOT NULL,
+    evidence_json TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (device, candidate)
+)
+"""
+
 # MIGRATIONS[i] upgrades a file from user_version i to i + 1.
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -159,6 +172,19 @@ class WorkloadRecord:
     macs: int
     params: int
     graph: Graph
+
+
+@dataclass(frozen=True)
+class FusionRecord:
+    """One tested fusion candidate on a device: its op sequence, the verdict and the
+    measurements behind it (``evidence``: latencies and the decision rule's numbers)."""
+
+    device: str
+    candidate: str
+    ops: tuple[str, ...]
+    fused: bool
+    evidence: dict[str, Any]
+    created_at: str
 
 
 class SqliteStore:
@@ -440,6 +466,24 @@ class SqliteStore:
                 db.execute("UPDATE jobs SET status = 'queued', owner = NULL, attempts = MAX(attempts - 1, 0), "
                            "error = 'requeued: its process died', updated_at = ? WHERE id = ?", (_now_iso(), jid))
         return stale
+
+    # ------------------------------------------------------------------ fusion rules
+
+    def put_fusion_rules(self, device: str, records: list[FusionRecord]) -> None:
+        """Replace the device's detected fusion rules with ``records``, in one transaction."""
+        with self._tx() as db:
+            db.execute("DELETE FROM fusion_rules WHERE device = ?", (device,))
+            db.executemany(
+                "INSERT INTO fusion_rules(device, candidate, ops_json, fused, evidence_json, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(device, r.candidate, json.dumps(list(r.ops)), int(r.fused), json.dumps(r.evidence),
+                  r.created_at or _now_iso()) for r in records])
+
+    def fusion_rules(self, device: str) -> list[FusionRecord]:
+        """The candidates tested on ``device`` (empty if fusion was never detected there)."""
+        rows = self._query("SELECT * FROM fusion_rules WHERE device = ? ORDER BY rowid", (device,))
+        return [FusionRecord(r["device"], r["candidate"], tuple(json.loads(r["ops_json"])), bool(r["fused"]),
+                             json.loads(r["evidence_json"]), r["created_at"]) for r in rows]
 
     # ------------------------------------------------------------------ device leases
 

@@ -1,0 +1,243 @@
+"""``hwfarm dataset build`` and ``hwfarm dataset fusion``: kernel datasets through the farm.
+
+Mounted into the built-in ``dataset`` group through the ``hwfarm.commands`` entry points
+``dataset.build`` and ``dataset.fusion`` (pyproject.toml), so the farm never imports this layer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from farm.cli import STATE, err, out
+from farm.errors import InputError
+
+__all__ = ["build", "fusion"]
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.4f}" if x < 1 else f"{x:.3f}" if x < 100 else f"{x:.1f}"
+
+
+class _Bar:
+    """A rich progress bar on stderr fed by scheduler events (and cached answers)."""
+
+    def __init__(self, description: str, total: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+                                 disable=total == 0)
+        self.task = self.progress.add_task(description, total=total)
+
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def on_event(self, e: Any) -> None:
+        if e.kind in ("done", "failed"):
+            self.progress.advance(self.task)
+        if e.kind in ("retry", "waiting", "failed"):
+            self.progress.console.print(f"{e.kind}: {e.message}", markup=False, highlight=False)
+
+    def on_cached(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+
+def _paths(ctx: typer.Context) -> tuple[Path, Path]:
+    """(registry, db) as given to the running ``hwfarm``, read from the root command's
+    parameters (under ``python -m farm.cli`` the module holding STATE is ``__main__``, not
+    the ``farm.cli`` imported here)."""
+    params = ctx.find_root().params
+    return Path(params.get("registry") or STATE.registry), Path(params.get("db") or STATE.db)
+
+
+def _models_dir(ctx: typer.Context, given: Path | None) -> Path:
+    """The models folder, created now: a path that cannot be a folder is bad input."""
+    from .dataset import models_dir_for
+
+    db = _paths(ctx)[1]
+    if str(db) != ":memory:" and not db.parent.is_dir():
+        raise InputError(f"--db {db}: directory {db.parent} does not exist")
+    path = given or models_dir_for(db)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--models-dir {path}: cannot create the models folder: {e.strerror or e}") from None
+    return path
+
+
+def _device(ctx: typer.Context, device: str) -> Any:
+    from farm.devices import open_device
+    from farm.registry import load_registry
+
+    spec = load_registry(_paths(ctx)[0]).get(device)
+    open_device(spec).close()  # a kind that cannot run here fails before the dataset is touched
+    return spec
+
+
+def _store(ctx: typer.Context) -> Any:
+    from farm.store import SqliteStore
+
+    return SqliteStore(_paths(ctx)[1])
+
+
+def _requeued(ids: list[int]) -> None:
+    err.print(f"re-queued {len(ids)} job(s) left running by a process that died")
+
+
+def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...] | None) -> list[Any]:
+    from farm.measurement import Policy
+
+    from .fusion import CANDIDATES, detect_fusion, fusion_tests
+
+    names = candidates or tuple(CANDIDATES)
+    total = 1 + len({s.name for n in names for t in fusion_tests(n) for s in (t.head, *t.followers, t.chain)})
+    with _Bar(f"fusion tests on {spec.name}", total) as bar:
+        return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(),
+                             on_event=bar.on_event, on_requeue=_requeued)
+
+
+def build(
+    ctx: typer.Context,
+    device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
+    kernels: Optional[str] = typer.Option(None, "--kernels", "-k",
+                                          help="Kernel types, comma-separated (default: all): "
+                                               "conv,dwconv,gemm,pool,gpool,eltwise,act,bn,concat,reshape."),
+    budget: Optional[int] = typer.Option(None, "--budget", "-n",
+                                         help="Models in all, refinement included (default: the default plan)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling plan."),
+    refine: float = typer.Option(0.2, "--refine", min=0.0, max=0.9,
+                                 help="Share of the budget spent on adaptive refinement (where a "
+                                      "cross-validated model errs most); 0: prior sample only."),
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir",
+                                              help="Where the generated ONNX models go (default: beside --db)."),
+    detect: bool = typer.Option(True, "--detect-fusion/--no-detect-fusion",
+                                help="Detect the device's fusion rules first if the dataset has none."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
+) -> None:
+    """Measure single-kernel models on a device (resumable: run it again to finish)."""
+    from .dataset import measure_specs, summarize_results
+    from .fusion import detected_fusion_rules
+    from .sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
+
+    types = parse_kernels(kernels)
+    if budget is not None and budget < 1:
+        raise InputError(f"--budget {budget}: must be at least 1")
+    total = DEFAULT_BUDGET if budget is None else budget
+    n_refine = int(round(refine * total)) if total >= 20 else 0
+    spec = _device(ctx, device)
+    mdir = _models_dir(ctx, models_dir)
+    store = _store(ctx)
+    started = time.monotonic()
+
+    rules = detected_fusion_rules(store, spec.name)
+    if rules is None and detect:
+        _detect(spec, store, mdir, None)
+        rules = detected_fusion_rules(store, spec.name)
+    rules = rules or ()
+    if not as_json:
+        err.print(f"fusion rules of {spec.name}: " + (", ".join("+".join(r) for r in rules) or "none"),
+                  markup=False, highlight=False)
+
+    plan = make_plan(budget=total - n_refine, kernels=types, seed=seed, fusion=rules)
+    results = []
+    with _Bar(f"kernels on {spec.name}", len(plan)) as bar:
+        results += measure_specs(store, spec, plan, models_dir=mdir, on_event=bar.on_event,
+                                 on_cached=bar.on_cached, on_requeue=_requeued)
+    rounds = 2 if n_refine >= 100 else 1
+    for r in range(rounds if n_refine else 0):
+        n = n_refine // rounds + (n_refine % rounds if r == rounds - 1 else 0)
+        ok = [x for x in results if x.latency_ms is not None]
+        extra = refine_plan([x.spec for x in ok], [float(x.latency_ms or 0) for x in ok], n=n, seed=seed + 1 + r,
+                            exclude={x.spec.name for x in results})
+        with _Bar(f"refinement {r + 1}/{rounds} on {spec.name}", len(extra)) as bar:
+            results += measure_specs(store, spec, extra, models_dir=mdir, on_event=bar.on_event,
+                                     on_cached=bar.on_cached, on_requeue=_requeued)
+
+    summary = summarize_results(results)
+    counts = {k: sum(1 for x in results if x.source == k) for k in ("measured", "cached", "failed")}
+    elapsed = time.monotonic() - started
+    if as_json:
+        _emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
+                    "fusion_rules": [list(r) for r in rules], "models": len(results), **counts,
+                    "elapsed_s": round(elapsed, 2), "kernels": summary})
+    else:
+        table = Table(title=f"kernel dataset on {spec.name} ({_paths(ctx)[1]}), latency in ms", title_justify="left")
+        for col in ("kernel", "models", "measured", "cached", "failed", "min", "median", "max"):
+            table.add_column(col, justify="left" if col == "kernel" else "right")
+        for kt, s in summary.items():
+            table.add_row(kt, str(s["models"]), str(s["measured"]), str(s["cached"]), str(s["failed"]),
+                          _fmt_ms(s["min_ms"]), _fmt_ms(s["median_ms"]), _fmt_ms(s["max_ms"]))
+        table.add_section()
+        table.add_row("all", str(len(results)), str(counts["measured"]), str(counts["cached"]),
+                      str(counts["failed"]), "", "", "")
+        out.print(table)
+        err.print(f"{elapsed:.0f} s; models in {mdir}", markup=False, highlight=False)
+    for x in results:
+        if x.source == "failed":
+            err.print(f"hwfarm: error: {x.spec.name}: {x.error}", markup=False, highlight=False)
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def fusion(
+    ctx: typer.Context,
+    device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
+    candidates: Optional[str] = typer.Option(None, "--candidates",
+                                             help="Candidates, comma-separated (default: all), e.g. conv+bn,add+relu."),
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir",
+                                              help="Where the test models go (default: beside --db)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per candidate on stdout."),
+) -> None:
+    """Detect which op sequences the device runs as one kernel (A, B, A+B test models) and
+    store the rules in the dataset."""
+    from .fusion import parse_candidates, rules_from_records
+
+    names = parse_candidates(candidates)
+    spec = _device(ctx, device)
+    mdir = _models_dir(ctx, models_dir)
+    store = _store(ctx)
+    records = _detect(spec, store, mdir, names)
+    if as_json:
+        for r in records:
+            _emit_json({"device": r.device, "candidate": r.candidate, "ops": list(r.ops), "fused": r.fused,
+                        "conclusive": r.evidence["conclusive"], "evidence": r.evidence["shapes"]})
+        return
+    table = Table(title=f"fusion on {spec.name}: chain vs head + followers (net ms, overhead removed)",
+                  title_justify="left")
+    for col in ("candidate", "ops", "fused", "chain", "head", "head+followers"):
+        table.add_column(col, justify="left" if col in ("candidate", "ops", "fused") else "right")
+    for r in records:
+        shapes = r.evidence["shapes"]
+        verdict = "yes" if r.fused else "no" if r.evidence["conclusive"] else "no (inconclusive)"
+        table.add_row(r.candidate, "+".join(r.ops), verdict, " / ".join(_fmt_ms(s["chain_ms"]) for s in shapes),
+                      " / ".join(_fmt_ms(s["head_ms"]) for s in shapes),
+                      " / ".join(_fmt_ms(s["unfused_sum_ms"]) for s in shapes))
+    out.print(table)
+    rules = rules_from_records(records)
+    err.print(f"stored {len(rules)} fusion rule(s) for {spec.name} in {_paths(ctx)[1]}: "
+              + (", ".join("+".join(x) for x in rules) or "none"), markup=False, highlight=False)

@@ -1,0 +1,172 @@
+"""`hwfarm dataset build`: end to end on a sim device, resumable (in-process and after kill -9 on
+the real host CPU), stored graphs are single kernels, bad input exits 2 and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from farm.registry import DeviceSpec
+from farm.sim.profile import load_profile
+from farm.store import SqliteStore
+from predictors.dataset import DATASET_POLICY, measure_specs, models_dir_for, summarize_results
+from predictors.fusion import detected_fusion_rules
+from predictors.sampling import OVERHEAD, kernel_type_of, make_plan, single_kernel
+
+from ..conftest import ROOT, run_cli
+
+REG = """devices:
+  - name: sim-raspi4
+    url: sim://raspi4?seed=0
+    runtime: sim
+  - name: host-cpu
+    url: local://cpu
+    runtime: onnxruntime
+    threads: 1
+  - name: phone
+    url: adb://127.0.0.1:5555
+"""
+SIM = DeviceSpec(name="sim-raspi4", url="sim://raspi4?seed=0", runtime="sim")
+
+
+@pytest.fixture
+def reg(tmp_path) -> Path:
+    p = tmp_path / "devices.yaml"
+    p.write_text(REG)
+    return p
+
+
+def _cli(reg: Path, db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("--registry", str(reg), "--db", str(db), "dataset", *args, cwd=ROOT)
+
+
+def _rows(db: Path) -> list[tuple[int, str]]:
+    if not db.exists():
+        return []
+    try:
+        return sqlite3.connect(db, timeout=5).execute("SELECT id, workload FROM measurements ORDER BY id").fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
+    db = tmp_path / "farm.db"
+    r = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "60", "--seed", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["models"] == 60 and out["measured"] == 60 and out["failed"] == 0
+    assert {tuple(x) for x in out["fusion_rules"]} == set(load_profile("raspi4").fusion)
+    assert set(out["kernels"]) >= {"conv", "dwconv", "gemm", "eltwise", "act", OVERHEAD}
+    assert sum(k["models"] for k in out["kernels"].values()) == 60
+    assert out["kernels"]["conv"]["min_ms"] <= out["kernels"]["conv"]["median_ms"] <= out["kernels"]["conv"]["max_ms"]
+
+    store = SqliteStore(db)
+    rules = detected_fusion_rules(store, "sim-raspi4")
+    assert rules is not None
+    ms = store.measurements(device="sim-raspi4")
+    built = [m for m in ms if m.settings.policy == DATASET_POLICY]  # fusion tests use the default protocol
+    assert len(built) == 60 and all(m.provenance["simulated"] for m in built)
+    for m in built:  # the contract with the predictor: each stored graph is one kernel of its type
+        rec = store.get_workload(m.workload)
+        assert rec is not None and rec.source_path is not None
+        folder = Path(rec.source_path).parent.name
+        k = single_kernel(rec.graph, rules)
+        assert k is not None, rec.name
+        assert kernel_type_of(k) == ("act" if folder == OVERHEAD else folder)
+    assert Path(out["models_dir"]) == models_dir_for(db) or Path(out["models_dir"]).name == "farm-models"
+
+    again = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "60", "--seed", "3", "--json")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["cached"] == 60 and second["measured"] == 0
+    assert len(SqliteStore(db).measurements(device="sim-raspi4")) == len(ms)  # nothing measured twice
+
+    table = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "10", "--kernels", "conv,gemm",
+                 "--refine", "0")
+    assert table.returncode == 0, table.stderr
+    assert "conv" in table.stdout and "gemm" in table.stdout and "dwconv" not in table.stdout
+    assert "fusion rules of sim-raspi4: Conv+BatchNormalization" in table.stderr
+
+
+def test_interrupted_build_resumes_without_repeating(tmp_path):
+    store = SqliteStore(tmp_path / "d.db")
+    plan = make_plan(budget=30, seed=0, fusion=load_profile("raspi4").fusion)
+    first = measure_specs(store, SIM, plan[:12], models_dir=tmp_path / "models")
+    assert [r.source for r in first] == ["measured"] * 12
+    # A process died while measuring the 13th model: its job is left "running" under a dead owner.
+    from predictors.dataset import dataset_settings, write_models
+
+    (w,) = write_models([plan[12]], tmp_path / "models")
+    store.put_workload(w)
+    store.enqueue(SIM.name, w.hash, dataset_settings(SIM))
+    job, _ = store.claim(SIM.name, f"{socket.gethostname()}:999999999")
+    assert job is not None and store.get_job(job.id).status == "running"
+    requeued: list[list[int]] = []
+    rest = measure_specs(store, SIM, plan, models_dir=tmp_path / "models", on_requeue=requeued.append)
+    assert requeued == [[job.id]]
+    assert [r.source for r in rest[:12]] == ["cached"] * 12
+    assert [r.source for r in rest[12:]] == ["measured"] * 18
+    assert [r.measurement.id for r in rest[:12]] == [r.measurement.id for r in first]  # type: ignore[union-attr]
+    ms = store.measurements(device=SIM.name)
+    assert len(ms) == 30 and len({m.workload for m in ms}) == 30
+    assert store.get_job(job.id).status == "done"
+    s = summarize_results(rest)
+    assert sum(v["cached"] for v in s.values()) == 12 and sum(v["measured"] for v in s.values()) == 18
+
+
+def test_kill_9_on_the_real_host_then_rerun(tmp_path, reg):
+    """A small real build on the host CPU, killed mid-way: the re-run keeps what was done."""
+    db = tmp_path / "host.db"
+    cmd = [sys.executable, "-m", "farm.cli", "--registry", str(reg), "--db", str(db), "dataset", "build",
+           "--device", "host-cpu", "--kernels", "act,eltwise", "--budget", "10", "--refine", "0",
+           "--no-detect-fusion", "--json"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while len(_rows(db)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _rows(db)
+    assert 2 <= len(before) < 10, "the kill should land mid-build"
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    out = json.loads(rerun.stdout)
+    after = _rows(db)
+    assert len(after) == 10 and after[: len(before)] == before
+    assert out["cached"] == len(before) and out["measured"] == 10 - len(before)
+    m = SqliteStore(db).measurements(device="host-cpu")[0]
+    assert m.provenance["simulated"] is False and m.settings.policy == DATASET_POLICY and m.latency_ms > 0
+    assert out["fusion_rules"] == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["build", "--device", "nope"], "no device named 'nope'"),
+    (["build", "--device", "sim-raspi4", "--kernels", "conv,lstm"], "unknown kernel type(s) lstm"),
+    (["build", "--device", "sim-raspi4", "--budget", "0"], "--budget 0"),
+    (["build", "--device", "sim-raspi4", "--models-dir", "{file}"], "cannot create the models folder"),
+    (["fusion", "--device", "nope"], "no device named 'nope'"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, reg, args, message):
+    db = tmp_path / "farm.db"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    r = _cli(reg, db, *[x.replace("{file}", str(a_file / "sub")) for x in args])
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not db.exists()
+
+
+def test_device_that_cannot_run_here_exits_1_before_writing(tmp_path, reg):
+    db = tmp_path / "farm.db"
+    r = _cli(reg, db, "build", "--device", "phone", "--budget", "5")
+    assert r.returncode == 1 and "not available" in r.stderr
+    assert not db.exists() and not (tmp_path / "farm-models").exists()
