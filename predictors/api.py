@@ -28,11 +28,13 @@ from farm.onnx_graph import read_onnx_structure
 from farm.store import SqliteStore
 from farm.workload import Workload, load_workload
 
-from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, save_bundle
+from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
 from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction
 from .kernels import FusionRules, detect_kernels, fusion_rules_for
+from .space_model import SpaceModel, arch_of_graph, build_arch, sample_archs
 
-__all__ = ["DevicePredictor", "TrainingSet", "load", "training_set", "train", "evaluate", "accuracy_metrics"]
+__all__ = ["DevicePredictor", "TrainingSet", "load", "training_set", "train", "train_space", "evaluate",
+           "accuracy_metrics"]
 
 ModelLike = Graph | Workload | str | os.PathLike[str]
 
@@ -53,10 +55,12 @@ def _graph_of(x: ModelLike) -> Graph:
 class DevicePredictor:
     """A loaded bundle: latency (and energy, where measured) of any model on one device."""
 
-    def __init__(self, info: BundleInfo, latency: KernelLevelPredictor, energy: KernelLevelPredictor | None = None):
+    def __init__(self, info: BundleInfo, latency: KernelLevelPredictor, energy: KernelLevelPredictor | None = None,
+                 spaces: dict[str, SpaceModel] | None = None):
         self.info = info
         self.latency = latency
         self.energy = energy
+        self.spaces = spaces or {}
 
     @property
     def device(self) -> str:
@@ -70,7 +74,21 @@ class DevicePredictor:
         """Latency (ms) with an interval, energy (mJ) or None, and the per-kernel breakdown."""
         return self.predict_many([model])[0]
 
-    def predict_many(self, models: Sequence[ModelLike]) -> list[Prediction]:
+    def predict_archs(self, archs: Sequence[str], *, space: str) -> np.ndarray:
+        """(n, 3) low/point/high latency (ms) of a search space's architectures, from the
+        bundle's graph-level model of that space: the fast path searches use."""
+        model = self.spaces.get(space)
+        if model is None:
+            raise InputError(f"bundle {self.bundle_id!r} has no model of space {space!r} (has: "
+                             f"{', '.join(sorted(self.spaces)) or 'none'}); train with --space {space}")
+        return model.predict_quantiles(archs)
+
+    def predict_many(self, models: Sequence[ModelLike], *, space: str | None = None) -> list[Prediction]:
+        """Predictions for many models at once. With ``space``, ``models`` are architecture
+        strings of that space (e.g. NB201 ``arch_str``) answered by its graph-level model."""
+        if space is not None:
+            qa = self.predict_archs([str(m) for m in models], space=space)
+            return [Prediction(float(p), (float(lo), float(hi))) for lo, p, hi in qa]
         graphs = [_graph_of(m) for m in models]
         kernels, q, fb = self.latency.kernel_quantiles(graphs)
         e_tot: list[float | None] = [None] * len(graphs)
@@ -99,7 +117,7 @@ def load(device_or_bundle: str | os.PathLike[str], *, db: str | os.PathLike[str]
     else:
         info = find_bundle(directory, device=s)
     _, lat, en = read_bundle(info.path)
-    return DevicePredictor(info, lat, en)
+    return DevicePredictor(info, lat, en, read_spaces(info))
 
 
 # ---------------------------------------------------------------------------- training from the dataset
@@ -185,11 +203,36 @@ def accuracy_metrics(pred: Sequence[float] | np.ndarray, truth: Sequence[float] 
     return m
 
 
+def train_space(space: str, lat: KernelLevelPredictor, ts: TrainingSet, *, distill: int = 600,
+                seed: int = 0) -> tuple[SpaceModel, dict[str, Any]]:
+    """A graph-level model of ``space`` for this device: from the dataset's whole-model
+    measurements of the space's architectures, topped up to ``distill`` architectures
+    predicted by the kernel-level model. Its fidelity is checked on 100 architectures it
+    was not fitted on, against the kernel-level model."""
+    measured: dict[str, float] = {}
+    for g, y, single in zip(ts.graphs, ts.latency_ms, ts.single, strict=True):
+        found = arch_of_graph(g)
+        if found is not None and found[0] == space and not single:
+            measured[found[1]] = y
+    pool = [a for a in sample_archs(space, distill + 100 + len(measured), seed=seed) if a not in measured]
+    n_distill = max(0, distill - len(measured))
+    held_out = pool[n_distill:n_distill + 100]
+    distilled = pool[:n_distill]
+    graphs = [build_arch(space, a) for a in distilled + held_out]
+    teacher = lat.predict(graphs) if graphs else np.zeros(0)
+    archs = list(measured) + distilled
+    y = list(measured.values()) + teacher[:n_distill].tolist()
+    model = SpaceModel(space=space).fit(archs, y)
+    fidelity = accuracy_metrics(model.predict(held_out), teacher[n_distill:])
+    return model, {"n_measured": len(measured), "n_distilled": n_distill, "fidelity_vs_kernel_model": fidelity}
+
+
 def train(store: SqliteStore, spec: Any, *, db: str | os.PathLike[str], threads: int | None = None,
-          bundle_dir: Path | None = None, bundle_id: str | None = None,
-          progress: Callable[[str], None] | None = None) -> BundleInfo:
+          bundle_dir: Path | None = None, bundle_id: str | None = None, spaces: Sequence[str] = (),
+          distill: int = 600, progress: Callable[[str], None] | None = None) -> BundleInfo:
     """Train ``spec``'s predictor on its kernel measurements, evaluate it on its whole-model
-    measurements (never seen in training), and save the bundle beside the dataset."""
+    measurements (never seen in training), add graph-level models of ``spaces``, and save
+    the bundle beside the dataset."""
     say = progress or (lambda _msg: None)
     ts = training_set(store, spec, threads=threads)
     g, y, e, _ = ts.subset(True)
@@ -213,12 +256,16 @@ def train(store: SqliteStore, spec: Any, *, db: str | os.PathLike[str], threads:
         metrics["networks"] = accuracy_metrics(lat.predict(nets), ny)
         if energy is not None and all(v is not None for v in ne):
             metrics["networks_energy"] = accuracy_metrics(energy.predict(nets), [float(v) for v in ne if v])
+    space_models: dict[str, SpaceModel] = {}
+    for space in spaces:
+        say(f"training the graph-level model of {space}")
+        space_models[space], metrics[f"space:{space}"] = train_space(space, lat, ts, distill=distill)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     bid = bundle_id or f"{spec.name}-{created.replace(':', '').replace('-', '')}-{ts.dataset_hash[:8]}"
     meta = {"id": bid, "device": spec.name, "device_url": spec.url, "runtime": ts.runtime, "threads": ts.threads,
             "simulated": ts.simulated, "dataset_hash": ts.dataset_hash, "dataset": str(db), "created": created,
             "kind": "kernel", "fusion": ts.rules.to_dict(), "metrics": metrics}
-    return save_bundle(bundle_dir or bundles_dir(db), meta, lat, energy)
+    return save_bundle(bundle_dir or bundles_dir(db), meta, lat, energy, space_models)
 
 
 def evaluate(predictor: DevicePredictor, store: SqliteStore, spec: Any) -> dict[str, Any]:

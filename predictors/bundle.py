@@ -7,6 +7,7 @@
                                  metrics, created, fusion rules, the models' metadata
         latency_ms/<type>.json   one XGBoost model per kernel type (XGBoost's own JSON format)
         energy_mj/<type>.json    the same for energy, where the device measured energy
+        spaces/<space>.json      graph-level models of search spaces (nb201, fbnet), if trained
 
 By default bundles live beside the dataset (``hwfarm.db`` → ``hwfarm.predictors/``), so
 ``--db`` alone selects a whole farm state. Loading checks the format, the feature schema and
@@ -28,8 +29,9 @@ from farm.errors import InputError
 
 from .features import FEATURE_SCHEMA
 from .kernel_model import KernelLevelPredictor
+from .space_model import SpaceModel
 
-__all__ = ["BUNDLE_FORMAT", "BundleInfo", "bundles_dir", "save_bundle", "read_bundle", "list_bundles",
+__all__ = ["BUNDLE_FORMAT", "BundleInfo", "bundles_dir", "save_bundle", "read_bundle", "read_spaces", "list_bundles",
            "find_bundle"]
 
 BUNDLE_FORMAT = "hwfarm-predictor-bundle/1"
@@ -61,11 +63,12 @@ class BundleInfo:
         return {"id": self.id, "path": str(self.path), "device": m.get("device"), "runtime": m.get("runtime"),
                 "threads": m.get("threads"), "created": m.get("created"), "dataset_hash": m.get("dataset_hash"),
                 "feature_schema": m.get("feature_schema"), "simulated": m.get("simulated"),
-                "energy": m.get("energy") is not None, "metrics": m.get("metrics", {})}
+                "energy": m.get("energy") is not None, "spaces": sorted(m.get("spaces") or {}),
+                "metrics": m.get("metrics", {})}
 
 
 def save_bundle(directory: Path, meta: dict[str, Any], latency: KernelLevelPredictor,
-                energy: KernelLevelPredictor | None = None) -> BundleInfo:
+                energy: KernelLevelPredictor | None = None, spaces: dict[str, SpaceModel] | None = None) -> BundleInfo:
     """Write a bundle atomically: into a temp dir beside it, then renamed into place."""
     bid = str(meta["id"])
     if not _ID_OK.match(bid):
@@ -86,6 +89,14 @@ def save_bundle(directory: Path, meta: dict[str, Any], latency: KernelLevelPredi
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(raw)
             full[key] = state
+        full["spaces"] = {}
+        for name, sm in (spaces or {}).items():
+            sstate, sraw = sm.to_state()
+            if sraw is not None:
+                (tmp / "spaces").mkdir(exist_ok=True)
+                (tmp / "spaces" / f"{name}.json").write_bytes(sraw)
+                sstate["model_file"] = f"spaces/{name}.json"
+            full["spaces"][name] = sstate
         (tmp / "bundle.json").write_text(json.dumps(full, indent=1, sort_keys=True) + "\n")
         os.replace(tmp, final)
     except BaseException:
@@ -110,6 +121,28 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _model_file(p: Path, name: str, where: str) -> bytes:
+    f = (p / name).resolve()
+    if p.resolve() not in f.parents:
+        raise InputError(f"{p / 'bundle.json'}: {where} points outside the bundle")
+    if not f.is_file():
+        raise InputError(f"{p}: model file {name} ({where}) is missing")
+    return f.read_bytes()
+
+
+def read_spaces(info: BundleInfo) -> dict[str, SpaceModel]:
+    """The bundle's graph-level models of search spaces, by space name."""
+    out = {}
+    for name, state in (info.meta.get("spaces") or {}).items():
+        try:
+            raw = _model_file(info.path, state["model_file"], f"spaces.{name}.model_file") \
+                if state.get("model_file") else None
+            out[name] = SpaceModel.from_state(state, raw)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{info.path / 'bundle.json'}: field 'spaces.{name}': {e}") from None
+    return out
+
+
 def read_bundle(path: str | os.PathLike[str]) -> tuple[BundleInfo, KernelLevelPredictor, KernelLevelPredictor | None]:
     """Load a bundle directory: its info and its latency (and energy) predictors."""
     p = Path(path)
@@ -126,14 +159,8 @@ def read_bundle(path: str | os.PathLike[str]) -> tuple[BundleInfo, KernelLevelPr
         try:
             for t, tmeta in state["types"].items():
                 name = tmeta.get("model_file")
-                if name is None:
-                    continue
-                f = (p / name).resolve()
-                if p.resolve() not in f.parents:
-                    raise InputError(f"{p / 'bundle.json'}: {key}.types.{t}.model_file points outside the bundle")
-                if not f.is_file():
-                    raise InputError(f"{p}: model file {name} (kernel type {t!r}) is missing")
-                files[name] = f.read_bytes()
+                if name is not None:
+                    files[name] = _model_file(p, name, f"{key}.types.{t}.model_file")
             models.append(KernelLevelPredictor.from_state(state, files))
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{p / 'bundle.json'}: field {key!r}: {e}") from None

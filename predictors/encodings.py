@@ -21,12 +21,14 @@ continues with one-hot columns. A transfer model may give the two groups differe
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
 
 from farm.errors import InputError
-from farm.zoo.nb201 import EDGES, OPS, ops_from_arch_str
+from farm.zoo.nb201 import EDGES, OPS, arch_str_from_ops, ops_from_arch_str
 
 __all__ = ["SPACES", "ARCH_COLUMN", "encode", "feature_names", "n_cost_features", "nb201_op_indices", "fbnet_op_indices",
            "FBNET_LAYERS", "FBNET_OPS"]
@@ -44,19 +46,32 @@ def _check_space(space: str) -> None:
         raise InputError(f"unknown space {space!r}: expected one of {', '.join(SPACES)}")
 
 
+@functools.cache
+def _nb201_table() -> tuple[dict[str, int], np.ndarray]:
+    """Every canonical cell string → its row in a (15625, 6) table of op indices."""
+    rows = list(itertools.product(range(_NB201_N_OPS), repeat=_NB201_N_EDGES))
+    lut = {arch_str_from_ops([OPS[o] for o in r]): i for i, r in enumerate(rows)}
+    return lut, np.array(rows, dtype=np.int64)
+
+
 def nb201_op_indices(archs: Sequence[str]) -> np.ndarray:
-    """``arch_str`` values → int array (n, 6) of op indices into :data:`farm.zoo.nb201.OPS`."""
+    """``arch_str`` values → int array (n, 6) of op indices into :data:`farm.zoo.nb201.OPS`.
+    Canonical strings (as the tables spell them) are looked up; others are parsed."""
+    lut, table = _nb201_table()
+    try:
+        return table[np.fromiter((lut[a] for a in archs), dtype=np.int64, count=len(archs))]
+    except (KeyError, TypeError):
+        pass
     out = np.empty((len(archs), _NB201_N_EDGES), dtype=np.int64)
-    cache: dict[str, list[int]] = {}
     for i, arch in enumerate(archs):
-        idx = cache.get(arch)
-        if idx is None:
-            try:
-                idx = [OPS.index(op) for op in ops_from_arch_str(arch)]
-            except ValueError as err:
-                raise InputError(f"row {i}: {err}") from None
-            cache[arch] = idx
-        out[i] = idx
+        row = lut.get(arch) if isinstance(arch, str) else None
+        if row is not None:
+            out[i] = table[row]
+            continue
+        try:
+            out[i] = [OPS.index(op) for op in ops_from_arch_str(str(arch))]
+        except ValueError as err:
+            raise InputError(f"row {i}: {err}") from None
     return out
 
 

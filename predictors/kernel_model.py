@@ -32,7 +32,7 @@ from .kernels import DetectedKernel, FusionRules, detect_kernels
 __all__ = ["KernelRegressor", "KernelLevelPredictor", "KernelPrediction", "Prediction", "NotFittedError"]
 
 _FOLDS = 3  # out-of-fold residuals calibrate the intervals
-_NULL_MODEL_BYTES = 256  # a single op on at most 64 floats measures the per-inference overhead
+_NULL_MODEL_BYTES = 512  # one op on at most 64 numbers measures the per-inference overhead
 
 
 class NotFittedError(RuntimeError):
@@ -80,8 +80,8 @@ class KernelRegressor:
     # ------------------------------------------------------------------ fit / predict
     def _base(self, X: np.ndarray) -> np.ndarray:
         cols = list(self.base_columns)
-        A = np.column_stack([X[:, cols], np.ones(len(X))]) if cols else np.ones((len(X), 1))
-        return np.maximum(A @ self.coef_, self.floor_)
+        lin = X[:, cols] @ self.coef_[:-1] if cols else np.zeros(len(X))
+        return np.maximum(lin + self.coef_[-1], self.floor_)
 
     def _boost(self, X: np.ndarray, r: np.ndarray) -> Any:
         import xgboost as xgb

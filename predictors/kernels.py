@@ -114,12 +114,8 @@ def fusion_rules_for(spec: DeviceSpec, store: SqliteStore | None = None, *, runt
 
 
 def _detected(store: SqliteStore, device: str) -> tuple[FusionPattern, ...] | None:
-    """Rules stored by ``hwfarm dataset fusion`` (predictors.fusion), if that ran."""
-    import importlib
+    """Rules stored by ``hwfarm dataset fusion``, if that ran for this device."""
+    from .fusion import detected_fusion_rules
 
-    try:
-        fusion = importlib.import_module("predictors.fusion")
-    except ImportError:
-        return None
-    found = fusion.detected_fusion_rules(store, device)
+    found = detected_fusion_rules(store, device)
     return tuple(tuple(p) for p in found) if found else None

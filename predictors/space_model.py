@@ -71,7 +71,7 @@ def build_arch(space: str, arch: str) -> Graph:
 class SpaceModel:
     """Whole-model cost of a space's architectures (units of the training targets)."""
 
-    def __init__(self, *, space: str, n_estimators: int = 200, random_state: int = 0) -> None:
+    def __init__(self, *, space: str, n_estimators: int = 120, random_state: int = 0) -> None:
         self.space = space
         self.n_estimators = n_estimators
         self.random_state = random_state

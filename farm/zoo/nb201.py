@@ -15,6 +15,7 @@ the identity (no kernel) and ``none`` is ``x * 0`` (NB201's Zero op multiplies).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Iterator, Sequence
 
@@ -50,7 +51,18 @@ def parse_arch(arch: str) -> tuple[tuple[tuple[str, int], ...], ...]:
     return tuple(nodes)
 
 
+@functools.cache
+def _canonical() -> dict[str, tuple[str, ...]]:
+    """Every cell's string as the shared tables spell it → its ops (15,625 entries, ~30 ms)."""
+    return {arch_str_from_ops(ops): tuple(ops) for ops in itertools.product(OPS, repeat=6)}
+
+
 def ops_from_arch_str(arch: str) -> tuple[str, ...]:
+    """The 6 edge ops of an architecture string. Canonical strings are looked up (searches
+    and benchmarks ask for hundreds of thousands); anything else is parsed and validated."""
+    ops = _canonical().get(arch)
+    if ops is not None:
+        return ops
     return tuple(op for node in parse_arch(arch) for op, _ in node)
 
 

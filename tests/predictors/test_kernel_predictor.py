@@ -237,3 +237,49 @@ def test_bad_bundles_and_missing_predictors_are_one_line_errors(farm_state, tmp_
     assert r.returncode == 2 and "feature_schema" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = _cli(d, "predictor", "train", "--device", "sim-raspi4", "--threads", "3")
     assert r.returncode == 2 and "3 thread(s)" in r.stderr
+
+
+# ---------------------------------------------------------------------------- graph-level models of spaces
+
+
+def test_space_model_learns_additive_costs_and_round_trips():
+    from predictors.space_model import SpaceModel, arch_of_graph, sample_archs
+
+    archs = sample_archs("nb201", 400, seed=2)
+    assert len(set(archs)) == 400
+    y = [simulate(build_nb201(a), RASPI4).latency_ms for a in archs]
+    m = SpaceModel(space="nb201", n_estimators=60).fit(archs[:300], y[:300])
+    pred = m.predict(archs[300:])
+    assert np.median(np.abs(pred / np.array(y[300:]) - 1)) < 0.05
+    state, raw = m.to_state()
+    json.dumps(state)
+    np.testing.assert_allclose(SpaceModel.from_state(state, raw).predict(archs[300:]), pred)
+    assert arch_of_graph(build_nb201(archs[0])) == ("nb201", archs[0])
+    from farm.zoo.fbnet import build_fbnet
+
+    fb = sample_archs("fbnet", 3, seed=0)
+    assert arch_of_graph(build_fbnet(fb[0])) == ("fbnet", fb[0])
+
+
+def test_bundle_with_a_space_answers_archs_fast_path(farm_state, tmp_path):
+    import predictors
+    from farm.registry import load_registry
+    from farm.store import SqliteStore
+    from predictors.api import train
+    from predictors.space_model import sample_archs
+
+    d, nets = farm_state
+    spec = load_registry(d / "devices.yaml").get("sim-raspi4")
+    info = train(SqliteStore(d / "farm.db"), spec, db=tmp_path / "x.db", spaces=("nb201",), distill=120)
+    assert info.path.parent == tmp_path / "x.predictors" and (info.path / "spaces" / "nb201.json").is_file()
+    sm = info.meta["metrics"]["space:nb201"]
+    assert sm["n_measured"] == 4 and sm["n_distilled"] == 116  # the four measured cells count
+    assert sm["fidelity_vs_kernel_model"]["median_ape"] < 0.05
+    p = predictors.load(info.id, db=tmp_path / "x.db")
+    archs = sample_archs("nb201", 50, seed=9)
+    fast = p.predict_archs(archs, space="nb201")[:, 1]
+    slow = np.array([x.latency_ms for x in p.predict_many([build_nb201(a) for a in archs])])
+    assert np.median(np.abs(fast / slow - 1)) < 0.05
+    assert [x.latency_ms for x in p.predict_many(archs[:3], space="nb201")] == pytest.approx(fast[:3].tolist())
+    with pytest.raises(Exception, match="no model of space 'fbnet'"):
+        p.predict_archs(archs, space="fbnet")
