@@ -39,6 +39,7 @@ retries the job, and a run either returns a whole Measurement or nothing.
 from __future__ import annotations
 
 import math
+import os
 import random
 import shlex
 import subprocess
@@ -134,8 +135,9 @@ class SerialLink:
 
     def _lost(self, command: str, err: BaseException) -> DeviceError:
         self.close()
-        return DeviceError(f"device {self.name!r}: serial port {self.port} failed during `{command}` "
-                           f"(disconnected?): {_reason(err)}")
+        why = _reason(err)
+        hint = "" if "disconnect" in why else " (disconnected?)"
+        return DeviceError(f"device {self.name!r}: serial port {self.port} failed during `{command}`{hint}: {why}")
 
     def _read_lines(self, command: str, timeout_s: float) -> list[str]:
         """Lines up to and including ``m-ready``, or raise when the deadline passes."""
@@ -203,6 +205,9 @@ def _short(command: str) -> str:
 
 
 def _reason(err: BaseException) -> str:
+    code = getattr(err, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)  # pyserial repeats the port in its own message
     return str(err).strip() or type(err).__name__
 
 
