@@ -29,6 +29,7 @@ import time
 import tty
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,13 +62,15 @@ class Fault:
 class McuEmulator:
     def __init__(self, graph: Graph, model_name: str, link: Path, *, profile: str = EMULATOR_PROFILE,
                  seed: int = 0, vendor: str = "hwfarm emulator", faults: list[Fault] | None = None,
-                 flash_dir: Path | None = None, timer_start_us: int | None = None, realtime: bool = False) -> None:
+                 flash_dir: Path | None = None, max_input_bytes: int = MAX_DB_INPUT_SIZE,
+                 timer_start_us: int | None = None, realtime: bool = False) -> None:
         self.profile = load_profile(profile)
         self.vendor = vendor
         self.link = Path(link)
         self.faults = list(faults or [])
         self.flash_dir = flash_dir
         self.realtime = realtime
+        self.max_input_bytes = max_input_bytes
         self._rng = np.random.default_rng(seed)
         self._timer_us = int(self._rng.integers(0, 2**32)) if timer_start_us is None else timer_start_us
         self._seen: dict[str, int] = {}
@@ -262,8 +265,8 @@ class McuEmulator:
             if n == 0:
                 return ["e-[Command 'db load' must be >0 bytes]"]
             self._db_size, self._db = n, bytearray()
-            if n > MAX_DB_INPUT_SIZE:
-                return [f"Supplied buffer size {n} exceeds maximum of {MAX_DB_INPUT_SIZE}"]
+            if n > self.max_input_bytes:
+                return [f"Supplied buffer size {n} exceeds maximum of {self.max_input_bytes}"]
             return [f"m-[Expecting {n} bytes]"]
         if args[0] == "print":
             return [f"m-buffer-{'-'.join(f'{b:02x}' for b in self._db[i:i + 8])}" for i in range(0, len(self._db), 8)]
@@ -314,3 +317,24 @@ class McuEmulator:
         self._run(n)
         out += [self._stamp(), "m-infer-done", self._results()]
         return out
+
+
+def contract_spec(request: Any, tmp: Path) -> Any:
+    """A registry entry for the device contract tests: an emulator that can be "flashed" with
+    any model (``flash_command: cp {model} DIR/``), stopped when the test ends."""
+    import onnx
+
+    from farm.registry import DeviceSpec
+    from farm.workload import load_workload
+
+    from .conftest import gemm_model
+
+    boot = tmp / "boot.onnx"
+    onnx.save(gemm_model(16), boot)
+    flash = tmp / "mcu-flash"
+    flash.mkdir()
+    w = load_workload(boot)
+    # a board with room for the contract's 256x256 float input (real MCUs have far less)
+    emu = McuEmulator(w.graph, w.name, tmp / "ttyMCU", flash_dir=flash, max_input_bytes=1 << 20).start()
+    request.addfinalizer(emu.stop)
+    return DeviceSpec(name="mcu", url=emu.url, runtime="eembc", flash_command=f"cp {{model}} {flash}/")

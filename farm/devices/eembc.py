@@ -44,6 +44,7 @@ __all__ = [
     "ProtocolError",
     "GarbledResponse",
     "FirmwareError",
+    "InputTooLarge",
     "LineFramer",
     "encode_command",
     "db_commands",
@@ -75,6 +76,10 @@ class GarbledResponse(ProtocolError):
 
 class FirmwareError(ProtocolError):
     """The firmware answered a well-formed ``e-[...]`` error: retrying the same command is futile."""
+
+
+class InputTooLarge(FirmwareError):
+    """The model's input does not fit the firmware's input buffer: this model cannot run here."""
 
 
 class LineFramer:
@@ -195,7 +200,7 @@ def parse_db_load(lines: list[str], n: int) -> None:
     for x in lines:
         m = _EXCEEDS.search(x)
         if m:
-            raise FirmwareError(f"db load: input of {m.group(1)} bytes exceeds the firmware's buffer "
+            raise InputTooLarge(f"db load: input of {m.group(1)} bytes exceeds the firmware's buffer "
                                 f"(MAX_DB_INPUT_SIZE = {m.group(2)})")
     _check("db load", lines)
     got = int(_one("db load", lines, _EXPECTING, "m-[Expecting N bytes]").group(1))

@@ -350,6 +350,8 @@ class SerialDevice:
     def run(self, workload: Workload, settings: Settings) -> Measurement:
         try:
             return self._run(workload, settings)
+        except eembc.InputTooLarge as err:
+            raise ModelError(f"{workload.path or workload.name}: does not fit device {self.name!r}: {err}") from None
         except eembc.FirmwareError as err:
             raise RuntimeFailure(f"device {self.name!r}: {err}") from None
 

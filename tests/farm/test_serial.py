@@ -274,3 +274,14 @@ def test_input_bytes_are_seeded_and_sized(model):
     w = load_workload(model)
     data = input_bytes(w)
     assert len(data) == 32 * 4 and data == input_bytes(w)  # [1, 32] float32
+
+
+def test_input_larger_than_the_firmware_buffer_is_a_model_error(tmp_path):
+    path = tmp_path / "mm.onnx"
+    onnx.save(matmul_model(64), path)  # a 16 KiB float input
+    e = _emulator(tmp_path, path, max_input_bytes=4096)
+    try:
+        with pytest.raises(ModelError, match=r"does not fit device 'mcu'.*16384 bytes.*MAX_DB_INPUT_SIZE = 4096"):
+            _run(DeviceSpec(name="mcu", url=e.url), path)
+    finally:
+        e.stop()

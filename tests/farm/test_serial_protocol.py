@@ -133,7 +133,7 @@ def test_parse_profile_needs_both_lines():
 @pytest.mark.parametrize("lines, n, error, match", [
     (["m-[Expecting 490 bytes]"], 490, None, None),
     (["m-[Expecting 49 bytes]"], 490, GarbledResponse, "expects 49"),
-    (["Supplied buffer size 99999 exceeds maximum of 10240"], 99999, FirmwareError, "MAX_DB_INPUT_SIZE = 10240"),
+    (["Supplied buffer size 99999 exceeds maximum of 10240"], 99999, eembc.InputTooLarge, "MAX_DB_INPUT_SIZE = 10240"),
     (["e-[Command 'db load' must be >0 bytes]"], 1, FirmwareError, "must be >0"),
 ])
 def test_parse_db_load(lines, n, error, match):
