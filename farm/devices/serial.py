@@ -106,6 +106,7 @@ class SerialLink:
         self._ser: Any = None
         self._framer = eembc.LineFramer()
         self.retried = 0  # garbled responses retried since open
+        self.deadline: float | None = None  # time.monotonic() by which the current job must end
 
     @property
     def is_open(self) -> bool:
@@ -178,13 +179,20 @@ class SerialLink:
     def send(self, command: str, *, timeout_s: float | None = None) -> list[str]:
         """One exchange, no retry: write ``command%``, return the response lines (without m-ready)."""
         serial = _serial()
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise DeviceTimeout(f"device {self.name!r}: the job passed its deadline (timeout_s) before "
+                                    f"`{_short(command)}`")
+            timeout = min(timeout, left)
         self.open()
         try:
             self._ser.write(eembc.encode_command(command))
             self._ser.flush()
         except (serial.SerialException, OSError) as err:
             raise self._lost(command, err) from None
-        return self._read_lines(command, self.timeout_s if timeout_s is None else timeout_s)
+        return self._read_lines(command, timeout)
 
     def exchange(self, command: str, parse: Any, *, timeout_s: float | None = None, retries: int = RETRIES) -> Any:
         """Send ``command`` and parse its lines, retrying garbled responses."""
@@ -289,6 +297,10 @@ class SerialDevice:
             fw = self.identify()
         except DeviceError as err:
             return Health(self.name, "unreachable", str(err), {"port": self.port, "baud": self.baud})
+        except eembc.ProtocolError as err:
+            return Health(self.name, "error", f"device {self.name!r}: {err}", {"port": self.port, "baud": self.baud})
+        finally:
+            self.link.close()  # check must not hold the port (another process may measure on it)
         facts = {"port": self.port, "baud": self.baud, "firmware_name": fw.name, "firmware_profile": fw.profile,
                  "firmware_model": fw.model}
         want = self.spec.firmware_model
@@ -348,16 +360,19 @@ class SerialDevice:
     # ------------------------------------------------------------------ the Device protocol
 
     def run(self, workload: Workload, settings: Settings) -> Measurement:
+        self.link.deadline = time.monotonic() + self.spec.timeout_s
         try:
             return self._run(workload, settings)
         except eembc.InputTooLarge as err:
             raise ModelError(f"{workload.path or workload.name}: does not fit device {self.name!r}: {err}") from None
         except eembc.FirmwareError as err:
             raise RuntimeFailure(f"device {self.name!r}: {err}") from None
+        finally:
+            self.link.deadline = None
 
     def _run(self, workload: Workload, settings: Settings) -> Measurement:
         started = time.monotonic()
-        deadline = started + self.spec.timeout_s
+        deadline = self.link.deadline or started + self.spec.timeout_s
         self.link.retried = 0
         fw = self.identify()
         if not workload_matches(fw.model, workload):

@@ -143,6 +143,16 @@ def test_hang_is_a_timeout_naming_the_device(tmp_path, model):
         e.stop()
 
 
+def test_every_read_is_bounded_by_the_job_deadline(tmp_path, model):
+    e = _emulator(tmp_path, model, faults=[Fault("hang", "infer", skip=2)])
+    try:
+        url = e.url.replace("timeout=2", "timeout=300")
+        with pytest.raises(DeviceTimeout, match=r"device 'mcu': no answer to `infer \d+ \d+` .* within 0\.\d+ s"):
+            _run(DeviceSpec(name="mcu", url=url, timeout_s=0.8), model)
+    finally:
+        e.stop()
+
+
 def test_disconnect_mid_job_is_retried_after_reconnect(tmp_path, model):
     e = _emulator(tmp_path, model, faults=[Fault("disconnect", "infer", skip=3, reconnect_after_s=0.2)])
     reg = _registry(tmp_path, e.url)
