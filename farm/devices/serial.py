@@ -23,6 +23,18 @@ firmware) or a prefix of at least 12 hex digits of its sha256. Otherwise:
 ``firmware_model`` in the entry is the model the board is expected to carry: ``devices check``
 fails when the firmware reports another one.
 
+**Energy** (optional): ``energy: {meter: command, command: "…"}``. After the latency samples
+hwfarm starts the command, sends ``infer K 0`` sized to keep the firmware computing for about
+:data:`ENERGY_WINDOW_S` seconds, and interrupts the command (SIGINT) when ``m-infer-done``
+arrives (a command that ends by itself is waited for). The command's last stdout line is the
+joules it measured, optionally followed by the seconds it measured them over. Energy per
+inference = average power over the window × per-inference time of that window (mJ); the
+window is the meter's own seconds when printed, else the host's start-to-stop time (which
+counts the meter's start-up as measuring: print the seconds for accuracy). The method, the
+command, the window, joules and inferences go into the provenance. (EEMBC's energy mode —
+an IO manager relaying commands while a power monitor integrates between GPIO timestamps — is
+not supported: it needs the interface board.)
+
 **Measuring.** The input tensor (seeded random bytes of the graph's first input) is uploaded
 with ``db load N`` / ``db HEX``. ``infer 1 0`` calibrates; ``infer 1 W`` warms up (W from the
 warm-up policy); then each sample is one ``infer K 0`` exchange, timed on the device by its
@@ -42,8 +54,10 @@ import math
 import os
 import random
 import shlex
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +78,8 @@ DEFAULT_BAUD = 115200
 DEFAULT_TIMEOUT_S = 10.0
 MIN_LAP_US = 1000  # a sample spans at least this much device time (timer resolution 1 µs → ≤ 0.1 %)
 RETRIES = 3  # garbled responses: attempts per command
+ENERGY_WINDOW_S = 1.0  # device time of the energy run
+METER_STOP_S = 10.0  # a meter gets this long to print after SIGINT
 
 
 def _serial() -> Any:
@@ -274,6 +290,9 @@ class SerialDevice:
         self.spec = spec
         self.port = port_url(spec)
         self.baud, self.timeout_s = _query(spec)
+        if spec.energy is not None and (spec.energy.meter != "command" or not spec.energy.command):
+            raise InputError(f"device {spec.name!r} field 'energy': serial devices read energy with "
+                             f"meter: command and a command that prints joules (got meter: {spec.energy.meter})")
         self.link = SerialLink(spec.name, self.port, self.baud, timeout_s=self.timeout_s)
 
     @property
@@ -423,6 +442,7 @@ class SerialDevice:
             if len(samples) % 5 == 0 and elapsed >= policy.min_time_s and converged(samples, policy):
                 reason = "converged"
                 break
+        energy_mj, energy_prov = (self._energy(est_ms) if self.spec.energy is not None else (None, {}))
         if not samples or min(samples) <= 0:
             raise RuntimeFailure(f"device {self.name!r}: the firmware's timer did not advance (m-lap-us)")
         provenance = {
@@ -433,13 +453,61 @@ class SerialDevice:
             "inferences_per_sample": k, "input_bytes": len(data), "output_len": outputs,
             "garbled_retries": self.link.retried, "hwfarm_version": __version__, "stop_reason": reason,
             "elapsed_s": round(time.monotonic() - started, 3),
-        }
+        } | energy_prov
         return Measurement(
             device=self.name, workload=workload.hash, settings=settings, stats=summarize(samples, policy.confidence),
             samples_ms=tuple(samples), outliers=tuple(mad_outliers(samples)), warmup_ms=tuple(warm_ms),
-            stop_reason=reason, provenance=provenance,
+            stop_reason=reason, provenance=provenance, energy_mj=energy_mj,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
+
+    def _energy(self, est_ms: float) -> tuple[float, dict[str, Any]]:
+        """One metered window: the command runs while the firmware computes ~ENERGY_WINDOW_S."""
+        assert self.spec.energy is not None and self.spec.energy.command
+        command = self.spec.energy.command
+        k = max(1, math.ceil(ENERGY_WINDOW_S * 1e3 / est_ms)) if est_ms > 0 else 1000
+        try:
+            proc = subprocess.Popen(shlex.split(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise DeviceError(f"device {self.name!r}: energy meter command {command!r} cannot run: {_reason(exc)}") \
+                from None
+        started = time.monotonic()
+        ended: list[float] = []
+
+        def watch() -> None:
+            proc.wait()
+            ended.append(time.monotonic())
+
+        threading.Thread(target=watch, daemon=True).start()
+        try:
+            r = self._infer(k, 0, est_ms)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            try:
+                out, errout = proc.communicate(timeout=METER_STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, errout = proc.communicate()
+        host_window_s = (ended[0] if ended else time.monotonic()) - started
+        last = next((x for x in reversed(out.splitlines()) if x.strip()), "")
+        try:
+            values = [float(v) for v in last.replace("J", " ").replace("s", " ").split()[:2]]
+        except ValueError:
+            values = []
+        if not values or values[0] < 0:
+            raise RuntimeFailure(f"device {self.name!r}: energy meter command {command!r} printed no joules "
+                                 f"(exit {proc.returncode}; last line {last[:80]!r}; stderr {errout.strip()[-160:]!r})")
+        joules = values[0]
+        window_s = values[1] if len(values) > 1 and values[1] > 0 else host_window_s
+        per_inference_s = r.lap_us / k / 1e6
+        power_w = joules / window_s
+        return power_w * per_inference_s * 1e3, {
+            "energy_method": "command meter: average power over an infer window x per-inference time",
+            "energy_meter_command": command, "energy_joules": joules, "energy_window_s": round(window_s, 6),
+            "energy_window_source": "meter" if len(values) > 1 else "host", "energy_inferences": k,
+            "energy_avg_power_mw": power_w * 1e3,
+        }
 
     def _identify_after_flash(self, deadline: float) -> Firmware:
         """The board re-enumerates after flashing: retry opening for a few seconds."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import onnx
@@ -295,3 +296,47 @@ def test_input_larger_than_the_firmware_buffer_is_a_model_error(tmp_path):
             _run(DeviceSpec(name="mcu", url=e.url), path)
     finally:
         e.stop()
+
+
+# ---------------------------------------------------------------------------- energy (external meter command)
+
+METER = """\
+import signal, sys, time
+t0 = time.monotonic()
+def stop(*_):
+    s = time.monotonic() - t0
+    print(f"{0.05 * s:.9f} {s:.6f}")  # a constant 50 mW load, integrated: joules, seconds
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+print("meter ready", flush=True)
+while True:
+    time.sleep(0.005)
+"""
+
+
+def test_energy_from_a_meter_command(tmp_path, model):
+    meter = tmp_path / "meter.py"
+    meter.write_text(METER)
+    e = _emulator(tmp_path, model, realtime=True)  # the meter must see the firmware busy for ~1 s
+    try:
+        spec = DeviceSpec(name="mcu", url=e.url, energy={"meter": "command", "command": f"{sys.executable} {meter}"})
+        m = _run(spec, model)
+    finally:
+        e.stop()
+    prov = m.provenance
+    assert prov["energy_window_source"] == "meter" and prov["energy_avg_power_mw"] == pytest.approx(50, rel=1e-3)
+    assert prov["energy_inferences"] >= 1000 and prov["energy_method"].startswith("command meter")
+    # 50 mW x the per-inference time of the window
+    assert m.energy_mj == pytest.approx(0.05 * e.latency_us / 1e6 * 1e3, rel=0.05)
+    assert m.to_json()["energy_mj"] == m.energy_mj
+
+
+def test_energy_meter_that_prints_nothing_fails_the_run(tmp_path, model, emu):
+    spec = DeviceSpec(name="mcu", url=emu.url, energy={"meter": "command", "command": "true"})
+    with pytest.raises(DeviceError, match=r"energy meter command 'true' printed no joules \(exit 0"):
+        _run(spec, model)
+
+
+def test_energy_meter_kind_other_than_command_is_refused(emu):
+    with pytest.raises(InputError, match="device 'mcu' field 'energy'.*meter: command"):
+        open_device(DeviceSpec(name="mcu", url=emu.url, energy={"meter": "rapl"}))
