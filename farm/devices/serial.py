@@ -50,6 +50,7 @@ retries the job, and a run either returns a whole Measurement or nothing.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
@@ -72,7 +73,7 @@ from ..workload import Workload
 from . import eembc
 from .base import Health
 
-__all__ = ["SerialDevice", "SerialLink", "Firmware", "port_url", "workload_matches", "input_bytes"]
+__all__ = ["SerialDevice", "SerialLink", "Firmware", "PortBusy", "port_url", "workload_matches", "input_bytes"]
 
 DEFAULT_BAUD = 115200
 DEFAULT_TIMEOUT_S = 10.0
@@ -80,6 +81,10 @@ MIN_LAP_US = 1000  # a sample spans at least this much device time (timer resolu
 RETRIES = 3  # garbled responses: attempts per command
 ENERGY_WINDOW_S = 1.0  # device time of the energy run
 METER_STOP_S = 10.0  # a meter gets this long to print after SIGINT
+
+
+class PortBusy(DeviceError):
+    """Another program holds the port (pyserial's exclusive lock)."""
 
 
 def _serial() -> Any:
@@ -133,12 +138,16 @@ class SerialLink:
             return
         serial = _serial()
         try:
-            self._ser = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.05, write_timeout=self.timeout_s)
+            # exclusive: an flock on the port, so a second program (or hwfarm process) cannot talk over us
+            self._ser = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.05,
+                                              write_timeout=self.timeout_s, exclusive=True)
             self._ser.reset_input_buffer()  # boot banner or a half answer from before
         except (serial.SerialException, OSError, ValueError) as err:
             self._ser = None
-            raise DeviceError(f"device {self.name!r}: cannot open serial port {self.port} at {self.baud} baud: "
-                              f"{_reason(err)}") from None
+            busy = getattr(err, "errno", None) in (errno.EAGAIN, errno.EBUSY)
+            raise (PortBusy if busy else DeviceError)(
+                f"device {self.name!r}: cannot open serial port {self.port} at {self.baud} baud: "
+                f"{_reason(err)}{' (in use by another program?)' if busy else ''}") from None
         self._framer.clear()
 
     def close(self) -> None:
@@ -314,6 +323,8 @@ class SerialDevice:
     def check(self) -> Health:
         try:
             fw = self.identify()
+        except PortBusy as err:
+            return Health(self.name, "busy", str(err), {"port": self.port, "baud": self.baud})
         except DeviceError as err:
             return Health(self.name, "unreachable", str(err), {"port": self.port, "baud": self.baud})
         except eembc.ProtocolError as err:

@@ -340,3 +340,17 @@ def test_energy_meter_that_prints_nothing_fails_the_run(tmp_path, model, emu):
 def test_energy_meter_kind_other_than_command_is_refused(emu):
     with pytest.raises(InputError, match="device 'mcu' field 'energy'.*meter: command"):
         open_device(DeviceSpec(name="mcu", url=emu.url, energy={"meter": "rapl"}))
+
+
+def test_a_port_in_use_is_refused_clearly(emu):
+    first = open_device(DeviceSpec(name="mcu", url=emu.url))
+    second = open_device(DeviceSpec(name="mcu2", url=emu.url))
+    try:
+        assert first.identify().model == "gemm"  # holds the port open
+        h = second.check()
+        assert h.status == "busy" and "device 'mcu2': cannot open serial port" in h.detail
+        assert "in use by another program?" in h.detail
+    finally:
+        first.close()
+        second.close()
+    assert second.check().ok
