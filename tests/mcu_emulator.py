@@ -338,3 +338,36 @@ def contract_spec(request: Any, tmp: Path) -> Any:
     emu = McuEmulator(w.graph, w.name, tmp / "ttyMCU", flash_dir=flash, max_input_bytes=1 << 20).start()
     request.addfinalizer(emu.stop)
     return DeviceSpec(name="mcu", url=emu.url, runtime="eembc", flash_command=f"cp {{model}} {flash}/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve an emulated board until Ctrl-C: ``python tests/mcu_emulator.py MODEL --link /tmp/ttyMCU``."""
+    import argparse
+    import signal as _signal
+
+    from farm.workload import load_workload
+
+    ap = argparse.ArgumentParser(description="MLPerf Tiny / EEMBC firmware emulator on a pseudo-terminal")
+    ap.add_argument("model", type=Path, help="the model 'flashed' on the board (ONNX or TFLite)")
+    ap.add_argument("--link", type=Path, default=Path("/tmp/ttyMCU"), help="stable path to the pty (symlink)")
+    ap.add_argument("--profile", default=EMULATOR_PROFILE, help="simulated profile that times the inferences")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flash-dir", type=Path, help="copying a model here reflashes the board")
+    ap.add_argument("--realtime", action="store_true", help="also take the simulated time to answer")
+    args = ap.parse_args(argv)
+    w = load_workload(args.model)
+    emu = McuEmulator(w.graph, w.name, args.link, profile=args.profile, seed=args.seed, flash_dir=args.flash_dir,
+                      realtime=args.realtime).start()
+    print(f"emulating {w.name} ({emu.latency_us / 1e3:.3f} ms on {args.profile}) at {emu.url.split('?')[0]}"
+          f"?baud=115200  (Ctrl-C stops)", flush=True)
+    stop = threading.Event()
+    _signal.signal(_signal.SIGINT, lambda *_: stop.set())
+    _signal.signal(_signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    emu.stop()
+    args.link.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":  # with hwfarm installed: .venv/bin/python tests/mcu_emulator.py MODEL
+    raise SystemExit(main())
