@@ -354,3 +354,21 @@ def test_a_port_in_use_is_refused_clearly(emu):
         first.close()
         second.close()
     assert second.check().ok
+
+
+def test_emulator_script_serves_a_board_until_stopped(tmp_path, model):
+    import subprocess
+
+    link = tmp_path / "ttyS"
+    script = Path(__file__).resolve().parents[1] / "mcu_emulator.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(model), "--link", str(link)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline() if proc.stdout else ""
+        assert banner.startswith("emulating gemm") and f"serial://{link}?baud=115200" in banner
+        h = open_device(DeviceSpec(name="mcu", url=f"serial://{link}", firmware_model="gemm")).check()
+        assert h.ok, h.detail
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    assert not link.exists()
