@@ -62,7 +62,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from .. import __version__
 from ..agent.measure import converged, mad_outliers, summarize
@@ -74,6 +74,8 @@ from . import eembc
 from .base import Health
 
 __all__ = ["SerialDevice", "SerialLink", "Firmware", "PortBusy", "port_url", "workload_matches", "input_bytes"]
+
+T = TypeVar("T")
 
 DEFAULT_BAUD = 115200
 DEFAULT_TIMEOUT_S = 10.0
@@ -163,7 +165,8 @@ class SerialLink:
         self.close()
         why = _reason(err)
         hint = "" if "disconnect" in why else " (disconnected?)"
-        return DeviceError(f"device {self.name!r}: serial port {self.port} failed during `{command}`{hint}: {why}")
+        return DeviceError(f"device {self.name!r}: serial port {self.port} failed during `{_short(command)}`{hint}: "
+                           f"{why}")
 
     def _read_lines(self, command: str, timeout_s: float) -> list[str]:
         """Lines up to and including ``m-ready``, or raise when the deadline passes."""
@@ -182,9 +185,9 @@ class SerialLink:
                     lines.append(line)
             if time.monotonic() > deadline:
                 if lines or self._framer.pending:
-                    raise eembc.GarbledResponse(f"{command}: no m-ready within {timeout_s:.3g} s after "
+                    raise eembc.GarbledResponse(f"{_short(command)}: no m-ready within {timeout_s:.3g} s after "
                                                 f"{len(lines)} line(s)")
-                raise DeviceTimeout(f"device {self.name!r}: no answer to `{command}` on {self.port} within "
+                raise DeviceTimeout(f"device {self.name!r}: no answer to `{_short(command)}` on {self.port} within "
                                     f"{timeout_s:.3g} s (firmware hung, wrong baud rate ({self.baud}), or not an "
                                     "EEMBC/MLPerf Tiny firmware?)")
 
@@ -219,7 +222,8 @@ class SerialLink:
             raise self._lost(command, err) from None
         return self._read_lines(command, timeout)
 
-    def exchange(self, command: str, parse: Any, *, timeout_s: float | None = None, retries: int = RETRIES) -> Any:
+    def exchange(self, command: str, parse: Callable[[list[str]], T], *, timeout_s: float | None = None,
+                 retries: int = RETRIES) -> T:
         """Send ``command`` and parse its lines, retrying garbled responses."""
         last: eembc.GarbledResponse | None = None
         for _ in range(retries):
@@ -302,6 +306,14 @@ class SerialDevice:
         if spec.energy is not None and (spec.energy.meter != "command" or not spec.energy.command):
             raise InputError(f"device {spec.name!r} field 'energy': serial devices read energy with "
                              f"meter: command and a command that prints joules (got meter: {spec.energy.meter})")
+        for field, command in (("flash_command", spec.flash_command),
+                               ("energy.command", spec.energy.command if spec.energy else None)):
+            try:
+                if command is not None and not shlex.split(command):
+                    raise ValueError("it is empty")
+            except ValueError as err:
+                raise InputError(f"device {spec.name!r} field {field!r}: cannot split {command!r} into "
+                                 f"arguments: {err}") from None
         self.link = SerialLink(spec.name, self.port, self.baud, timeout_s=self.timeout_s)
 
     @property
@@ -368,9 +380,8 @@ class SerialDevice:
 
     def _infer(self, n: int, warmup: int, est_ms: float | None) -> eembc.InferResult:
         timeout = self.timeout_s + (3 * (n + warmup) * est_ms / 1e3 if est_ms else 0.0)
-        result: eembc.InferResult = self.link.exchange(
-            f"infer {n} {warmup}", lambda lines: eembc.parse_infer(lines, n, warmup), timeout_s=timeout)
-        return result
+        return self.link.exchange(f"infer {n} {warmup}", lambda lines: eembc.parse_infer(lines, n, warmup),
+                                  timeout_s=timeout)
 
     def _upload(self, data: bytes) -> None:
         commands = eembc.db_commands(data)

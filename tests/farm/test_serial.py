@@ -372,3 +372,9 @@ def test_emulator_script_serves_a_board_until_stopped(tmp_path, model):
         proc.terminate()
         assert proc.wait(timeout=10) == 0
     assert not link.exists()
+
+
+@pytest.mark.parametrize("field, value", [("flash_command", "cp '{model} /x"), ("flash_command", "  ")])
+def test_unsplittable_commands_are_input_errors(field, value):
+    with pytest.raises(InputError, match=f"device 'm' field '{field}'"):
+        open_device(DeviceSpec(name="m", url="serial:///dev/ttyACM0", **{field: value}))
