@@ -24,13 +24,13 @@ firmware) or a prefix of at least 12 hex digits of its sha256. Otherwise:
 fails when the firmware reports another one.
 
 **Energy** (optional): ``energy: {meter: command, command: "…"}``. After the latency samples
-hwfarm starts the command, sends ``infer K 0`` sized to keep the firmware computing for about
+hwfarm starts the command and waits for its first stdout line (any text: the meter says it is
+measuring), sends ``infer K 0`` sized to keep the firmware computing for about
 :data:`ENERGY_WINDOW_S` seconds, and interrupts the command (SIGINT) when ``m-infer-done``
-arrives (a command that ends by itself is waited for). The command's last stdout line is the
-joules it measured, optionally followed by the seconds it measured them over. Energy per
-inference = average power over the window × per-inference time of that window (mJ); the
-window is the meter's own seconds when printed, else the host's start-to-stop time (which
-counts the meter's start-up as measuring: print the seconds for accuracy). The method, the
+arrives. The command's last stdout line is then the joules it measured, optionally followed
+by the seconds it measured them over. Energy per inference = average power over the window ×
+per-inference time of that window (mJ); the window is the meter's own seconds when printed,
+else the host's time from the ready line to SIGINT. The method, the
 command, the window, joules and inferences go into the provenance. (EEMBC's energy mode —
 an IO manager relaying commands while a power monitor integrates between GPIO timestamps — is
 not supported: it needs the interface board.)
@@ -53,6 +53,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import queue
 import random
 import shlex
 import signal
@@ -82,7 +83,8 @@ DEFAULT_TIMEOUT_S = 10.0
 MIN_LAP_US = 1000  # a sample spans at least this much device time (timer resolution 1 µs → ≤ 0.1 %)
 RETRIES = 3  # garbled responses: attempts per command
 ENERGY_WINDOW_S = 1.0  # device time of the energy run
-METER_STOP_S = 10.0  # a meter gets this long to print after SIGINT
+METER_READY_S = 10.0  # a meter gets this long to print its first ("measuring") line
+METER_STOP_S = 10.0  # … and this long to print its joules after SIGINT
 
 
 class PortBusy(DeviceError):
@@ -300,6 +302,7 @@ def _check_model_bytes(workload: Workload) -> None:
 
 class SerialDevice:
     def __init__(self, spec: DeviceSpec) -> None:
+        _serial()  # a missing extra is a clear error when the device is opened, before any job is queued
         self.spec = spec
         self.port = port_url(spec)
         self.baud, self.timeout_s = _query(spec)
@@ -337,6 +340,8 @@ class SerialDevice:
             fw = self.identify()
         except PortBusy as err:
             return Health(self.name, "busy", str(err), {"port": self.port, "baud": self.baud})
+        except DeviceUnavailable as err:
+            return Health(self.name, "unavailable", str(err), {"port": self.port, "baud": self.baud})
         except DeviceError as err:
             return Health(self.name, "unreachable", str(err), {"port": self.port, "baud": self.baud})
         except eembc.ProtocolError as err:
@@ -484,46 +489,60 @@ class SerialDevice:
         )
 
     def _energy(self, est_ms: float) -> tuple[float, dict[str, Any]]:
-        """One metered window: the command runs while the firmware computes ~ENERGY_WINDOW_S."""
+        """One metered window: the command measures while the firmware computes ~ENERGY_WINDOW_S."""
         assert self.spec.energy is not None and self.spec.energy.command
         command = self.spec.energy.command
         k = max(1, math.ceil(ENERGY_WINDOW_S * 1e3 / est_ms)) if est_ms > 0 else 1000
-        try:
-            proc = subprocess.Popen(shlex.split(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        except (FileNotFoundError, PermissionError) as exc:
-            raise DeviceError(f"device {self.name!r}: energy meter command {command!r} cannot run: {_reason(exc)}") \
-                from None
-        started = time.monotonic()
-        ended: list[float] = []
-
-        def watch() -> None:
-            proc.wait()
-            ended.append(time.monotonic())
-
-        threading.Thread(target=watch, daemon=True).start()
-        try:
-            r = self._infer(k, 0, est_ms)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+        what = f"device {self.name!r}: energy meter command {command!r}"
+        with tempfile.TemporaryFile("w+") as errfile:
             try:
-                out, errout = proc.communicate(timeout=METER_STOP_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, errout = proc.communicate()
-        host_window_s = (ended[0] if ended else time.monotonic()) - started
-        last = next((x for x in reversed(out.splitlines()) if x.strip()), "")
+                proc = subprocess.Popen(shlex.split(command), stdout=subprocess.PIPE, stderr=errfile, text=True)
+            except (FileNotFoundError, PermissionError) as exc:
+                raise DeviceError(f"{what} cannot run: {_reason(exc)}") from None
+            lines: queue.Queue[str | None] = queue.Queue()
+
+            def pump() -> None:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    lines.put(line.strip())
+                lines.put(None)
+
+            threading.Thread(target=pump, daemon=True).start()
+            out: list[str] = []
+            try:
+                try:
+                    ready = lines.get(timeout=METER_READY_S)
+                except queue.Empty:
+                    raise DeviceTimeout(f"{what} printed no ready line within {METER_READY_S:g} s") from None
+                if ready is None:
+                    raise RuntimeFailure(f"{what} exited (code {proc.wait()}) before its ready line")
+                started = time.monotonic()
+                r = self._infer(k, 0, est_ms)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+                host_window_s = time.monotonic() - started
+                while (line := lines.get(timeout=METER_STOP_S)) is not None:
+                    out.append(line)
+            except queue.Empty:
+                raise DeviceTimeout(f"{what} did not finish within {METER_STOP_S:g} s of SIGINT") from None
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                errfile.seek(0)
+                stderr = errfile.read().strip()[-160:]
+        last = next((x for x in reversed(out) if x), "")
         try:
             values = [float(v) for v in last.replace("J", " ").replace("s", " ").split()[:2]]
         except ValueError:
             values = []
         if not values or values[0] < 0:
-            raise RuntimeFailure(f"device {self.name!r}: energy meter command {command!r} printed no joules "
-                                 f"(exit {proc.returncode}; last line {last[:80]!r}; stderr {errout.strip()[-160:]!r})")
+            raise RuntimeFailure(f"{what} printed no joules after SIGINT (exit {proc.returncode}; last line "
+                                 f"{last[:80]!r}; stderr {stderr!r})")
         joules = values[0]
         window_s = values[1] if len(values) > 1 and values[1] > 0 else host_window_s
-        per_inference_s = r.lap_us / k / 1e6
         power_w = joules / window_s
+        per_inference_s = r.lap_us / k / 1e6
         return power_w * per_inference_s * 1e3, {
             "energy_method": "command meter: average power over an infer window x per-inference time",
             "energy_meter_command": command, "energy_joules": joules, "energy_window_s": round(window_s, 6),

@@ -317,7 +317,7 @@ while True:
 def test_energy_from_a_meter_command(tmp_path, model):
     meter = tmp_path / "meter.py"
     meter.write_text(METER)
-    e = _emulator(tmp_path, model, realtime=True)  # the meter must see the firmware busy for ~1 s
+    e = _emulator(tmp_path, model)
     try:
         spec = DeviceSpec(name="mcu", url=e.url, energy={"meter": "command", "command": f"{sys.executable} {meter}"})
         m = _run(spec, model)
@@ -331,9 +331,15 @@ def test_energy_from_a_meter_command(tmp_path, model):
     assert m.to_json()["energy_mj"] == m.energy_mj
 
 
-def test_energy_meter_that_prints_nothing_fails_the_run(tmp_path, model, emu):
-    spec = DeviceSpec(name="mcu", url=emu.url, energy={"meter": "command", "command": "true"})
-    with pytest.raises(DeviceError, match=r"energy meter command 'true' printed no joules \(exit 0"):
+@pytest.mark.parametrize("command, match", [
+    ("true", r"energy meter command 'true' exited \(code 0\) before its ready line"),
+    ("sh -c 'echo ready; trap \"echo oops; exit 0\" INT; while :; do sleep 0.01; done'",
+     r"printed no joules after SIGINT \(exit 0; last line 'oops'"),
+    ("no-such-meter-binary", "cannot run: No such file or directory"),
+])
+def test_energy_meter_failures_fail_the_run_clearly(tmp_path, model, emu, command, match):
+    spec = DeviceSpec(name="mcu", url=emu.url, energy={"meter": "command", "command": command})
+    with pytest.raises(DeviceError, match=match):
         _run(spec, model)
 
 
@@ -378,3 +384,9 @@ def test_emulator_script_serves_a_board_until_stopped(tmp_path, model):
 def test_unsplittable_commands_are_input_errors(field, value):
     with pytest.raises(InputError, match=f"device 'm' field '{field}'"):
         open_device(DeviceSpec(name="m", url="serial:///dev/ttyACM0", **{field: value}))
+
+
+def test_without_pyserial_the_kind_is_unavailable(monkeypatch):
+    monkeypatch.setitem(sys.modules, "serial", None)  # import serial → ImportError
+    with pytest.raises(DeviceError, match=r"serial devices need pyserial: pip install 'hwfarm\[serial\]'"):
+        open_device(DeviceSpec(name="m", url="serial:///dev/ttyACM0"))
