@@ -94,7 +94,7 @@ class Measurement:
 # Which runtime runs a model format when neither the job nor the device entry says.
 RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
 _FORMATS_OF_RUNTIME = {"onnxruntime": {"onnx"}, "litert": {"tflite"}, "torch": {"onnx"},
-                       "benchmark_model": {"tflite"}, "eembc": {"tflite"}, "sim": {"onnx", "tflite", "ir"}}
+                       "benchmark_model": {"tflite"}, "eembc": {"tflite", "onnx"}, "sim": {"onnx", "tflite", "ir"}}
 
 
 def resolve_runtime(device_runtime: str | None, model_format: str) -> str:

@@ -130,6 +130,9 @@ class DeviceSpec(BaseModel):
     delegate_options: dict[str, str] | None = None
     benchmark_model: str | None = None
     python: str | None = None
+    # MCUs (serial://): the model the flashed firmware reports, and how to flash another one.
+    firmware_model: str | None = None
+    flash_command: str | None = None
     timeout_s: float = Field(default=600.0, gt=0)
 
     @field_validator("name")
@@ -162,8 +165,8 @@ class DeviceSpec(BaseModel):
 
     @property
     def default_runtime(self) -> str | None:
-        """The entry's runtime; simulated devices run everything on the simulator."""
-        return self.runtime or ("sim" if self.kind == "sim" else None)
+        """The entry's runtime; simulated devices run everything on the simulator, MCUs their firmware."""
+        return self.runtime or {"sim": "sim", "serial": "eembc"}.get(self.kind)
 
     def public_dict(self) -> dict[str, Any]:
         """The entry as JSON-able data, without unset optional fields."""

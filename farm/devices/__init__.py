@@ -37,6 +37,12 @@ def _sim(spec: DeviceSpec) -> Device:
     return SimDevice(spec)
 
 
+def _serial(spec: DeviceSpec) -> Device:
+    from .serial import SerialDevice
+
+    return SerialDevice(spec)
+
+
 def _not_yet(issue: str) -> Callable[[DeviceSpec], Device]:
     def factory(spec: DeviceSpec) -> Device:
         raise DeviceUnavailable(
@@ -50,7 +56,7 @@ DEVICE_KINDS: dict[str, Callable[[DeviceSpec], Device]] = {
     "local": _local,
     "ssh": _ssh,
     "adb": _not_yet("real device agents, issue #4"),
-    "serial": _not_yet("real device agents, issue #4"),
+    "serial": _serial,
     "sim": _sim,
 }
 

@@ -19,7 +19,7 @@ __all__ = ["Device", "Health"]
 
 @dataclass(frozen=True)
 class Health:
-    """Result of :meth:`Device.check`. ``status``: ok | unavailable | unreachable | error."""
+    """Result of :meth:`Device.check`. ``status``: ok | unavailable | unreachable | busy | error."""
 
     device: str
     status: str

@@ -24,6 +24,7 @@ from farm.registry import DeviceSpec
 from farm.workload import Workload, load_workload
 
 from ..conftest import gemm_model, matmul_model
+from ..mcu_emulator import contract_spec as _serial_spec
 
 
 def _ssh_spec(request: pytest.FixtureRequest, tmp: Path) -> DeviceSpec:
@@ -39,6 +40,7 @@ CONTRACT_DEVICES: dict[str, Callable[[pytest.FixtureRequest, Path], DeviceSpec]]
     "local": lambda request, tmp: DeviceSpec(name="host-cpu", url="local://cpu", runtime="onnxruntime", threads=1),
     "ssh": _ssh_spec,
     "sim": lambda request, tmp: DeviceSpec(name="sim-raspi4", url="sim://raspi4?seed=0", threads=1),
+    "serial": _serial_spec,  # the MLPerf Tiny firmware emulator on a pty, flashed per model
 }
 
 REQUIRED_PROVENANCE = {"runtime", "runtime_version", "threads", "python", "os", "cpu_model",
