@@ -31,6 +31,12 @@ def _ssh(spec: DeviceSpec) -> Device:
     return AgentDevice(spec, SshTransport(spec))
 
 
+def _adb(spec: DeviceSpec) -> Device:
+    from .adb import AdbDevice
+
+    return AdbDevice(spec)
+
+
 def _sim(spec: DeviceSpec) -> Device:
     from ..sim.device import SimDevice
 
@@ -49,7 +55,7 @@ def _not_yet(issue: str) -> Callable[[DeviceSpec], Device]:
 DEVICE_KINDS: dict[str, Callable[[DeviceSpec], Device]] = {
     "local": _local,
     "ssh": _ssh,
-    "adb": _not_yet("real device agents, issue #4"),
+    "adb": _adb,
     "serial": _not_yet("real device agents, issue #4"),
     "sim": _sim,
 }
