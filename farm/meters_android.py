@@ -83,6 +83,6 @@ def battery_power(samples: list[BatterySample], status: str | None) -> BatteryPo
         # During discharge the samples that have the discharge sign are the draw; a few of the
         # other sign are noise around zero, counted as zero draw.
         sign = -1.0 if convention == "negative-discharge" else 1.0
-        powers = [max(sign * i * i_scale, 0.0) * v * v_scale for i, v in zip(cur, volt)]
+        powers = [max(sign * i * i_scale, 0.0) * v * v_scale for i, v in zip(cur, volt, strict=True)]
         return BatteryPower(statistics.fmean(powers), len(samples), i_unit, v_unit, convention)
     return BatteryPower(None, len(samples), i_unit, v_unit, "?", f"battery status {status!r}")

@@ -34,6 +34,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from farm.registry import DeviceSpec
 
 A_CNXN, A_AUTH, A_OPEN, A_OKAY, A_CLSE, A_WRTE = (int.from_bytes(c, "little") for c in
                                                   (b"CNXN", b"AUTH", b"OPEN", b"OKAY", b"CLSE", b"WRTE"))
@@ -97,6 +101,7 @@ class AdbPeer:
         self.accept_new_keys = accept_new_keys
         self._keys: list[tuple[int, int]] = [decode_android_pubkey(p.read_bytes()) for p in authorized_keys]
         self.commands: list[str] = []
+        self.pushed: list[str] = []  # device paths received over sync SEND
         self.connections = 0
         self.drop_rules: list[list[object]] = []  # [substring, remaining drops]
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -397,6 +402,7 @@ esac
             del s.sync_buf[:consumed]
             if ident == b"SEND":
                 path, _, mode = body.decode().rpartition(",")
+                self.pushed.append(path)
                 s.sync_path, s.sync_mode = self.map_path(path), int(mode) & 0o7777
                 Path(s.sync_path).parent.mkdir(parents=True, exist_ok=True)
                 s.sync_file = open(s.sync_path + ".sync-part", "wb")  # noqa: SIM115
@@ -621,3 +627,26 @@ def wait_until(pred, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untype
             return True
         time.sleep(0.05)
     return False
+
+
+def start_phone(root: Path, *, name: str = "phone", timeout_s: float = 60.0, **peer_kw: object) -> tuple[AdbPeer, DeviceSpec]:
+    """A peer with an authorized client key and the stand-in benchmark_model, and the
+    registry entry that reaches it (the stand-in is a local file: hwfarm pushes it)."""
+    from farm.registry import DeviceSpec
+
+    root.mkdir(parents=True, exist_ok=True)
+    key = make_client_key(root / "adbkey")
+    peer = AdbPeer(root / "phone", authorized_keys=(Path(str(key) + ".pub"),), **peer_kw)  # type: ignore[arg-type]
+    standin = write_standin(root / "benchmark_model")
+    spec = DeviceSpec(name=name, url=f"adb://127.0.0.1:{peer.port}", key_file=str(key), benchmark_model=str(standin),
+                      runtime="benchmark_model", threads=1, timeout_s=timeout_s)
+    return peer, spec
+
+
+def spec_text(spec: DeviceSpec, **extra: object) -> str:
+    """The registry entry (YAML) for ``spec`` plus extra fields."""
+    lines = [f"  - name: {spec.name}", f"    url: {spec.url}", f"    key_file: {spec.key_file}",
+             f"    benchmark_model: {spec.benchmark_model}", "    runtime: benchmark_model",
+             f"    timeout_s: {spec.timeout_s:g}"]
+    lines += [f"    {k}: {json.dumps(v)}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"

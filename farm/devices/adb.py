@@ -210,7 +210,7 @@ class AdbTransport:
 
     def shell(self, command: str, *, timeout_s: float = _SHORT_S) -> tuple[int, str]:
         """Run ``command`` with ``sh``; returns (exit status, stdout+stderr)."""
-        wrapped = f"( {command} ); echo; echo {_RC}$?"
+        wrapped = f"( {command} ); R=$?; echo; echo {_RC}$R"
         text = self._io(f"`{command[:80]}`", lambda d: d.shell(wrapped, transport_timeout_s=timeout_s,
                                                                  read_timeout_s=timeout_s, timeout_s=timeout_s,
                                                                  decode=False), timeout_s)
@@ -398,7 +398,7 @@ class AdbDevice:
         try:
             facts = self.facts()
         except DeviceUnauthorized as err:
-            return Health(self.name, "unauthorized", str(err), {"state": "unauthorized"})
+            return Health(self.name, "unreachable", str(err), {"state": "unauthorized"})
         except DeviceError as err:
             return Health(self.name, "unreachable", str(err), {"state": self.transport.state})
         facts = {"state": "online", **facts}

@@ -264,18 +264,16 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
     while i < len(cleaned):
         line, level = cleaned[i]
         if in_unsupported:
-            m = _GPU_SPLIT.search(line)
-            if m:
+            if (m := _GPU_SPLIT.search(line)) is not None:
                 deleg["cpu_ops_after_split"] = int(m.group("cpu"))
                 in_unsupported = False
-            elif re.match(r"^[A-Z0-9_]+(?: \(v\d+\))?:", line):
-                unsupported.append(line.split(":", 1)[0].split(" (")[0])
-            elif line:
-                in_unsupported = False
-            i += 1
-            if in_unsupported or m:
+                i += 1
                 continue
-            continue
+            if re.match(r"^[A-Z0-9_]+(?: \(v\d+\))?:", line):
+                unsupported.append(line.split(":", 1)[0].split(" (")[0])
+                i += 1
+                continue
+            in_unsupported = False  # the list ended: this line is processed as usual
         if (m := _SUMMARY.search(line)) is not None:
             generation = "summary-v2"
             out.update(init_us=_f(m["init"]), first_inference_us=_f(m["first"]),
@@ -313,7 +311,9 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
         elif (m := _NONE.search(line)) is not None:
             deleg["coverage"] = "none"
         elif (m := _UNSUPPORTED_HEAD.search(line)) is not None:
-            in_unsupported = True
+            in_unsupported = True  # logged at error level, but it is a partition report, not a failure
+            i += 1
+            continue
         elif (m := _CREATED.search(line)) is not None:
             created.append(" ".join(x for x in (m["a"], m["b"]) if x))
         elif line.startswith("Operator-wise Profiling Info for Regular Benchmark Runs"):
