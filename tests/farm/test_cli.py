@@ -128,7 +128,7 @@ def test_bad_input_exits_2_with_one_line_and_store_unchanged(farm, onnx_file, tm
 
 
 def test_not_yet_available_kind_is_exit_1(farm, onnx_file):
-    farm.registry.write_text(farm.registry.read_text() + "  - name: phone\n    url: adb://127.0.0.1:5555\n")
+    farm.registry.write_text(farm.registry.read_text() + "  - name: phone\n    url: serial:///dev/ttyACM0\n")
     listed = farm("devices", "list", "--json")
     assert "phone" in listed.stdout
     p = farm("profile", str(onnx_file("a")), "--device", "phone", *FAST)
