@@ -600,11 +600,22 @@ def standin_calls(peer: AdbPeer) -> list[dict[str, object]]:
     return [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
 
 
-def make_client_key(path: Path) -> Path:
-    """An ADB RSA key pair (``path`` and ``path.pub``) made with adb-shell's keygen."""
-    from adb_shell.auth.keygen import keygen
+_KEYS: list[tuple[bytes, bytes]] = []
 
-    keygen(str(path))
+
+def make_client_key(path: Path) -> Path:
+    """An ADB RSA key pair (``path`` and ``path.pub``) made with adb-shell's keygen (generated
+    once per test process and copied: 2048-bit keygen is the slow part of starting a phone)."""
+    if not _KEYS:
+        from adb_shell.auth.keygen import keygen
+
+        first = path.with_name(path.name + ".gen")
+        keygen(str(first))
+        _KEYS.append((first.read_bytes(), Path(f"{first}.pub").read_bytes()))
+    private, public = _KEYS[0]
+    path.write_bytes(private)
+    path.chmod(0o600)
+    Path(f"{path}.pub").write_bytes(public)
     return path
 
 

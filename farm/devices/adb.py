@@ -177,8 +177,8 @@ class AdbTransport:
                 ex.InvalidChecksumError, ex.UsbDeviceNotFoundError) as err:
             self.state = "offline"
             raise DeviceError(self._err(f"offline: cannot connect: {err}")) from None
-        except ImportError as err:  # USB needs libusb1
-            raise DeviceUnavailable(self._err(f"USB needs the libusb1 package: {err}")) from None
+        except ex.InvalidTransportError as err:  # USB needs adb-shell[usb] (libusb1)
+            raise DeviceUnavailable(self._err(f"{err}")) from None
         self._dev = dev
         self.state = "online"
         return dev
@@ -214,20 +214,15 @@ class AdbTransport:
         text = self._io(f"`{command[:80]}`", lambda d: d.shell(wrapped, transport_timeout_s=timeout_s,
                                                                  read_timeout_s=timeout_s, timeout_s=timeout_s,
                                                                  decode=False), timeout_s)
-        out = text.decode("utf-8", "replace")
-        idx = out.rfind(_RC)
+        out = text.decode("utf-8", "replace").replace("\r\n", "\n")
+        idx = out.rfind("\n" + _RC)
         if idx < 0:
             raise DeviceError(self._err(f"`{command[:80]}` ended without an exit status (connection cut?)"))
         try:
-            rc = int(out[idx + len(_RC):].split()[0])
+            rc = int(out[idx + 1 + len(_RC):].split()[0])
         except (ValueError, IndexError):
             rc = -1
-        body = out[:idx]
-        if body.endswith("\n\n"):
-            body = body[:-1]
-        elif body.endswith("\n") and body.strip() == "":
-            body = ""
-        return rc, body.rstrip("\n") + ("\n" if body.strip() else "")
+        return rc, out[:idx]  # without the newline our `echo` added
 
     def check_output(self, command: str, what: str, *, timeout_s: float = _SHORT_S) -> str:
         rc, out = self.shell(command, timeout_s=timeout_s)
@@ -402,6 +397,9 @@ class AdbDevice:
         except DeviceError as err:
             return Health(self.name, "unreachable", str(err), {"state": self.transport.state})
         facts = {"state": "online", **facts}
+        if self.spec.runtime not in (None, "benchmark_model"):
+            return Health(self.name, "error", f"adb devices run benchmark_model, not {self.spec.runtime!r} "
+                          "(set runtime: benchmark_model or leave it out)", facts)
         try:
             bm = self._benchmark_model()
             facts["benchmark_model"] = bm

@@ -256,10 +256,18 @@ def test_external_delegate_missing_is_a_failed_check(phone):
     assert h.status == "unavailable" and "libQnnTFLiteDelegate.so" in h.detail
 
 
-def test_missing_benchmark_model_is_a_failed_check(phone):
+def test_missing_benchmark_model_or_wrong_runtime_is_a_failed_check(phone):
     _, spec = phone
     h = _device(spec, benchmark_model="/data/local/tmp/nowhere/benchmark_model").check()
     assert h.status == "unavailable" and "benchmark_model not found" in h.detail
+    h = _device(spec, runtime="onnxruntime").check()
+    assert h.status == "error" and "adb devices run benchmark_model" in h.detail
+
+
+def test_usb_phone_that_is_not_plugged_in(tmp_path):
+    key = adbd.make_client_key(tmp_path / "k")
+    h = open_device(DeviceSpec(name="usbphone", url="adb://usb/NOPE123", key_file=str(key), timeout_s=2)).check()
+    assert h.status in ("unreachable", "unavailable") and "usb/NOPE123" in h.detail
 
 
 def test_affinity_is_applied_with_taskset(phone, model):
