@@ -394,6 +394,8 @@ class AdbDevice:
             facts = self.facts()
         except DeviceUnauthorized as err:
             return Health(self.name, "unreachable", str(err), {"state": "unauthorized"})
+        except DeviceUnavailable as err:  # e.g. USB without adb-shell[usb]
+            return Health(self.name, "unavailable", str(err), {"state": self.transport.state})
         except DeviceError as err:
             return Health(self.name, "unreachable", str(err), {"state": self.transport.state})
         facts = {"state": "online", **facts}
@@ -551,7 +553,7 @@ class AdbDevice:
             peak_kb, mem_source = out.memory_overall_mb * 1024, "memory footprint delta from the start of the tool"
         provenance: dict[str, Any] = {
             "runtime": "benchmark_model", "runtime_version": self._bm_version, "benchmark_model_path": bm,
-            "output_generation": out.generation, "threads": settings.threads,
+            "output_generation": out.generation, "op_profiling": True, "threads": settings.threads,
             "affinity": list(affinity) if affinity else None,
             "cpu_model": before.get("soc"), "cpu_count": before.get("cpu_count"), "python": None,
             "os": f"Android {before.get('android', '?')} (SDK {before.get('sdk', '?')})",

@@ -267,7 +267,7 @@ def test_missing_benchmark_model_or_wrong_runtime_is_a_failed_check(phone):
 def test_usb_phone_that_is_not_plugged_in(tmp_path):
     key = adbd.make_client_key(tmp_path / "k")
     h = open_device(DeviceSpec(name="usbphone", url="adb://usb/NOPE123", key_file=str(key), timeout_s=2)).check()
-    assert h.status in ("unreachable", "unavailable") and "usb/NOPE123" in h.detail
+    assert h.status in ("unreachable", "unavailable") and "usb/NOPE123" in h.detail and h.facts["state"] != "online"
 
 
 def test_affinity_is_applied_with_taskset(phone, model):
