@@ -129,6 +129,7 @@ class DeviceSpec(BaseModel):
     delegate: str | None = None
     delegate_options: dict[str, str] | None = None
     benchmark_model: str | None = None
+    thermal_gate_c: float | None = Field(default=None, gt=0)  # adb: wait until the battery is below this (default 40)
     python: str | None = None
     # MCUs (serial://): the model the flashed firmware reports, and how to flash another one.
     firmware_model: str | None = None

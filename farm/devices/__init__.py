@@ -31,6 +31,12 @@ def _ssh(spec: DeviceSpec) -> Device:
     return AgentDevice(spec, SshTransport(spec))
 
 
+def _adb(spec: DeviceSpec) -> Device:
+    from .adb import AdbDevice
+
+    return AdbDevice(spec)
+
+
 def _sim(spec: DeviceSpec) -> Device:
     from ..sim.device import SimDevice
 
@@ -43,19 +49,10 @@ def _serial(spec: DeviceSpec) -> Device:
     return SerialDevice(spec)
 
 
-def _not_yet(issue: str) -> Callable[[DeviceSpec], Device]:
-    def factory(spec: DeviceSpec) -> Device:
-        raise DeviceUnavailable(
-            f"device {spec.name!r}: {spec.kind}:// devices are not available in this version yet ({issue})"
-        )
-
-    return factory
-
-
 DEVICE_KINDS: dict[str, Callable[[DeviceSpec], Device]] = {
     "local": _local,
     "ssh": _ssh,
-    "adb": _not_yet("real device agents, issue #4"),
+    "adb": _adb,
     "serial": _serial,
     "sim": _sim,
 }

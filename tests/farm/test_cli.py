@@ -127,14 +127,16 @@ def test_bad_input_exits_2_with_one_line_and_store_unchanged(farm, onnx_file, tm
     assert _db_state(farm.db) == before
 
 
-def test_not_yet_available_kind_is_exit_1(farm, onnx_file):
-    farm.registry.write_text(farm.registry.read_text() + "  - name: phone\n    url: adb://127.0.0.1:5555\n")
+def test_unreachable_device_is_exit_1(farm, onnx_file, tmp_path):
+    port = tmp_path / "no-such-tty"
+    farm.registry.write_text(farm.registry.read_text() + f"  - name: mcu\n    url: serial://{port}\n")
     listed = farm("devices", "list", "--json")
-    assert "phone" in listed.stdout
-    p = farm("profile", str(onnx_file("a")), "--device", "phone", *FAST)
-    assert p.returncode == 1 and "not available" in _one_error_line(p)
-    c = farm("devices", "check", "phone", "--json")
-    assert c.returncode == 1 and json.loads(c.stdout)["status"] == "unavailable"
+    assert "mcu" in listed.stdout
+    p = farm("profile", str(onnx_file("a")), "--device", "mcu", *FAST)
+    assert p.returncode == 1 and "hwfarm: error: device 'mcu': cannot open serial port" in p.stderr
+    assert "Traceback" not in p.stderr and "retry" in p.stderr  # retried with backoff, then failed
+    c = farm("devices", "check", "mcu", "--json")
+    assert c.returncode == 1 and json.loads(c.stdout)["status"] in ("unreachable", "unavailable")
 
 
 def test_debug_shows_traceback(farm, tmp_path):
