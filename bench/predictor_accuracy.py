@@ -1,0 +1,105 @@
+"""Kernel-level predictor accuracy on whole networks never seen in training, per device.
+
+For each device, through the `hwfarm` command exactly as a user runs it:
+
+1. `hwfarm dataset build --device D [--budget N]`: single-kernel models measured on D,
+2. `hwfarm profile NETS --device D`: the held-out networks — reference nets (MobileNetV1/V2,
+   ResNet-18/50, SqueezeNet, GoogLeNet, the MLPerf Tiny nets) and random NB201 and FBNet
+   architectures — measured on D,
+3. `hwfarm predictor train --device D`, then `hwfarm predictor eval --device D`: each
+   network's prediction against its measured median.
+
+Prints ±10% accuracy (the share of networks predicted within ±10% of the measured median),
+median error and Spearman ρ per device. The dataset is kept (default /tmp/hwfarm-accuracy),
+so a second run resumes instead of measuring again.
+
+    .venv/bin/python bench/predictor_accuracy.py --devices host-cpu            # real host, ~20 min
+    .venv/bin/python bench/predictor_accuracy.py --devices sim-raspi4,sim-pixel3 --budget 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NETS = ("mobilenet_v1", "mobilenet_v2", "resnet18", "resnet50", "squeezenet1_1", "googlenet", "resnet8", "ds_cnn",
+        "mobilenet_v1_vww", "fc_autoencoder")
+
+
+def hwfarm(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "farm.cli", "--registry", str(ROOT / "devices.yaml"), "--db",
+           str(work / "hwfarm.db"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+
+def export_nets(folder: Path, n_space: int) -> list[Path]:
+    import onnx
+
+    from farm.onnx_export import graph_to_onnx
+    from farm.zoo.nets import build_net
+    from predictors.space_model import build_arch, sample_archs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    graphs = [build_net(n) for n in NETS]
+    for space in ("nb201", "fbnet"):
+        graphs += [build_arch(space, a) for a in sample_archs(space, n_space, seed=123)]
+    paths = []
+    for i, g in enumerate(graphs):
+        p = folder / f"{i:02d}-{g.name[:40].replace('|', '_').replace('~', '')}.onnx"
+        if not p.exists():
+            onnx.save(graph_to_onnx(g), p)
+        paths.append(p)
+    return paths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--devices", default="host-cpu", help="comma-separated device names from devices.yaml")
+    ap.add_argument("--budget", type=int, default=None, help="kernel models per device (default: the default plan)")
+    ap.add_argument("--space-nets", type=int, default=12, help="random NB201 and FBNet networks each")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/hwfarm-accuracy"))
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    nets = export_nets(a.work / "nets", a.space_nets)
+    rows = []
+    for dev in a.devices.split(","):
+        print(f"[{dev}] kernel dataset…", file=sys.stderr)
+        build = ["dataset", "build", "--device", dev, "--json"] + (["--budget", str(a.budget)] if a.budget else [])
+        r = hwfarm(a.work, *build)
+        if r.returncode != 0:
+            rows.append((dev, f"dataset build failed: {r.stderr.strip().splitlines()[-1:]}"))
+            continue
+        print(f"[{dev}] profiling {len(nets)} held-out networks…", file=sys.stderr)
+        r = hwfarm(a.work, "profile", *map(str, nets), "--device", dev, "--json")
+        measured = len(r.stdout.splitlines())
+        r = hwfarm(a.work, "predictor", "train", "--device", dev, "--json")
+        if r.returncode != 0:
+            rows.append((dev, f"train failed: {r.stderr.strip()}"))
+            continue
+        info = json.loads(r.stdout)
+        r = hwfarm(a.work, "predictor", "eval", "--device", dev, "--json")
+        ev = json.loads(r.stdout)
+        m = ev["metrics"]
+        worst = max(ev["models"], key=lambda x: abs(x["error"]))
+        rows.append((dev, info["metrics"]["n_train"], measured, m))
+        print(f"[{dev}] worst: {Path(worst['model']).name} {100 * worst['error']:+.1f}%", file=sys.stderr)
+        for x in sorted(ev["models"], key=lambda x: x["model"]):
+            print(f"    {Path(x['model']).name:48s} measured {x['measured_ms']:9.4f} ms  predicted "
+                  f"{x['predicted_ms']:9.4f} ms  {100 * x['error']:+6.1f}%", file=sys.stderr)
+    print("\n| device | kernel models | held-out networks | ±10% accuracy | median error | Spearman ρ |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        if len(row) == 2:
+            print(f"| {row[0]} | {row[1]} | | | | |")
+            continue
+        dev, n_train, n_nets, m = row
+        print(f"| {dev} | {n_train} | {m['n']} | {100 * m['acc10']:.0f}% | {100 * m['median_ape']:.1f}% "
+              f"| {m.get('spearman', float('nan')):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
