@@ -2,6 +2,10 @@
 :func:`build_net` builds it (graph IR, no torch), :func:`parse_net_options` reads the option
 string the CLI takes (``"alpha=0.5,resolution=160"``, or ``default``).
 
+:func:`match_published` maps a row of ``../shared/data/published-latency/published_latency.csv``
+(model, input, precision) to the net and options it measured, for calibrating simulator
+profiles on published latencies.
+
 Every net can be built at ``dtype="int8"`` for int8-only accelerators (not exportable to
 ONNX then). The published sizes each builder reproduces are cited in its module.
 """
@@ -17,7 +21,7 @@ from ..errors import InputError
 from ..graph import DTYPE_BYTES, Graph
 from . import classic, mcu, mobilenet, resnet
 
-__all__ = ["NetSpec", "NETS", "build_net", "parse_net_options", "net_names"]
+__all__ = ["NetSpec", "NETS", "build_net", "parse_net_options", "net_names", "match_published"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +111,48 @@ def build_net(name: str, **options: Any) -> Graph:
         return spec.builder(**spec.fixed, **kwargs)
     except ValueError as err:
         raise InputError(f"net {name!r}: {err}") from None
+
+
+# Published-latency model names (../shared/data/published-latency) → our nets. Checked in
+# order; the first pattern found in the lower-cased model name wins. None: not in the zoo
+# (detection/segmentation heads, Inception v3/v4, EfficientNet, MobileNetV3, BERT...), or a
+# version the source does not pin (TFLite zoo's "SqueezeNet").
+_PUBLISHED_PATTERNS: tuple[tuple[str, str | None], ...] = (
+    ("ssd", None), ("deeplab", None), ("mosaic", None), ("mobilebert", None), ("efficientnet", None),
+    ("nasnet", None), ("inception v4", None), ("inception_v4", None), ("inception_v3", None),
+    ("inception_resnet", None), ("mobilenet v3", None), ("mobilenetedgetpu", None), ("mobiledet", None),
+    ("ds-cnn", "ds_cnn"), ("resnet-8", "resnet8"), ("visual wake words", "mobilenet_v1_vww"),
+    ("autoencoder", "fc_autoencoder"),
+    ("mobilenet v2", "mobilenet_v2"), ("mobilenet_v2", "mobilenet_v2"),
+    ("mobilenet v1", "mobilenet_v1"), ("mobilenet_v1", "mobilenet_v1"), ("mobilenet_1.0_224", "mobilenet_v1"),
+    ("'mobilenet", "mobilenet_v1"),  # ncnn's built-in 'mobilenet' / 'mobilenet_int8'
+    ("resnet-50", "resnet50"), ("resnet50", "resnet50"), ("resnet_v1_50", "resnet50"), ("resnet18", "resnet18"),
+    ("squeezenet1_1", "squeezenet1_1"), ("inception v1", "googlenet"), ("inception_v1", "googlenet"),
+    ("vgg16", "vgg16"), ("vgg_16", "vgg16"),
+)
+
+
+def match_published(model: str, input_desc: str = "", precision: str = "") -> tuple[str, dict[str, Any]] | None:
+    """The zoo net (name, options) a published-latency row measured, or None if it is not in
+    the zoo. ``input_desc`` (``224x224x3``, ``1x3x224x224``, ``299x299x3 (…)``) sets the
+    resolution of image nets; an int8/uint8 ``precision`` (or ``_int8``/``quant`` in the model
+    name) gives ``dtype="int8"``, fp16 ``dtype="float16"``."""
+    import re
+
+    low = model.lower()
+    name = next((net for pat, net in _PUBLISHED_PATTERNS if pat in low), None)
+    if name is None:
+        return None
+    options: dict[str, Any] = {}
+    if "resolution" in NETS[name].options():
+        m = re.match(r"\s*(?:1x3x)?(\d+)x(\d+)", input_desc)
+        if m and m.group(1) == m.group(2):
+            res = int(m.group(1))
+            if res != NETS[name].options()["resolution"]:
+                options["resolution"] = res
+    prec = precision.lower()
+    if prec.startswith(("int8", "uint8")) or "_int8" in low or "quant" in low:
+        options["dtype"] = "int8"
+    elif prec.startswith("fp16"):
+        options["dtype"] = "float16"
+    return name, options
