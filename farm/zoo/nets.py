@@ -61,6 +61,12 @@ def net_names() -> list[str]:
 
 def _coerce(net: str, key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, str):
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            return value
+        if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InputError(f"net {net!r}: option {key}={value!r} must be an integer")
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"net {net!r}: option {key}={value!r} must be a number")
         return value
     try:
         if isinstance(default, bool):
@@ -105,6 +111,9 @@ def build_net(name: str, **options: Any) -> Graph:
             raise InputError(f"net {name!r}: unknown option {key!r}; options: "
                              + ", ".join(f"{k}={v}" for k, v in allowed.items()))
     kwargs = {k: _coerce(name, k, v, allowed[k]) for k, v in options.items()}
+    for k, v in kwargs.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
+            raise InputError(f"net {name!r}: option {k}={v} must be positive")
     if "dtype" in kwargs and kwargs["dtype"] not in DTYPE_BYTES:
         raise InputError(f"net {name!r}: unknown dtype {kwargs['dtype']!r}; e.g. float32, float16, int8")
     try:

@@ -121,7 +121,7 @@ def test_options_and_errors():
         build_net("resnet18", depth=34)
     with pytest.raises(InputError, match="alpha='wide' must be a number"):
         build_net("mobilenet_v1", alpha="wide")
-    with pytest.raises(InputError, match="alpha must be > 0"):
+    with pytest.raises(InputError, match="alpha=0.0 must be positive"):
         build_net("mobilenet_v1", alpha="0")
     with pytest.raises(InputError, match="unknown dtype 'int3'"):
         build_net("resnet8", dtype="int3")
@@ -192,3 +192,17 @@ def test_every_matched_published_row_builds():
     for name, options in {(n, tuple(sorted(o.items()))) for n, o in matched}:
         g = build_net(name, **dict(options))
         assert g.macs > 0 and {n.dtype for n in g.nodes} == {dict(options).get("dtype", "float32")}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_out_of_range_options_are_input_errors_never_crashes(name):
+    # every numeric option, at values a user might mistype: a valid graph or an InputError
+    for key, default in NETS[name].options().items():
+        if isinstance(default, (bool, str)):
+            continue
+        for value in (0, -1, 1, 2, 3, 7, 33, 0.3, "1", "x"):
+            try:
+                g = build_net(name, **{key: value})
+            except InputError:
+                continue
+            assert all(min(n.outputs[0].shape) >= 1 for n in g.nodes), (key, value)
