@@ -134,7 +134,10 @@ def _init_value(node: Node, pos: int, shape: tuple[int, ...], rng: np.random.Gen
         return {1: 1.0 + 0.1 * n, 2: 0.1 * n, 3: 0.1 * n}.get(pos, np.abs(n) + 0.5)
     if op in ("Conv", "Gemm") and pos == 1 and len(shape) > 1:
         fan_in = int(np.prod(shape[1:]))  # Conv [Cout, Cin/g, k..]; Gemm transB [N, K]
-        return rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))
+        # float32 draws: half the memory and time of float64 for the big nets (VGG-16: 138 M)
+        w = rng.standard_normal(shape, dtype=np.float32)
+        w *= np.float32(np.sqrt(2.0 / max(fan_in, 1)))
+        return w
     if pos >= 2 or op in ("Add",):  # biases
         return rng.standard_normal(shape) * 0.01
     return rng.standard_normal(shape)

@@ -46,6 +46,9 @@ def _cbr(b: IRBuilder, name: str, x: str, cout: int, k: int | tuple[int, int], s
 
 def ds_cnn(classes: int = 12, *, filters: int = 64, frames: int = 49, mfcc: int = 10, dtype: str = "float32") -> Graph:
     """MLPerf Tiny keyword spotting DS-CNN (input N×1×frames×mfcc)."""
+    if frames < 2 or mfcc < 2 or filters < 1 or classes < 1:
+        raise ValueError(f"DS-CNN needs frames and mfcc >= 2, filters and classes >= 1 (got {frames}, {mfcc}, "
+                         f"{filters}, {classes})")
     b = IRBuilder((1, 1, frames, mfcc), dtype=dtype)
     x = _cbr(b, "conv1", "input", filters, (10, 4), 2)
     for i in range(1, 5):

@@ -2,6 +2,10 @@
 :func:`build_net` builds it (graph IR, no torch), :func:`parse_net_options` reads the option
 string the CLI takes (``"alpha=0.5,resolution=160"``, or ``default``).
 
+:func:`match_published` maps a row of ``../shared/data/published-latency/published_latency.csv``
+(model, input, precision) to the net and options it measured, for calibrating simulator
+profiles on published latencies.
+
 Every net can be built at ``dtype="int8"`` for int8-only accelerators (not exportable to
 ONNX then). The published sizes each builder reproduces are cited in its module.
 """
@@ -17,7 +21,7 @@ from ..errors import InputError
 from ..graph import DTYPE_BYTES, Graph
 from . import classic, mcu, mobilenet, resnet
 
-__all__ = ["NetSpec", "NETS", "build_net", "parse_net_options", "net_names"]
+__all__ = ["NetSpec", "NETS", "build_net", "parse_net_options", "net_names", "match_published"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,12 @@ def net_names() -> list[str]:
 
 def _coerce(net: str, key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, str):
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            return value
+        if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InputError(f"net {net!r}: option {key}={value!r} must be an integer")
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"net {net!r}: option {key}={value!r} must be a number")
         return value
     try:
         if isinstance(default, bool):
@@ -101,9 +111,57 @@ def build_net(name: str, **options: Any) -> Graph:
             raise InputError(f"net {name!r}: unknown option {key!r}; options: "
                              + ", ".join(f"{k}={v}" for k, v in allowed.items()))
     kwargs = {k: _coerce(name, k, v, allowed[k]) for k, v in options.items()}
+    for k, v in kwargs.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
+            raise InputError(f"net {name!r}: option {k}={v} must be positive")
     if "dtype" in kwargs and kwargs["dtype"] not in DTYPE_BYTES:
         raise InputError(f"net {name!r}: unknown dtype {kwargs['dtype']!r}; e.g. float32, float16, int8")
     try:
         return spec.builder(**spec.fixed, **kwargs)
     except ValueError as err:
         raise InputError(f"net {name!r}: {err}") from None
+
+
+# Published-latency model names (../shared/data/published-latency) → our nets. Checked in
+# order; the first pattern found in the lower-cased model name wins. None: not in the zoo
+# (detection/segmentation heads, Inception v3/v4, EfficientNet, MobileNetV3, BERT...), or a
+# version the source does not pin (TFLite zoo's "SqueezeNet").
+_PUBLISHED_PATTERNS: tuple[tuple[str, str | None], ...] = (
+    ("ssd", None), ("deeplab", None), ("mosaic", None), ("mobilebert", None), ("efficientnet", None),
+    ("nasnet", None), ("inception v4", None), ("inception_v4", None), ("inception_v3", None),
+    ("inception_resnet", None), ("mobilenet v3", None), ("mobilenetedgetpu", None), ("mobiledet", None),
+    ("ds-cnn", "ds_cnn"), ("resnet-8", "resnet8"), ("visual wake words", "mobilenet_v1_vww"),
+    ("autoencoder", "fc_autoencoder"),
+    ("mobilenet v2", "mobilenet_v2"), ("mobilenet_v2", "mobilenet_v2"),
+    ("mobilenet v1", "mobilenet_v1"), ("mobilenet_v1", "mobilenet_v1"), ("mobilenet_1.0_224", "mobilenet_v1"),
+    ("'mobilenet", "mobilenet_v1"),  # ncnn's built-in 'mobilenet' / 'mobilenet_int8'
+    ("resnet-50", "resnet50"), ("resnet50", "resnet50"), ("resnet_v1_50", "resnet50"), ("resnet18", "resnet18"),
+    ("squeezenet1_1", "squeezenet1_1"), ("inception v1", "googlenet"), ("inception_v1", "googlenet"),
+    ("vgg16", "vgg16"), ("vgg_16", "vgg16"),
+)
+
+
+def match_published(model: str, input_desc: str = "", precision: str = "") -> tuple[str, dict[str, Any]] | None:
+    """The zoo net (name, options) a published-latency row measured, or None if it is not in
+    the zoo. ``input_desc`` (``224x224x3``, ``1x3x224x224``, ``299x299x3 (…)``) sets the
+    resolution of image nets; an int8/uint8 ``precision`` (or ``_int8``/``quant`` in the model
+    name) gives ``dtype="int8"``, fp16 ``dtype="float16"``."""
+    import re
+
+    low = model.lower()
+    name = next((net for pat, net in _PUBLISHED_PATTERNS if pat in low), None)
+    if name is None:
+        return None
+    options: dict[str, Any] = {}
+    if "resolution" in NETS[name].options():
+        m = re.match(r"\s*(?:1x3x)?(\d+)x(\d+)", input_desc)
+        if m and m.group(1) == m.group(2):
+            res = int(m.group(1))
+            if res != NETS[name].options()["resolution"]:
+                options["resolution"] = res
+    prec = precision.lower()
+    if prec.startswith(("int8", "uint8")) or "_int8" in low or "quant" in low:
+        options["dtype"] = "int8"
+    elif prec.startswith("fp16"):
+        options["dtype"] = "float16"
+    return name, options

@@ -5,6 +5,7 @@ ONNX → IR round trip keeps every count, and ``hwfarm zoo list/export`` serve t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,7 +16,7 @@ from farm.errors import InputError
 from farm.graph import Graph
 from farm.onnx_export import graph_to_onnx
 from farm.onnx_graph import graph_from_onnx
-from farm.zoo.nets import NETS, build_net, parse_net_options
+from farm.zoo.nets import NETS, build_net, match_published, parse_net_options
 
 from ..conftest import run_cli
 
@@ -120,7 +121,7 @@ def test_options_and_errors():
         build_net("resnet18", depth=34)
     with pytest.raises(InputError, match="alpha='wide' must be a number"):
         build_net("mobilenet_v1", alpha="wide")
-    with pytest.raises(InputError, match="alpha must be > 0"):
+    with pytest.raises(InputError, match="alpha=0.0 must be positive"):
         build_net("mobilenet_v1", alpha="0")
     with pytest.raises(InputError, match="unknown dtype 'int3'"):
         build_net("resnet8", dtype="int3")
@@ -156,3 +157,52 @@ def test_cli_zoo_export_bad_input_exits_2_and_writes_nothing(tmp_path, args, mat
     p = run_cli("zoo", "export", *args, "-o", str(tmp_path / "out"))
     assert p.returncode == 2 and match in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+PUBLISHED_CSV = Path(__file__).resolve().parents[2] / "../shared/data/published-latency/published_latency.csv"
+
+
+@pytest.mark.parametrize("model, inp, prec, expected", [
+    ("torchvision resnet18", "1x3x224x224", "fp16", ("resnet18", {"dtype": "float16"})),
+    ("ResNet-50 V1 (ImageNet-trained TFLite model, Edge TPU compiled)", "299x299x3", "int8 (Edge TPU)",
+     ("resnet50", {"resolution": 299, "dtype": "int8"})),
+    ("Mobilenet_1.0_224 (quant)", "224x224x3", "int8 (uint8 QAT)", ("mobilenet_v1", {"dtype": "int8"})),
+    ("ncnn built-in 'mobilenet_v2'", "224x224x3", "fp32", ("mobilenet_v2", {})),
+    ("Keyword spotting: DS-CNN (MLPerf Tiny reference)", "49x10x1 MFCC", "int8", ("ds_cnn", {"dtype": "int8"})),
+    ("Visual wake words: MobileNetV1 alpha=0.25 (MLPerf Tiny reference)", "96x96x3", "int8",
+     ("mobilenet_v1_vww", {"dtype": "int8"})),
+    ("inception_v1 (TF-slim)", "224x224x3", "fp32", ("googlenet", {})),
+    ("SSD MobileNet v2 (COCO)", "300x300x3", "int8", None),
+    ("Inception_V4 (model zoo 2018_04_27)", "299x299x3", "fp32", None),
+    ("SqueezeNet (model zoo 2018_04_27)", "not stated in source", "fp32", None),  # version not pinned
+])
+def test_match_published_model_names(model, inp, prec, expected):
+    assert match_published(model, inp, prec) == expected
+
+
+@pytest.mark.skipif(not PUBLISHED_CSV.is_file(), reason="shared published-latency table not present")
+def test_every_matched_published_row_builds():
+    import csv
+
+    with open(PUBLISHED_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    matched = [m for r in rows if (m := match_published(r["model"], r["input"], r["precision"]))]
+    assert len(matched) >= 80  # MobileNets, ResNets, MLPerf Tiny, GoogLeNet, VGG, SqueezeNet rows
+    assert {n for n, _ in matched} == set(NETS)
+    for name, options in {(n, tuple(sorted(o.items()))) for n, o in matched}:
+        g = build_net(name, **dict(options))
+        assert g.macs > 0 and {n.dtype for n in g.nodes} == {dict(options).get("dtype", "float32")}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_out_of_range_options_are_input_errors_never_crashes(name):
+    # every numeric option, at values a user might mistype: a valid graph or an InputError
+    for key, default in NETS[name].options().items():
+        if isinstance(default, (bool, str)):
+            continue
+        for value in (0, -1, 1, 2, 3, 7, 33, 0.3, "1", "x"):
+            try:
+                g = build_net(name, **{key: value})
+            except InputError:
+                continue
+            assert all(min(n.outputs[0].shape) >= 1 for n in g.nodes), (key, value)
