@@ -5,7 +5,9 @@ spaces use, so that an architecture built in Python (``farm/zoo``) can be measur
 device. The IR keeps only weight *shapes* (the ``Node.inputs`` entries named in
 ``Node.weights``), so the values are drawn from a seeded generator: He-normal for
 Conv/Gemm/Mul weights, and a sane batch norm (scale ≈ 1, bias and mean ≈ 0, variance
-> 0) so that activations stay finite. A weight whose name ends in ``.zero`` is all zeros
+> 0) so that activations stay finite. Constant inputs that carry meaning are not random: a
+``Clip``'s min and max come from the node's ``min``/``max`` attributes (ReLU6: 0 and 6), a
+``Reshape``'s target shape from its output shape. A weight whose name ends in ``.zero`` is all zeros
 (:mod:`farm.zoo.nb201` multiplies by one to stand for a cell that outputs zeros). Latency does not depend on the values; do not read
 accuracy into the outputs.
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Graph
+from .graph import Graph, Node
 
 __all__ = ["graph_to_onnx", "SUPPORTED_OPS"]
 
@@ -28,6 +30,11 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
     "Conv": ("kernel_shape", "strides", "pads", "group", "dilations", "auto_pad"),
     "BatchNormalization": ("epsilon", "momentum"),
     "Relu": (),
+    "Clip": (),  # min/max are constant inputs (opset >= 11), filled from the IR node's min/max attrs
+    "Sigmoid": (),
+    "HardSwish": (),
+    "HardSigmoid": ("alpha", "beta"),
+    "Tanh": (),
     "Add": (),
     "Mul": (),
     "Identity": (),
@@ -36,6 +43,9 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
     "GlobalAveragePool": (),
     "Flatten": ("axis",),
     "Gemm": ("transA", "transB", "alpha", "beta"),
+    "Concat": ("axis",),
+    "Reshape": ("allowzero",),  # the target shape is a constant input, filled from the output shape
+    "Transpose": ("perm",),
 }
 
 
@@ -84,7 +94,7 @@ def graph_to_onnx(graph: Graph, *, seed: int = 0, opset: int = 17) -> Any:
                     continue
                 init_shapes[t.name] = tuple(t.shape)
                 inits[t.name] = numpy_helper.from_array(
-                    _init_value(node.op, pos, tuple(t.shape), rng, t.name).astype(np.dtype(t.dtype)), t.name)
+                    _init_value(node, pos, tuple(t.shape), rng, t.name).astype(np.dtype(t.dtype)), t.name)
             elif t.name not in available:
                 raise ValueError(f"graph_to_onnx: node {node.name!r} ({node.op}) reads {t.name!r}, which is "
                                  "not a graph input, an earlier node's output or one of its weights")
@@ -111,9 +121,14 @@ def graph_to_onnx(graph: Graph, *, seed: int = 0, opset: int = 17) -> Any:
     return model
 
 
-def _init_value(op: str, pos: int, shape: tuple[int, ...], rng: np.random.Generator, name: str = "") -> np.ndarray:
+def _init_value(node: Node, pos: int, shape: tuple[int, ...], rng: np.random.Generator, name: str = "") -> np.ndarray:
+    op = node.op
     if name.endswith(".zero"):  # convention: a weight named "*.zero" is all zeros (NB201's Zero op)
         return np.zeros(shape)
+    if op == "Clip":  # inputs: x, min, max
+        return np.full(shape, float(node.attrs.get("min" if pos == 1 else "max", 0.0 if pos == 1 else 6.0)))
+    if op == "Reshape":  # inputs: x, shape
+        return np.asarray(node.outputs[0].shape, dtype=np.int64).reshape(shape)
     if op == "BatchNormalization":  # inputs: x, scale, bias, mean, var
         n = rng.standard_normal(shape)
         return {1: 1.0 + 0.1 * n, 2: 0.1 * n, 3: 0.1 * n}.get(pos, np.abs(n) + 0.5)
