@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import InputError
 
 __all__ = ["KernelCost", "Noise", "Power", "Accelerator", "HostCpu", "OnChipMemory", "McuMemory", "Thermal",
-           "BitSerial", "SimProfile", "load_profile", "profile_names", "PROFILE_DIR"]
+           "BitSerial", "SimProfile", "load_profile", "base_profile", "profile_names", "PROFILE_DIR"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -163,6 +163,27 @@ class SimProfile(_Frozen):
     def cost(self, kernel_class: str) -> KernelCost:
         return self.kernels.get(kernel_class) or self.kernels["default"]
 
+    def scaled(self, factors: dict[str, float]) -> SimProfile:
+        """The profile with its cost terms scaled (calibration factors, see
+        :mod:`farm.sim.published`): ``compute`` divides every MAC rate, ``memory`` every
+        bandwidth, ``overhead`` multiplies per-kernel and per-inference costs, ``link``
+        divides the host-link and parameter-streaming bandwidths."""
+        sc, sm, so, sl = (float(factors.get(t, 1.0)) for t in ("compute", "memory", "overhead", "link"))
+
+        def k(c: KernelCost) -> KernelCost:
+            return c.model_copy(update={"gmacs": c.gmacs / sc if c.gmacs else 0.0,
+                                        "gbs": c.gbs / sm if c.gbs else 0.0, "overhead_us": c.overhead_us * so})
+
+        upd: dict[str, Any] = {"kernels": {n: k(c) for n, c in self.kernels.items()},
+                               "invoke_overhead_us": self.invoke_overhead_us * so}
+        if self.accelerator is not None:
+            upd["accelerator"] = self.accelerator.model_copy(update={
+                "transfer_gbs": self.accelerator.transfer_gbs / sl,
+                "transfer_overhead_us": self.accelerator.transfer_overhead_us * sl})
+        if self.onchip is not None:
+            upd["onchip"] = self.onchip.model_copy(update={"link_gbs": self.onchip.link_gbs / sl})
+        return self.model_copy(update=upd)
+
     @property
     def placement_name(self) -> str:
         """What the breakdown calls work done by the profile's own kernels."""
@@ -175,6 +196,20 @@ def profile_names() -> list[str]:
 
 @lru_cache(maxsize=64)
 def load_profile(name: str) -> SimProfile:
+    """The profile as simulated devices use it: its costs with the calibration's fitted
+    scale factors (``calibration.scales``) applied."""
+    base = base_profile(name)
+    scales = base.calibration.get("scales")
+    if not scales:
+        return base
+    if not isinstance(scales, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in scales.values()):
+        raise InputError(f"{PROFILE_DIR / (name + '.yaml')}: field 'calibration.scales': positive numbers by term expected")
+    return base.scaled(scales)
+
+
+@lru_cache(maxsize=64)
+def base_profile(name: str) -> SimProfile:
+    """The profile file as written: physically set costs before calibration scaling."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
