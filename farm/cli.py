@@ -413,31 +413,85 @@ def jobs_run() -> None:
 
 
 @zoo_app.command("list")
-def zoo_list() -> None:
-    """List the built-in example models."""
+def zoo_list(json_out: bool = typer.Option(False, "--json", help="One JSON object per model.")) -> None:
+    """List the demo models and the reference networks (with MACs and params at their defaults)."""
+    from .zoo.nets import NETS
     from .zoo.onnx_models import DEMO_MODELS
 
-    for name in DEMO_MODELS:
-        out.print(name)
+    rows: list[dict[str, Any]] = [{"name": n, "kind": "demo", "description": "small example model (ONNX)"}
+                                  for n in DEMO_MODELS]
+    for name, spec in NETS.items():
+        g = spec.builder(**spec.fixed)
+        rows.append({"name": name, "kind": "net", "description": spec.description, "macs": g.macs,
+                     "params": g.params, "input_shape": list(g.inputs[0].shape),
+                     "options": spec.options()})
+    if json_out:
+        _emit_json(rows)
+        return
+    table = Table(title="zoo (hwfarm zoo export NAME [--set key=value])", title_justify="left")
+    for col in ("name", "kind", "MMACs", "params", "input", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["kind"], f"{r['macs'] / 1e6:.1f}" if "macs" in r else "",
+                      f"{r['params']:,}" if "params" in r else "",
+                      "×".join(map(str, r["input_shape"])) if "input_shape" in r else "", r["description"])
+    out.print(table)
 
 
 @zoo_app.command("export")
 def zoo_export(
-    names: list[str] = typer.Argument(..., help="Model names (see `hwfarm zoo list`), or 'all'."),
+    names: list[str] = typer.Argument(..., help="Model names (see `hwfarm zoo list`), or 'all' (the demo models)."),
     out_dir: Path = typer.Option(Path("."), "--out-dir", "-o", help="Directory for the .onnx files."),
+    sets: list[str] = typer.Option([], "--set", help="Option of the reference nets named, key=value "
+                                   "(e.g. alpha=0.5, resolution=160, classes=10); repeatable."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights of reference nets."),
 ) -> None:
-    """Write built-in example models as ONNX files."""
+    """Write demo models and reference networks as ONNX files (random weights: for latency, not accuracy)."""
+    from .zoo.nets import NETS, build_net
     from .zoo.onnx_models import DEMO_MODELS, export_demo_model
 
     chosen = list(DEMO_MODELS) if names == ["all"] else names
     for name in chosen:
-        if name not in DEMO_MODELS:
-            raise InputError(f"unknown zoo model {name!r}; known: {', '.join(DEMO_MODELS)}")
+        if name not in DEMO_MODELS and name not in NETS:
+            raise InputError(f"unknown zoo model {name!r}; known: {', '.join([*DEMO_MODELS, *NETS])}")
+    options = _parse_sets(sets)
+    if options and not any(n in NETS for n in chosen):
+        raise InputError("--set applies to reference nets only (see `hwfarm zoo list`)")
+    graphs = {n: build_net(n, **options) for n in chosen if n in NETS}  # every error before any file
+    for g in graphs.values():
+        if g.inputs[0].dtype != "float32":
+            raise InputError(f"{g.name}: only float32 nets export to ONNX (dtype={g.inputs[0].dtype})")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in chosen:
-        path = out_dir / f"{name}.onnx"
-        export_demo_model(name, path)
+        if name in DEMO_MODELS:
+            path = out_dir / f"{name}.onnx"
+            export_demo_model(name, path)
+        else:
+            suffix = "".join(f"_{k}-{v}" for k, v in sorted(options.items()))
+            path = _write_onnx(graphs[name], out_dir / f"{name}{suffix}.onnx", seed=seed)
         out.print(str(path))
+
+
+def _write_onnx(graph: Any, path: Path, *, seed: int = 0) -> Path:
+    """Export a graph to ONNX and write it atomically (no partial file on failure)."""
+    import os
+    import tempfile
+
+    import onnx
+
+    from .onnx_export import graph_to_onnx
+
+    model = graph_to_onnx(graph, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 # ---------------------------------------------------------------------------- plugins, entry point
