@@ -43,7 +43,8 @@ def list_profiles(as_json: bool = typer.Option(False, "--json")) -> None:
     rows = [load_profile(n) for n in profile_names()]
     if as_json:
         print(json.dumps([{"name": p.name, "device_class": p.device_class, "description": p.description,
-                           "dtypes": list(p.dtypes), "calibration": p.calibration} for p in rows]))
+                           "dtypes": list(p.dtypes), "features": p.features(), "sources": list(p.sources),
+                           "calibration": p.calibration} for p in rows]))
         return
     for p in rows:
         print(f"{p.name:14} {p.device_class:24} {p.description}")

@@ -58,9 +58,12 @@ class SimDevice:
 
     def check(self) -> Health:
         p = self.profile
-        return Health(self.name, "ok", f"simulated: {p.description}",
-                      {"profile": p.name, "device_class": p.device_class, "dtypes": list(p.dtypes),
-                       "simulated": True, "calibration": p.calibration})
+        facts: dict[str, Any] = {"profile": p.name, "device_class": p.device_class, "dtypes": list(p.dtypes),
+                                 "simulated": True, "features": p.features(),
+                                 "calibration": {k: v for k, v in p.calibration.items() if k != "figures"}}
+        if self.temperature_c is not None:
+            facts["temperature_c"] = round(self.temperature_c, 2)
+        return Health(self.name, "ok", f"simulated: {p.description}", facts)
 
     def _heat(self, seconds: float, busy: bool) -> None:
         th = self.profile.thermal

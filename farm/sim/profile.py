@@ -184,6 +184,23 @@ class SimProfile(_Frozen):
             upd["onchip"] = self.onchip.model_copy(update={"link_gbs": self.onchip.link_gbs / sl})
         return self.model_copy(update=upd)
 
+    def features(self) -> list[str]:
+        """What the profile models beyond kernel costs, in words (``sim list``, ``devices check``)."""
+        out = []
+        if self.accelerator is not None:
+            out.append(f"accelerator {self.accelerator.name} with CPU fallback ({self.accelerator.fallback})")
+        if self.onchip is not None:
+            out.append(f"{self.onchip.sram_kb:g} KB on-chip parameter SRAM")
+        if self.mcu is not None:
+            out.append(f"MCU limits: {self.mcu.sram_kb:g} KB SRAM, {self.mcu.flash_kb:g} KB flash")
+        if self.bitserial is not None:
+            out.append("bit-serial (w_bits x a_bits)")
+        if self.thermal is not None:
+            out.append(f"thermal throttling above {self.thermal.throttle_c:g} C")
+        if self.power is not None:
+            out.append("energy")
+        return out
+
     @property
     def placement_name(self) -> str:
         """What the breakdown calls work done by the profile's own kernels."""
