@@ -75,6 +75,7 @@ def calibrate(
     others = [p.name for p in chosen if p.calibration.get("dataset") != "nb201-latency"]
     reports = _calibrate_nb201(nb201, data, refit, limit, as_json) if nb201 else []
     pub = [_calibrate_published(n, published, refit) for n in others]
+    pub += [_check_published(n, published) for n in nb201 if load_profile(n).calibration.get("checks")]
     if as_json:
         print(json.dumps({"targets": TARGETS, "profiles": reports + pub}))
     else:
@@ -122,6 +123,17 @@ def _calibrate_published(name: str, table: Path | None, refit: bool) -> dict[str
         out["fit"] = {k: round(v, 4) for k, v in factors.items()}
         _write_published_fit(PROFILE_DIR / f"{name}.yaml", factors, out)
     return out
+
+
+def _check_published(name: str, table: Path | None) -> dict[str, Any]:
+    """Published figures an NB201-calibrated profile is compared with, not fitted on."""
+    from .profile import load_profile
+    from .published import figure_report, load_figures, summary
+
+    p = load_profile(name)
+    rows = figure_report(p, load_figures(p, table, key="checks"))
+    return {"profile": name, "target": "published-latency (check, not fitted)", "n_figures": len(rows),
+            **summary(rows), "figures": rows}
 
 
 def _write_published_fit(path: Path, factors: dict[str, float], out: dict[str, Any]) -> None:

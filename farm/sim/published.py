@@ -97,15 +97,17 @@ def _read_rows(table: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def load_figures(profile: SimProfile, table: Path | None) -> list[Figure]:
-    """The profile's calibration figures with their published values (CSV rows resolved)."""
+def load_figures(profile: SimProfile, table: Path | None, *, key: str = "figures") -> list[Figure]:
+    """The profile's calibration figures with their published values (CSV rows resolved).
+    ``key="checks"``: the figures a profile is compared with but not fitted on (the
+    NB201-calibrated CPU profiles against published ImageNet-size latencies)."""
     from ..zoo.nets import build_net
 
-    specs = profile.calibration.get("figures") or []
+    specs = profile.calibration.get(key) or []
     rows: list[dict[str, str]] | None = None
     out = []
     for i, spec in enumerate(specs):
-        where = f"profile {profile.name!r} calibration figure #{i + 1}"
+        where = f"profile {profile.name!r} calibration {key[:-1]} #{i + 1}"
         if not isinstance(spec, dict):
             raise InputError(f"{where}: must be a mapping")
         try:
