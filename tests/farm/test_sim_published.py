@@ -84,3 +84,13 @@ def test_bad_figure_specs_are_one_line_input_errors(tmp_path):
 def test_profile_without_a_target_is_refused():
     p = run_cli("sim", "calibrate", "-p", "nope")
     assert p.returncode == 2 and "unknown simulator profile 'nope'" in p.stderr
+
+
+@needs_table
+def test_nb201_cpu_profiles_carry_published_checks_not_fits():
+    from farm.sim.commands import _check_published
+
+    r = _check_published("raspi4", TABLE)
+    assert r["target"].endswith("(check, not fitted)") and r["n_figures"] == 4
+    assert [f["published_ms"] for f in r["figures"]] == [124.32, 534.11, 61.17, 262.83]  # ncnn rows of the table
+    assert "scales" not in load_profile("raspi4").calibration  # NB201 fit untouched by the checks
