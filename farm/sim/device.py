@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
 from ..workload import Workload
-from .model import CompileError, OutOfMemoryError, simulate
+from .model import CompileError, OutOfMemoryError, simulate, with_bit_widths
 from .profile import load_profile
 
 __all__ = ["SimDevice"]
@@ -78,13 +78,43 @@ class SimDevice:
             return 1.0
         return th.throttle_clock
 
-    def run(self, workload: Workload, settings: Settings) -> Measurement:
+    def _graph(self, workload: Workload) -> Any:
+        """The workload's graph; for bit-serial profiles with per-layer bit widths from an ONNX
+        file's metadata: key ``hwfarm.bit_widths``, JSON ``{"*": [w, a], "node name": [w, a]}``
+        (ONNX has no place for them on the nodes themselves)."""
+        graph = workload.graph
+        if self.profile.bitserial is None or workload.format != "onnx" or not workload.data:
+            return graph
+        import json
+
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load_model_from_string(workload.data).metadata_props}
+        spec = props.get("hwfarm.bit_widths")
+        if spec is None:
+            return graph
         label = workload.path or workload.name
         try:
-            result = simulate(workload.graph, self.profile, threads=settings.threads)
+            table = json.loads(spec)
+            default = table.pop("*", None)
+            per_node = {str(k): (int(v[0]), int(v[1])) for k, v in table.items()}
+            w, a = (int(default[0]), int(default[1])) if default is not None else (None, None)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise InputError(f"{label}: metadata 'hwfarm.bit_widths' must be JSON like "
+                             '{"*": [4, 4], "conv1": [8, 8]}') from None
+        try:
+            return with_bit_widths(graph, w, a, per_node=per_node)
+        except InputError as err:
+            raise InputError(f"{label}: metadata 'hwfarm.bit_widths': {err}") from None
+
+    def run(self, workload: Workload, settings: Settings) -> Measurement:
+        label = workload.path or workload.name
+        graph = self._graph(workload)
+        try:
+            result = simulate(graph, self.profile, threads=settings.threads)
         except (CompileError, OutOfMemoryError) as err:
-            raise type(err)(f"{label}: {err}" if not str(err).startswith(f"{workload.graph.name}:")
-                            else f"{label}{str(err)[len(workload.graph.name):]}") from None
+            raise type(err)(f"{label}: {err}" if not str(err).startswith(f"{graph.name}:")
+                            else f"{label}{str(err)[len(graph.name):]}") from None
         th = self.profile.thermal
         if th is not None and self._jobs:
             self._heat(th.idle_between_jobs_s, busy=False)

@@ -173,3 +173,19 @@ def test_bitfusion_reads_bit_widths_from_the_graph(tmp_path):
     first = g.nodes[0].name
     mixed = simulate(with_bit_widths(g, 2, 2, per_node={first: (8, 8)}), p)
     assert mixed.kernels[0].w_bits == 8 and mixed.kernels[1].w_bits == 2 and t2 < mixed.latency_ms < t4
+
+
+def test_bitfusion_takes_per_layer_bit_widths_from_onnx_metadata(cli, tmp_path):
+    plain = qlinear_net(size=32, cout=64)
+    low = qlinear_net(size=32, cout=64)
+    helper.set_model_props(low, {"hwfarm.bit_widths": json.dumps({"*": [2, 2], "conv1": [8, 8]})})
+    a = json.loads(cli("profile", save(tmp_path, "p.onnx", plain), "--device", "sim-bitfusion", "--json", *FAST).stdout)
+    b = json.loads(cli("profile", save(tmp_path, "l.onnx", low), "--device", "sim-bitfusion", "--json", *FAST).stdout)
+    bits = {k["name"]: (k.get("w_bits"), k.get("a_bits")) for k in b["kernels"]}
+    assert bits["conv1"] == (8, 8) and bits["conv2"] == (2, 2)
+    assert {k["name"]: k.get("w_bits") for k in a["kernels"]}["conv2"] == 8  # int8 default
+    assert b["latency_ms"] < a["latency_ms"]
+    bad = qlinear_net()
+    helper.set_model_props(bad, {"hwfarm.bit_widths": json.dumps({"nope": [2, 2]})})
+    p = cli("profile", save(tmp_path, "bad.onnx", bad), "--device", "sim-bitfusion")
+    assert p.returncode == 2 and "no node named 'nope'" in " ".join(p.stderr.split())
