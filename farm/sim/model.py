@@ -11,9 +11,21 @@
    ``macs_aligned`` rounds input and output channels up to the vector width, which makes
    latency step at multiples of it, as real SIMD/tiled kernels do. The compute term scales
    with threads by Amdahl's law.
-3. **Energy** = static power × time + dynamic power × compute time + energy per byte moved.
+3. **Placement** (accelerator profiles): a kernel runs on the accelerator when its ops and
+   dtype are supported, else on the profile's host CPU cost model; every tensor crossing
+   between them costs a transfer. With ``fallback: rest_of_graph`` (Edge TPU) everything
+   after the first unsupported kernel runs on the CPU. A model with no kernel the
+   accelerator can take (a float model on an int8-only chip) does not compile.
+4. **On-chip memory**: parameters beyond the accelerator's SRAM stream over the link
+   (DRAM/USB) on every inference. **MCUs**: peak SRAM by tensor liveness and flash =
+   weights + runtime; over either limit is an out-of-memory failure.
+5. **Bit-serial** (BitFusion): compute time scales with ⌈w_bits/2⌉·⌈a_bits/2⌉. Bit widths
+   live in the IR as node attrs ``w_bits`` / ``a_bits`` (see :func:`with_bit_widths`);
+   without them a node's dtype width is used (int8 → 8).
+6. **Energy** = static power × time + dynamic power × compute time + energy per byte moved
+   (DRAM) + energy per byte over the host link.
 
-Everything here is a pure function of (graph, profile, threads).
+Everything here is a pure function of (graph, profile, threads, clock).
 """
 
 from __future__ import annotations
@@ -21,11 +33,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..graph import Graph, Node
-from .profile import SimProfile
+from ..errors import ModelError
+from ..graph import DTYPE_BYTES, Graph, Node
+from .profile import KernelCost, SimProfile
 
-__all__ = ["Kernel", "KernelTime", "SimResult", "kernel_class", "live_nodes", "form_kernels", "kernel_latency_ms",
-           "simulate"]
+__all__ = ["Kernel", "KernelTime", "SimResult", "CompileError", "OutOfMemoryError", "kernel_class", "live_nodes",
+           "form_kernels", "kernel_latency_ms", "simulate", "peak_sram_kb", "flash_kb", "with_bit_widths",
+           "bit_widths", "place_kernels"]
+
+
+class CompileError(ModelError):
+    """The device's compiler refuses the model (e.g. a float model on an int8-only chip).
+    Not retried; the CLI exits 1 (a device refusal, not a broken file)."""
+
+    exit_code = 1
+
+
+class OutOfMemoryError(ModelError):
+    """The model does not fit the device's SRAM or flash. Not retried; exit 1."""
+
+    exit_code = 1
 
 _ACT = {"Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Relu6"}
 _ELTWISE = {"Add", "Mul", "Sub", "Div", "Sum", "Max", "Min"}
@@ -70,14 +97,36 @@ class Kernel:
     macs: int
     macs_aligned: float
     bytes: int
+    weight_bytes: int = 0
+    inputs: tuple[tuple[str, int], ...] = ()  # activation tensors read from outside the kernel: (name, bytes)
+    outputs: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
 class KernelTime:
     kernel: Kernel
-    latency_ms: float
+    latency_ms: float  # everything below, transfers of its inputs included
     compute_ms: float
     placement: str = "cpu"
+    memory_ms: float = 0.0
+    overhead_ms: float = 0.0
+    transfer_ms: float = 0.0  # moving inputs across host ↔ accelerator
+    stream_ms: float = 0.0  # parameters streamed past the on-chip SRAM
+    bytes: int = 0  # DRAM bytes (bit-width adjusted)
+    link_bytes: int = 0  # bytes over the host link (transfers + streamed parameters)
+    w_bits: int | None = None
+    a_bits: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        d: dict[str, object] = {"name": self.kernel.name, "ops": list(self.kernel.ops), "class": self.kernel.kernel_class,
+                                "dtype": self.kernel.dtype, "latency_ms": self.latency_ms, "placement": self.placement}
+        if self.transfer_ms:
+            d["transfer_ms"] = self.transfer_ms
+        if self.stream_ms:
+            d["stream_ms"] = self.stream_ms
+        if self.w_bits is not None:
+            d["w_bits"], d["a_bits"] = self.w_bits, self.a_bits
+        return d
 
 
 @dataclass(frozen=True)
@@ -85,6 +134,31 @@ class SimResult:
     latency_ms: float
     kernels: tuple[KernelTime, ...]
     energy_mj: float | None
+    invoke_ms: float = 0.0
+    output_transfer_ms: float = 0.0  # results back to the host
+    peak_sram_kb: float | None = None  # MCU profiles
+    flash_kb: float | None = None
+    accelerated: bool = False  # the profile has an accelerator with a host CPU for fallbacks
+
+    def sums(self) -> dict[str, float]:
+        """Latency split into the terms calibration scales: the profile's own kernels'
+        compute, memory and overhead (with the invoke cost), the host link, and host-CPU time."""
+        own = [k for k in self.kernels if k.placement != "cpu" or not self.accelerated]
+        host = [k for k in self.kernels if k.placement == "cpu" and self.accelerated]
+        return {
+            "compute": sum(k.compute_ms for k in own),
+            "memory": sum(k.memory_ms for k in own),
+            "overhead": sum(k.overhead_ms for k in own) + self.invoke_ms,
+            "link": sum(k.transfer_ms + k.stream_ms for k in self.kernels) + self.output_transfer_ms,
+            "host": sum(k.compute_ms + k.memory_ms + k.overhead_ms for k in host),
+        }
+
+    @property
+    def fallback_ops(self) -> list[str]:
+        """Names of the nodes that fell back to the host CPU (accelerator profiles)."""
+        if not self.accelerated:
+            return []
+        return [n for k in self.kernels if k.placement == "cpu" for n in k.kernel.nodes]
 
 
 def _aligned_macs(node: Node, width: int) -> float:
@@ -187,36 +261,238 @@ def form_kernels(graph: Graph, fusion: tuple[tuple[str, ...], ...], vector_width
         inner = {g.outputs[0].name for g in group[:-1]}
         moved = sum(t.nbytes for g in group for t in g.inputs if t.name not in inner)
         moved += sum(t.nbytes for t in group[-1].outputs)
+        wbytes = sum(t.nbytes for g in group for t in g.inputs if t.name in g.weights)
+        ins = tuple(dict.fromkeys((t.name, t.nbytes) for g in group for t in g.inputs
+                                  if t.name not in inner and t.name not in g.weights))
         head = group[0]
         kernels.append(Kernel(
             name=head.name, ops=tuple(g.op for g in group), nodes=tuple(g.name for g in group),
             kernel_class=kernel_class(head), dtype=head.dtype, macs=sum(g.macs for g in group),
             macs_aligned=sum(_aligned_macs(g, vector_width) for g in group), bytes=moved,
+            weight_bytes=wbytes, inputs=ins, outputs=tuple((t.name, t.nbytes) for t in group[-1].outputs),
         ))
         i += length
     return kernels
 
 
+def _cost(k: Kernel, kernels: dict[str, KernelCost]) -> KernelCost:
+    return kernels.get(f"{k.kernel_class}@{k.dtype}") or kernels.get(k.kernel_class) or kernels["default"]
+
+
 def kernel_latency_ms(k: Kernel, profile: SimProfile, threads: int = 1) -> tuple[float, float]:
-    """(total, compute) milliseconds of one kernel."""
-    c = profile.kernels.get(f"{k.kernel_class}@{k.dtype}") or profile.cost(k.kernel_class)
+    """(total, compute) milliseconds of one kernel on the profile's own compute units."""
+    c = _cost(k, profile.kernels)
     compute = k.macs_aligned / (c.gmacs * 1e6) if c.gmacs > 0 else 0.0
+    compute *= profile.dtype_scale.get(k.dtype, 1.0)
     t = max(1, min(threads, profile.threads_max))
     compute *= (1 - profile.parallel_fraction) + profile.parallel_fraction / t
     memory = k.bytes / (c.gbs * 1e6) if c.gbs > 0 else 0.0
     return compute + memory + c.overhead_us / 1e3, compute
 
 
-def simulate(graph: Graph, profile: SimProfile, *, threads: int = 1) -> SimResult:
-    """Noise-free latency (ms), per-kernel breakdown and energy (mJ, None without a power model)."""
+def _dtype_bits(dtype: str) -> int:
+    return max(1, int(round(DTYPE_BYTES.get(dtype, 4) * 8)))
+
+
+def bit_widths(node: Node) -> tuple[int, int]:
+    """(weight bits, activation bits) of a node: attrs ``w_bits`` / ``a_bits``, else its dtype's width."""
+    default = _dtype_bits(node.dtype)
+    return int(node.attrs.get("w_bits", default)), int(node.attrs.get("a_bits", default))
+
+
+def with_bit_widths(graph: Graph, w_bits: int | None = None, a_bits: int | None = None, *,
+                    per_node: dict[str, tuple[int, int]] | None = None) -> Graph:
+    """A copy of ``graph`` whose MAC nodes carry ``w_bits`` / ``a_bits`` attrs: ``per_node``
+    maps node names to (w, a); other MAC nodes get the defaults when given. This is how a
+    mixed-precision model is described to the bit-serial (BitFusion) profile."""
+    from ..errors import InputError
+
+    per_node = dict(per_node or {})
+    for name, (w, a) in list(per_node.items()) + [("default", (w_bits or 8, a_bits or 8))]:
+        if not (1 <= int(w) <= 32 and 1 <= int(a) <= 32):
+            raise InputError(f"bit widths for {name!r} must be 1..32, got w={w} a={a}")
+    unknown = set(per_node) - {n.name for n in graph.nodes}
+    if unknown:
+        raise InputError(f"with_bit_widths: no node named {sorted(unknown)[0]!r} in graph {graph.name!r}")
+    nodes = []
+    for n in graph.nodes:
+        bits = per_node.get(n.name)
+        if bits is None and n.macs and (w_bits is not None or a_bits is not None):
+            dw, da = bit_widths(n)
+            bits = (w_bits or dw, a_bits or da)
+        nodes.append(replace(n, attrs={**n.attrs, "w_bits": int(bits[0]), "a_bits": int(bits[1])}) if bits else n)
+    return replace(graph, nodes=tuple(nodes))
+
+
+def peak_sram_kb(graph: Graph) -> tuple[float, str]:
+    """Peak of live activation memory over the topological order (KB) and the node where
+    it peaks. A tensor is live from the node that produces it (graph inputs: from the start)
+    to its last consumer (graph outputs: to the end); weights live in flash."""
+    last_use: dict[str, int] = {}
+    produced = {t.name for t in graph.inputs}
+    for i, n in enumerate(graph.nodes):
+        for t in n.inputs:
+            if t.name not in n.weights:
+                last_use[t.name] = i
+        produced.update(t.name for t in n.outputs)
+    end = len(graph.nodes)
+    for t in graph.outputs:
+        last_use[t.name] = end
+    live = {t.name: t.nbytes for t in graph.inputs}
+    peak, where = float(sum(live.values())), graph.nodes[0].name if graph.nodes else ""
+    for i, n in enumerate(graph.nodes):
+        for t in n.outputs:
+            live[t.name] = t.nbytes
+        cur = float(sum(live.values()))
+        if cur > peak:
+            peak, where = cur, n.name
+        for name in [x for x in live if last_use.get(x, -1) <= i]:
+            del live[name]
+    return peak / 1024, where
+
+
+def flash_kb(graph: Graph) -> float:
+    """Bytes of all weights (each initializer once), in KB."""
+    seen: dict[str, int] = {}
+    for n in graph.nodes:
+        for t in n.inputs:
+            if t.name in n.weights:
+                seen[t.name] = t.nbytes
+    return sum(seen.values()) / 1024
+
+
+def _kernel_dtype_ok(k: Kernel, dtypes: tuple[str, ...]) -> bool:
+    return k.macs == 0 or k.dtype in dtypes
+
+
+def place_kernels(kernels: list[Kernel], profile: SimProfile) -> list[str]:
+    """Where each kernel runs: the accelerator's name, or ``cpu`` for fallbacks."""
+    acc = profile.accelerator
+    if acc is None:
+        return [profile.placement_name] * len(kernels)
+    out: list[str] = []
+    fallen = False
+    for k in kernels:
+        ok = not fallen and all(acc.supports_op(op) for op in k.ops) and _kernel_dtype_ok(k, profile.dtypes)
+        if not ok and acc.fallback == "rest_of_graph":
+            fallen = True
+        out.append(acc.name if ok else "cpu")
+    return out
+
+
+def _check_compiles(graph: Graph, kernels: list[Kernel], placement: list[str], profile: SimProfile) -> None:
+    dtypes = ", ".join(profile.dtypes)
+    if profile.accelerator is None:
+        for n in graph.nodes:
+            if n.macs and n.dtype not in profile.dtypes:
+                raise CompileError(f"{profile.name} cannot compile node {n.name!r} ({n.op}, {n.dtype}); "
+                                   f"it runs {dtypes} only")
+        return
+    mac = [(k, p) for k, p in zip(kernels, placement, strict=True) if k.macs]
+    if mac and not any(p != "cpu" for _, p in mac):
+        k = mac[0][0]
+        why = (f"it runs {dtypes} models only (first compute node {k.name!r} is {k.dtype})"
+               if not _kernel_dtype_ok(k, profile.dtypes) else f"no compute op of the model is supported (first: {k.ops[0]})")
+        raise CompileError(f"{profile.name} cannot compile the model: {why}; quantize it fully to int8"
+                           if "int8" in profile.dtypes and len(profile.dtypes) == 1 else
+                           f"{profile.name} cannot compile the model: {why}")
+
+
+def _check_fits(graph: Graph, profile: SimProfile, name: str) -> tuple[float | None, float | None]:
+    m = profile.mcu
+    if m is None:
+        return None, None
+    peak, where = peak_sram_kb(graph)
+    sram = peak + m.runtime_sram_kb
+    flash = flash_kb(graph) + m.runtime_flash_kb
+    if sram > m.sram_kb:
+        raise OutOfMemoryError(f"{name}: out of memory on {profile.name}: peak SRAM {sram:.1f} KB (activations "
+                               f"{peak:.1f} KB at node {where!r} + runtime {m.runtime_sram_kb:g} KB) exceeds the "
+                               f"{m.sram_kb:g} KB limit")
+    if flash > m.flash_kb:
+        raise OutOfMemoryError(f"{name}: out of memory on {profile.name}: flash {flash:.1f} KB (weights "
+                               f"{flash - m.runtime_flash_kb:.1f} KB + runtime {m.runtime_flash_kb:g} KB) exceeds the "
+                               f"{m.flash_kb:g} KB limit")
+    return sram, flash
+
+
+def simulate(graph: Graph, profile: SimProfile, *, threads: int = 1, clock: float = 1.0) -> SimResult:
+    """Noise-free latency (ms), per-kernel breakdown and energy (mJ, None without a power model).
+
+    ``clock`` (0, 1] is the fraction of the nominal clock (thermal throttling): compute
+    time is divided by it. Raises :class:`CompileError` for what the device cannot compile
+    and :class:`OutOfMemoryError` for what does not fit an MCU."""
+    sram, flash = _check_fits(graph, profile, graph.name)
+    kernels = form_kernels(graph, profile.fusion, profile.vector_width, fold_constants=profile.fold_constants)
+    placement = place_kernels(kernels, profile)
+    _check_compiles(graph, kernels, placement, profile)
+    acc, bs = profile.accelerator, profile.bitserial
+    nodes = {n.name: n for n in graph.nodes}
+    on_host = {t.name for t in graph.inputs}  # tensors resident on the host side
+    on_acc: set[str] = set()
+    sram_left = profile.onchip.sram_kb * 1024 if profile.onchip else 0.0
     times = []
-    for k in form_kernels(graph, profile.fusion, profile.vector_width, fold_constants=profile.fold_constants):
-        total, compute = kernel_latency_ms(k, profile, threads)
-        times.append(KernelTime(k, total, compute))
-    latency = profile.invoke_overhead_us / 1e3 + sum(t.latency_ms for t in times)
+    for k, where in zip(kernels, placement, strict=True):
+        head = nodes.get(k.nodes[0])
+        own = acc is None or where != "cpu"  # on the profile's own compute units (not a host fallback)
+        w_bits = a_bits = None
+        scale = 1.0
+        nbytes = k.bytes
+        if bs is not None and own and head is not None and k.macs:
+            w_bits, a_bits = bit_widths(head)
+            if max(w_bits, a_bits) > bs.max_bits:
+                raise CompileError(f"{profile.name} cannot run node {head.name!r} at w={w_bits}/a={a_bits} bits; "
+                                   f"at most {bs.max_bits} bits")
+            b = bs.brick_bits
+            rw, ra = bs.reference_bits
+            scale = (math.ceil(w_bits / b) * math.ceil(a_bits / b)) / (math.ceil(rw / b) * math.ceil(ra / b))
+            base = _dtype_bits(k.dtype)
+            nbytes = int(k.weight_bytes * w_bits / base + (k.bytes - k.weight_bytes) * a_bits / base)
+        if not own and profile.host is not None:
+            c = _cost(k, profile.host.kernels)
+            compute = k.macs_aligned / (c.gmacs * 1e6) if c.gmacs > 0 else 0.0
+            memory = k.bytes / (c.gbs * 1e6) if c.gbs > 0 else 0.0
+            overhead = c.overhead_us / 1e3
+        else:
+            c = _cost(k, profile.kernels)
+            compute = k.macs_aligned * scale / (c.gmacs * 1e6) if c.gmacs > 0 else 0.0
+            compute *= profile.dtype_scale.get(k.dtype, 1.0)
+            t = max(1, min(threads, profile.threads_max))
+            compute *= (1 - profile.parallel_fraction) + profile.parallel_fraction / t
+            memory = nbytes / (c.gbs * 1e6) if c.gbs > 0 else 0.0
+            overhead = c.overhead_us / 1e3
+        compute /= clock
+        transfer_ms, link = 0.0, 0
+        if acc is not None:
+            here, there = (on_host, on_acc) if where == "cpu" else (on_acc, on_host)
+            for name, size in k.inputs:
+                if name not in here and (name in there):
+                    transfer_ms += acc.transfer_overhead_us / 1e3 + size / (acc.transfer_gbs * 1e6)
+                    link += size
+                    here.add(name)
+            here.update(name for name, _ in k.outputs)
+        stream_ms = 0.0
+        if profile.onchip is not None and own and k.weight_bytes:
+            cached = min(sram_left, k.weight_bytes)
+            sram_left -= cached
+            streamed = k.weight_bytes - cached
+            if streamed:
+                stream_ms = streamed / (profile.onchip.link_gbs * 1e6)
+                link += int(streamed)
+        total = compute + memory + overhead + transfer_ms + stream_ms
+        times.append(KernelTime(k, total, compute, where, memory, overhead, transfer_ms, stream_ms,
+                                nbytes if own else k.bytes, link, w_bits, a_bits))
+    out_ms = 0.0
+    if acc is not None:
+        for o in graph.outputs:
+            if o.name not in on_host:
+                out_ms += acc.transfer_overhead_us / 1e3 + o.nbytes / (acc.transfer_gbs * 1e6)
+    invoke = profile.invoke_overhead_us / 1e3
+    latency = invoke + sum(t.latency_ms for t in times) + out_ms
     energy = None
     if profile.power is not None:
         p = profile.power
+        link_bytes = sum(t.link_bytes for t in times) + sum(o.nbytes for o in graph.outputs if out_ms)
         energy = (p.static_w * latency + p.dynamic_w * sum(t.compute_ms for t in times)
-                  + p.pj_per_byte * sum(t.kernel.bytes for t in times) * 1e-9)
-    return SimResult(latency, tuple(times), energy)
+                  + p.pj_per_byte * sum(t.bytes for t in times) * 1e-9 + p.link_pj_per_byte * link_bytes * 1e-9)
+    return SimResult(latency, tuple(times), energy, invoke, out_ms, sram, flash, acc is not None)

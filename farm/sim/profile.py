@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import InputError
 
-__all__ = ["KernelCost", "Noise", "Power", "SimProfile", "load_profile", "profile_names", "PROFILE_DIR"]
+__all__ = ["KernelCost", "Noise", "Power", "Accelerator", "HostCpu", "OnChipMemory", "McuMemory", "Thermal",
+           "BitSerial", "SimProfile", "load_profile", "base_profile", "profile_names", "PROFILE_DIR"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -36,9 +37,93 @@ class Noise(_Frozen):
 
 
 class Power(_Frozen):
+    """Energy (mJ) = static_w · latency + dynamic_w · compute time + pj_per_byte · bytes moved
+    + link_pj_per_byte · bytes over the host link (transfers, streamed parameters)."""
+
     static_w: float = Field(ge=0)
     dynamic_w: float = Field(ge=0)  # extra power while computing at full rate
     pj_per_byte: float = Field(0.0, ge=0)  # DRAM traffic energy
+    link_pj_per_byte: float = Field(0.0, ge=0)  # USB/PCIe/shared-memory traffic energy
+
+
+class Accelerator(_Frozen):
+    """Placement: which kernels the accelerator runs; the rest fall back to the host CPU.
+
+    A kernel runs on the accelerator when every op in it is supported (``ops`` lists op
+    types by ONNX and TFLite name, ``None`` = every op but ``unsupported_ops``) and its
+    dtype is one of the profile's ``dtypes``. ``fallback: rest_of_graph`` is the Edge TPU
+    compiler's rule: everything after the first unsupported op runs on the CPU. Each tensor
+    crossing between host and accelerator (graph inputs and outputs included) costs
+    ``transfer_overhead_us`` plus its bytes at ``transfer_gbs``."""
+
+    name: str = Field(min_length=1)  # placement label in the breakdown: edgetpu, npu, gpu
+    ops: tuple[str, ...] | None = None
+    unsupported_ops: tuple[str, ...] = ()
+    fallback: Literal["per_op", "rest_of_graph"] = "per_op"
+    transfer_gbs: float = Field(gt=0)
+    transfer_overhead_us: float = Field(0.0, ge=0)
+
+    def supports_op(self, op: str) -> bool:
+        return op not in self.unsupported_ops and (self.ops is None or op in self.ops)
+
+
+class HostCpu(_Frozen):
+    """The host/companion CPU that runs fallback kernels (same cost form as ``kernels``)."""
+
+    description: str = ""
+    dtypes: tuple[str, ...] = ("float32", "int8")
+    vector_width: int = Field(4, ge=1)
+    kernels: dict[str, KernelCost]
+
+    def cost(self, kernel_class: str) -> KernelCost:
+        return self.kernels.get(kernel_class) or self.kernels["default"]
+
+
+class OnChipMemory(_Frozen):
+    """Parameters are cached on chip in graph order up to ``sram_kb``; the rest stream from
+    DRAM/USB at ``link_gbs`` on every inference (the Edge TPU's 8 MB SRAM)."""
+
+    sram_kb: float = Field(gt=0)
+    link_gbs: float = Field(gt=0)
+
+
+class McuMemory(_Frozen):
+    """MCU limits: peak SRAM = largest sum of live activation tensors over the topological
+    order + ``runtime_sram_kb``; flash = weights + ``runtime_flash_kb``. Over either limit the
+    model does not fit: an out-of-memory failure, not a slow run."""
+
+    sram_kb: float = Field(gt=0)
+    flash_kb: float = Field(gt=0)
+    runtime_sram_kb: float = Field(0.0, ge=0)
+    runtime_flash_kb: float = Field(0.0, ge=0)
+
+
+class Thermal(_Frozen):
+    """First-order thermal model carried across the runs of one device instance: while busy
+    the die heads for ``ambient_c + busy_rise_c``, while idle back to ``ambient_c``, with
+    time constant ``tau_s``; at or above ``throttle_c`` the clock drops to ``throttle_clock``
+    (compute time divided by it). ``idle_between_jobs_s`` is the idle gap between two
+    workloads (loading the next model)."""
+
+    ambient_c: float = 25.0
+    busy_rise_c: float = Field(gt=0)
+    tau_s: float = Field(gt=0)
+    throttle_c: float
+    throttle_clock: float = Field(gt=0, le=1)
+    idle_between_jobs_s: float = Field(1.0, ge=0)
+
+
+class BitSerial(_Frozen):
+    """Bit-level composable MAC array (BitFusion, Sharma et al., ISCA 2018): a fusion unit of
+    ``bricks`` BitBricks of ``brick_bits``×``brick_bits`` does ``bricks / (⌈w/b⌉·⌈a/b⌉)``
+    MACs per cycle, so compute time scales with ⌈w_bits/b⌉·⌈a_bits/b⌉. Kernel ``gmacs`` are
+    the rate at ``reference_bits`` (w, a). Bit widths come from node attrs ``w_bits`` /
+    ``a_bits`` (default: the dtype's width); tensor bytes scale with them too."""
+
+    brick_bits: int = Field(2, ge=1)
+    bricks: int = Field(16, ge=1)
+    reference_bits: tuple[int, int] = (8, 8)
+    max_bits: int = Field(16, ge=1)
 
 
 class SimProfile(_Frozen):
@@ -55,11 +140,71 @@ class SimProfile(_Frozen):
     kernels: dict[str, KernelCost]  # by kernel class (see farm.sim.model.kernel_class); "default" required
     noise: Noise = Noise()
     power: Power | None = None
+    dtype_scale: dict[str, float] = Field(default_factory=dict)  # compute-time multiplier per dtype
+    accelerator: Accelerator | None = None
+    host: HostCpu | None = None
+    onchip: OnChipMemory | None = None
+    mcu: McuMemory | None = None
+    thermal: Thermal | None = None
+    bitserial: BitSerial | None = None
     sources: tuple[str, ...] = ()
     calibration: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> SimProfile:
+        if self.accelerator is not None and self.host is None:
+            raise ValueError("an accelerator profile needs a 'host' CPU cost model for its fallback ops")
+        if self.host is not None and "default" not in self.host.kernels:
+            raise ValueError("host.kernels must define a 'default' class")
+        if any(v <= 0 for v in self.dtype_scale.values()):
+            raise ValueError("dtype_scale values must be > 0")
+        return self
+
     def cost(self, kernel_class: str) -> KernelCost:
         return self.kernels.get(kernel_class) or self.kernels["default"]
+
+    def scaled(self, factors: dict[str, float]) -> SimProfile:
+        """The profile with its cost terms scaled (calibration factors, see
+        :mod:`farm.sim.published`): ``compute`` divides every MAC rate, ``memory`` every
+        bandwidth, ``overhead`` multiplies per-kernel and per-inference costs, ``link``
+        divides the host-link and parameter-streaming bandwidths."""
+        sc, sm, so, sl = (float(factors.get(t, 1.0)) for t in ("compute", "memory", "overhead", "link"))
+
+        def k(c: KernelCost) -> KernelCost:
+            return c.model_copy(update={"gmacs": c.gmacs / sc if c.gmacs else 0.0,
+                                        "gbs": c.gbs / sm if c.gbs else 0.0, "overhead_us": c.overhead_us * so})
+
+        upd: dict[str, Any] = {"kernels": {n: k(c) for n, c in self.kernels.items()},
+                               "invoke_overhead_us": self.invoke_overhead_us * so}
+        if self.accelerator is not None:
+            upd["accelerator"] = self.accelerator.model_copy(update={
+                "transfer_gbs": self.accelerator.transfer_gbs / sl,
+                "transfer_overhead_us": self.accelerator.transfer_overhead_us * sl})
+        if self.onchip is not None:
+            upd["onchip"] = self.onchip.model_copy(update={"link_gbs": self.onchip.link_gbs / sl})
+        return self.model_copy(update=upd)
+
+    def features(self) -> list[str]:
+        """What the profile models beyond kernel costs, in words (``sim list``, ``devices check``)."""
+        out = []
+        if self.accelerator is not None:
+            out.append(f"accelerator {self.accelerator.name} with CPU fallback ({self.accelerator.fallback})")
+        if self.onchip is not None:
+            out.append(f"{self.onchip.sram_kb:g} KB on-chip parameter SRAM")
+        if self.mcu is not None:
+            out.append(f"MCU limits: {self.mcu.sram_kb:g} KB SRAM, {self.mcu.flash_kb:g} KB flash")
+        if self.bitserial is not None:
+            out.append("bit-serial (w_bits x a_bits)")
+        if self.thermal is not None:
+            out.append(f"thermal throttling above {self.thermal.throttle_c:g} C")
+        if self.power is not None:
+            out.append("energy")
+        return out
+
+    @property
+    def placement_name(self) -> str:
+        """What the breakdown calls work done by the profile's own kernels."""
+        return self.accelerator.name if self.accelerator is not None else "cpu"
 
 
 def profile_names() -> list[str]:
@@ -68,6 +213,20 @@ def profile_names() -> list[str]:
 
 @lru_cache(maxsize=64)
 def load_profile(name: str) -> SimProfile:
+    """The profile as simulated devices use it: its costs with the calibration's fitted
+    scale factors (``calibration.scales``) applied."""
+    base = base_profile(name)
+    scales = base.calibration.get("scales")
+    if not scales:
+        return base
+    if not isinstance(scales, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in scales.values()):
+        raise InputError(f"{PROFILE_DIR / (name + '.yaml')}: field 'calibration.scales': positive numbers by term expected")
+    return base.scaled(scales)
+
+
+@lru_cache(maxsize=64)
+def base_profile(name: str) -> SimProfile:
+    """The profile file as written: physically set costs before calibration scaling."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -81,7 +240,8 @@ def load_profile(name: str) -> SimProfile:
         raise InputError(f"{path}: invalid YAML: {err}") from None
     except ValidationError as err:
         e = err.errors()[0]
-        raise InputError(f"{path}: field {'.'.join(map(str, e['loc']))!r}: {e['msg']}") from None
+        where = ".".join(map(str, e["loc"])) or "(profile)"
+        raise InputError(f"{path}: field {where!r}: {e['msg']}") from None
     if "default" not in profile.kernels:
         raise InputError(f"{path}: kernels must define a 'default' class")
     return profile
