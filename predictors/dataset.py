@@ -95,8 +95,10 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Kernel
                   policy: Policy = DATASET_POLICY, subdir: str | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_cached: Callable[[int], None] | None = None,
-                  on_requeue: Callable[[list[int]], None] | None = None) -> list[SpecResult]:
-    """Measure every spec on ``device`` (stored measurements answer without a run)."""
+                  on_requeue: Callable[[list[int]], None] | None = None,
+                  force: bool = False) -> list[SpecResult]:
+    """Measure every spec on ``device``, in order (stored measurements answer without a run
+    unless ``force``)."""
     if not specs:
         return []
     open_device(device).close()  # a kind that cannot run here fails before anything is written
@@ -109,7 +111,7 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Kernel
     requeued = sched.requeue_stale()
     if requeued and on_requeue is not None:
         on_requeue(requeued)
-    subs = [sched.submit(device, w, settings) for w in workloads]
+    subs = [sched.submit(device, w, settings, force=force) for w in workloads]
     n_cached = sum(1 for s in subs if s.cached is not None)
     if on_cached is not None and n_cached:
         on_cached(n_cached)

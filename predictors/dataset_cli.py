@@ -109,16 +109,19 @@ def _requeued(ids: list[int]) -> None:
     err.print(f"re-queued {len(ids)} job(s) left running by a process that died")
 
 
-def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...] | None) -> list[Any]:
+def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...] | None,
+            repeats: int | None = None) -> list[Any]:
     from farm.measurement import Policy
 
     from .fusion import CANDIDATES, detect_fusion, fusion_tests
 
     names = candidates or tuple(CANDIDATES)
-    total = 1 + len({s.name for n in names for t in fusion_tests(n) for s in (t.head, *t.followers, t.chain)})
-    with _Bar(f"fusion tests on {spec.name}", total) as bar:
-        return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(),
-                             on_event=bar.on_event, on_requeue=_requeued)
+    # A simulated device's noise is seeded: one round says all; real devices get three.
+    rounds = repeats or (1 if spec.kind == "sim" else 3)
+    total = 2 + len({s.name for n in names for t in fusion_tests(n) for s in (t.head, *t.followers, t.chain)})
+    with _Bar(f"fusion tests on {spec.name}", total * rounds) as bar:
+        return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(), repeats=rounds,
+                             on_event=bar.on_event, on_cached=bar.on_cached, on_requeue=_requeued)
 
 
 def build(
@@ -211,6 +214,8 @@ def fusion(
                                              help="Candidates, comma-separated (default: all), e.g. conv+bn,add+relu."),
     models_dir: Optional[Path] = typer.Option(None, "--models-dir",
                                               help="Where the test models go (default: beside --db)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1,
+                                          help="Rounds of measurements (default: 3 on real devices, 1 simulated)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per candidate on stdout."),
 ) -> None:
     """Detect which op sequences the device runs as one kernel (A, B, A+B test models) and
@@ -221,7 +226,7 @@ def fusion(
     spec = _device(ctx, device)
     mdir = _models_dir(ctx, models_dir)
     store = _store(ctx)
-    records = _detect(spec, store, mdir, names)
+    records = _detect(spec, store, mdir, names, repeats)
     if as_json:
         for r in records:
             _emit_json({"device": r.device, "candidate": r.candidate, "ops": list(r.ops), "fused": r.fused,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 
 import pytest
 
@@ -169,3 +170,25 @@ def test_cli_detects_and_stores(tmp_path):
     bad = run_cli("--registry", str(reg), "--db", str(db), "dataset", "fusion", "--device", "sim-raspi4",
                   "--candidates", "conv+lrn", cwd=ROOT)
     assert bad.returncode == 2 and "unknown candidate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_rounds_are_combined_by_median_and_their_spread_widens_the_ci():
+    from predictors.fusion import _combine
+
+    one = _m(1.0, 0.01)
+    assert _combine([one]) is one
+    c = _combine([_m(1.0, 0.01), _m(1.2, 0.01), _m(1.1, 0.01)])
+    assert c.latency_ms == pytest.approx(1.1)
+    assert c.stats.ci_low_ms == pytest.approx(1.0) and c.stats.ci_high_ms == pytest.approx(1.2)
+
+
+def test_repeated_rounds_measure_again_and_agree_on_a_sim(tmp_path):
+    store = SqliteStore(":memory:")
+    records = detect_fusion(store, SIM, models_dir=tmp_path, candidates=("conv+bn", "bn+relu"), repeats=2)
+    assert [r.fused for r in records] == [True, False]
+    assert all(r.evidence["repeats"] == 2 for r in records)
+    ms = store.measurements(device=SIM.name)
+    per_workload = Counter(m.workload for m in ms)
+    assert set(per_workload.values()) == {2}  # the second round was measured, not answered from the store
+    with pytest.raises(Exception, match="--repeats 0"):
+        detect_fusion(store, SIM, models_dir=tmp_path, repeats=0)
