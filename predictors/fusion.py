@@ -41,7 +41,8 @@ from farm.store import FusionRecord, SqliteStore
 from .dataset import DATASET_POLICY, SpecResult, measure_specs
 from .sampling import KernelSpec, build_graph
 
-__all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records", "detect_fusion", "detected_fusion_rules",
+__all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records",
+           "detect_fusion_graph", "check_graph_method", "detect_fusion", "detected_fusion_rules",
            "candidate_ops", "parse_candidates"]
 
 # name → (head kernel type, variant) of the chain model (see predictors.sampling.build_graph).
@@ -216,8 +217,63 @@ def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
         conclusive = [s for s in shapes if s["conclusive"]]
         fused = bool(conclusive) and all(s["fused"] for s in conclusive)
         records.append(FusionRecord(device.name, name, candidate_ops(name), fused,
-                                    {"shapes": shapes, "conclusive": bool(conclusive), "overhead_ms": t0,
-                                     "repeats": repeats}, now))
+                                    {"method": "measured", "shapes": shapes, "conclusive": bool(conclusive),
+                                     "overhead_ms": t0, "repeats": repeats}, now))
+    store.put_fusion_rules(device.name, records)
+    return records
+
+
+# Layout conversions onnxruntime inserts around NCHWc kernels: not kernels of their own.
+_LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput"})
+
+
+def check_graph_method(device: DeviceSpec) -> None:
+    """InputError unless the graph method applies to ``device`` (local:// with onnxruntime)."""
+    if device.kind != "local" or (device.runtime or "onnxruntime") != "onnxruntime":
+        raise InputError(f"device {device.name!r}: --method graph needs a local:// device running onnxruntime "
+                         f"(this one is {device.kind}://, runtime {device.runtime or 'onnxruntime'}); "
+                         "use the measured method")
+
+
+def detect_fusion_graph(store: SqliteStore, device: DeviceSpec, *,
+                        candidates: Sequence[str] | None = None) -> list[FusionRecord]:
+    """Ask the runtime instead of the clock: build each candidate's chain model, let the
+    device's onnxruntime optimize it (the level the agent runs with, ``ORT_ENABLE_ALL``) and
+    count the compute nodes left (layout reorders aside). One node left ⇒ fused.
+
+    Only for ``local://`` devices running onnxruntime: the optimizer that runs here is then the
+    one the device runs. Load-independent, so it is the reliable choice on a busy host; the
+    measured method (:func:`detect_fusion`) is the one for every other device."""
+    import tempfile
+
+    check_graph_method(device)
+    import onnx
+    import onnxruntime as ort
+
+    from .sampling import to_onnx_bytes
+
+    names = tuple(candidates) if candidates is not None else tuple(CANDIDATES)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    records = []
+    with tempfile.TemporaryDirectory(prefix="hwfarm-fusion-") as tmp:
+        for name in names:
+            shapes = []
+            for t in fusion_tests(name):
+                opts = ort.SessionOptions()
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                opts.intra_op_num_threads = device.threads
+                opts.log_severity_level = 3  # the "optimized model is hardware specific" warning: we know
+                opts.optimized_model_filepath = str(Path(tmp) / f"{t.chain.name}.onnx")
+                ort.InferenceSession(to_onnx_bytes(build_graph(t.chain)), opts, providers=["CPUExecutionProvider"])
+                ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+                compute = [op for op in ops if op not in _LAYOUT_OPS]
+                shapes.append({"chain": t.chain.name, "optimized_ops": ops, "conclusive": True,
+                               "fused": len(compute) == 1})
+            fused = all(x["fused"] for x in shapes)
+            records.append(FusionRecord(device.name, name, candidate_ops(name), fused,
+                                        {"method": "onnxruntime-graph", "runtime_version": ort.__version__,
+                                         "shapes": shapes, "conclusive": True}, now))
+    store.put_device(device)
     store.put_fusion_rules(device.name, records)
     return records
 

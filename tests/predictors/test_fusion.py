@@ -20,6 +20,7 @@ from predictors.fusion import (
     candidate_ops,
     decide,
     detect_fusion,
+    detect_fusion_graph,
     detected_fusion_rules,
     fusion_tests,
     invoke_overhead_ms,
@@ -192,3 +193,19 @@ def test_repeated_rounds_measure_again_and_agree_on_a_sim(tmp_path):
     assert set(per_workload.values()) == {2}  # the second round was measured, not answered from the store
     with pytest.raises(Exception, match="--repeats 0"):
         detect_fusion(store, SIM, models_dir=tmp_path, repeats=0)
+
+
+def test_graph_method_reads_onnxruntimes_optimizer_on_the_host(tmp_path):
+    """Load-independent detection for the host: what onnxruntime's optimizer leaves as one node."""
+    store = SqliteStore(":memory:")
+    host = DeviceSpec(name="host-cpu", url="local://cpu", runtime="onnxruntime")
+    records = {r.candidate: r for r in detect_fusion_graph(store, host)}
+    # onnxruntime folds BN into Conv and fuses the activation (FusedConv / FusedGemm) ...
+    assert records["conv+bn+relu"].fused and records["conv+relu6"].fused and records["gemm+relu"].fused
+    # ... but runs a standalone Add and a BN followed by ReLU as kernels of their own
+    assert not records["add+relu"].fused and not records["bn+relu"].fused
+    assert records["conv+bn"].evidence["method"] == "onnxruntime-graph"
+    rules = detected_fusion_rules(store, "host-cpu") or ()
+    assert ("Conv", "BatchNormalization", "Relu") in rules and ("Add", "Relu") not in rules
+    with pytest.raises(Exception, match="needs a local:// device running onnxruntime"):
+        detect_fusion_graph(store, SIM)
