@@ -18,8 +18,9 @@ one kernel on the device is a training sample for that kernel type.
 
 :data:`DATASET_POLICY` is the measurement protocol for kernel datasets: the farm's default
 stopping rule (median's 95% CI within ±1%) with a shorter floor (0.05 s warm-up, 0.15 s of
-timed runs instead of 0.2 s + 0.5 s), which is what makes the default plan fit in ~20 minutes
-on one host core.
+timed runs instead of 0.2 s + 0.5 s) and a lower cap (200 runs or 2 s instead of 500 or 10 s:
+on a loaded host the CI may never reach ±1%, and 200 runs pin a median well enough for a
+kernel model), which is what makes the default plan fit in ~20 minutes on one host core.
 """
 
 from __future__ import annotations
@@ -31,18 +32,20 @@ from typing import Any, Callable, Sequence
 
 from farm.devices import open_device
 from farm.errors import InputError
+from farm.graph import Graph
 from farm.measurement import Measurement, Policy, Settings, resolve_runtime
 from farm.registry import DeviceSpec
 from farm.scheduler import JobEvent, Scheduler
+from farm.sim.model import Kernel
 from farm.store import SqliteStore
 from farm.workload import Workload, load_workload
 
-from .sampling import KernelSpec, build_graph, to_onnx_bytes
+from .sampling import KernelSpec, build_graph, kernel_type_of, single_kernel, to_onnx_bytes
 
-__all__ = ["DATASET_POLICY", "SpecResult", "models_dir_for", "write_models", "dataset_settings", "measure_specs",
+__all__ = ["DATASET_POLICY", "SpecResult", "KernelSample", "kernel_samples", "models_dir_for", "write_models", "dataset_settings", "measure_specs",
            "summarize_results"]
 
-DATASET_POLICY = Policy(warmup=5, warmup_s=0.05, min_runs=10, min_time_s=0.15, max_runs=500, max_time_s=5.0,
+DATASET_POLICY = Policy(warmup=5, warmup_s=0.05, min_runs=10, min_time_s=0.15, max_runs=200, max_time_s=2.0,
                         target_ci=0.01)
 
 
@@ -95,8 +98,10 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Kernel
                   policy: Policy = DATASET_POLICY, subdir: str | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_cached: Callable[[int], None] | None = None,
-                  on_requeue: Callable[[list[int]], None] | None = None) -> list[SpecResult]:
-    """Measure every spec on ``device`` (stored measurements answer without a run)."""
+                  on_requeue: Callable[[list[int]], None] | None = None,
+                  force: bool = False) -> list[SpecResult]:
+    """Measure every spec on ``device``, in order (stored measurements answer without a run
+    unless ``force``)."""
     if not specs:
         return []
     open_device(device).close()  # a kind that cannot run here fails before anything is written
@@ -109,7 +114,7 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Kernel
     requeued = sched.requeue_stale()
     if requeued and on_requeue is not None:
         on_requeue(requeued)
-    subs = [sched.submit(device, w, settings) for w in workloads]
+    subs = [sched.submit(device, w, settings, force=force) for w in workloads]
     n_cached = sum(1 for s in subs if s.cached is not None)
     if on_cached is not None and n_cached:
         on_cached(n_cached)
@@ -143,4 +148,39 @@ def summarize_results(results: Sequence[SpecResult]) -> dict[str, dict[str, Any]
         lat = sorted(s.pop("_lat"))
         if lat:
             s["min_ms"], s["median_ms"], s["max_ms"] = lat[0], lat[len(lat) // 2], lat[-1]
+    return out
+
+
+@dataclass(frozen=True)
+class KernelSample:
+    """A training sample for a kernel model: a measurement of a workload that is one kernel
+    on its device (after fusion), with that kernel (type, ops, MACs, bytes) and the graph."""
+
+    kernel_type: str
+    kernel: Kernel
+    measurement: Measurement
+    graph: Graph
+
+
+def kernel_samples(store: SqliteStore, device: str, *,
+                   fusion: Sequence[Sequence[str]] | None = None) -> list[KernelSample]:
+    """Every measurement on ``device`` whose stored graph forms exactly one kernel under
+    ``fusion`` (default: the rules detected on the device, none if never detected) — the
+    contract between the dataset and the kernel predictor. Workloads of several kernels
+    (whole networks, fusion chains the device does not fuse) are evaluation data instead."""
+    if fusion is None:
+        from .fusion import detected_fusion_rules
+
+        fusion = detected_fusion_rules(store, device) or ()
+    rules = tuple(tuple(r) for r in fusion)
+    graphs: dict[str, Graph | None] = {}
+    out = []
+    for m in store.measurements(device=device):
+        if m.workload not in graphs:
+            rec = store.get_workload(m.workload)
+            graphs[m.workload] = rec.graph if rec is not None else None
+        g = graphs[m.workload]
+        k = single_kernel(g, rules) if g is not None else None
+        if g is not None and k is not None:
+            out.append(KernelSample(kernel_type_of(k), k, m, g))
     return out

@@ -109,16 +109,19 @@ def _requeued(ids: list[int]) -> None:
     err.print(f"re-queued {len(ids)} job(s) left running by a process that died")
 
 
-def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...] | None) -> list[Any]:
+def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...] | None,
+            repeats: int | None = None) -> list[Any]:
     from farm.measurement import Policy
 
     from .fusion import CANDIDATES, detect_fusion, fusion_tests
 
     names = candidates or tuple(CANDIDATES)
-    total = 1 + len({s.name for n in names for t in fusion_tests(n) for s in (t.head, *t.followers, t.chain)})
-    with _Bar(f"fusion tests on {spec.name}", total) as bar:
-        return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(),
-                             on_event=bar.on_event, on_requeue=_requeued)
+    # A simulated device's noise is seeded: one round says all; real devices get three.
+    rounds = repeats or (1 if spec.kind == "sim" else 3)
+    total = 2 + len({s.name for n in names for t in fusion_tests(n) for s in (t.head, *t.followers, t.chain)})
+    with _Bar(f"fusion tests on {spec.name}", total * rounds) as bar:
+        return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(), repeats=rounds,
+                             on_event=bar.on_event, on_cached=bar.on_cached, on_requeue=_requeued)
 
 
 def build(
@@ -136,12 +139,13 @@ def build(
     models_dir: Optional[Path] = typer.Option(None, "--models-dir",
                                               help="Where the generated ONNX models go (default: beside --db)."),
     detect: bool = typer.Option(True, "--detect-fusion/--no-detect-fusion",
-                                help="Detect the device's fusion rules first if the dataset has none."),
+                                help="Detect the device's fusion rules first if the dataset has none (local "
+                                     "onnxruntime devices: from its optimized graph; others: measured)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
 ) -> None:
     """Measure single-kernel models on a device (resumable: run it again to finish)."""
     from .dataset import measure_specs, summarize_results
-    from .fusion import detected_fusion_rules
+    from .fusion import detect_fusion_graph, detected_fusion_rules
     from .sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
 
     types = parse_kernels(kernels)
@@ -156,7 +160,12 @@ def build(
 
     rules = detected_fusion_rules(store, spec.name)
     if rules is None and detect:
-        _detect(spec, store, mdir, None)
+        # A local onnxruntime device: ask its optimizer (load-independent, seconds); any
+        # other device: time the A, B, A+B test models on it.
+        if spec.kind == "local" and (spec.runtime or "onnxruntime") == "onnxruntime":
+            detect_fusion_graph(store, spec)
+        else:
+            _detect(spec, store, mdir, None)
         rules = detected_fusion_rules(store, spec.name)
     rules = rules or ()
     if not as_json:
@@ -211,32 +220,48 @@ def fusion(
                                              help="Candidates, comma-separated (default: all), e.g. conv+bn,add+relu."),
     models_dir: Optional[Path] = typer.Option(None, "--models-dir",
                                               help="Where the test models go (default: beside --db)."),
+    method: str = typer.Option("measured", "--method",
+                               help="measured (A, B, A+B test models timed on the device; any device) or graph "
+                                    "(onnxruntime's optimized graph; local onnxruntime devices, load-independent)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1,
+                                          help="Rounds of measurements (default: 3 on real devices, 1 simulated)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per candidate on stdout."),
 ) -> None:
     """Detect which op sequences the device runs as one kernel (A, B, A+B test models) and
     store the rules in the dataset."""
-    from .fusion import parse_candidates, rules_from_records
+    from .fusion import check_graph_method, detect_fusion_graph, parse_candidates, rules_from_records
 
     names = parse_candidates(candidates)
+    if method not in ("measured", "graph"):
+        raise InputError(f"--method {method!r}: expected measured or graph")
     spec = _device(ctx, device)
-    mdir = _models_dir(ctx, models_dir)
-    store = _store(ctx)
-    records = _detect(spec, store, mdir, names)
+    if method == "graph":
+        check_graph_method(spec)  # before the dataset is opened
+        records = detect_fusion_graph(_store(ctx), spec, candidates=names)
+    else:
+        mdir = _models_dir(ctx, models_dir)
+        records = _detect(spec, _store(ctx), mdir, names, repeats)
     if as_json:
         for r in records:
             _emit_json({"device": r.device, "candidate": r.candidate, "ops": list(r.ops), "fused": r.fused,
                         "conclusive": r.evidence["conclusive"], "evidence": r.evidence["shapes"]})
         return
-    table = Table(title=f"fusion on {spec.name}: chain vs head + followers (net ms, overhead removed)",
-                  title_justify="left")
-    for col in ("candidate", "ops", "fused", "chain", "head", "head+followers"):
-        table.add_column(col, justify="left" if col in ("candidate", "ops", "fused") else "right")
+    title = (f"fusion on {spec.name}: the chain after onnxruntime's optimizer" if method == "graph" else
+             f"fusion on {spec.name}: chain vs head + followers (net ms, overhead removed)")
+    table = Table(title=title, title_justify="left")
+    cols = ("candidate", "ops", "fused") + (("after the optimizer",) if method == "graph" else
+                                             ("chain", "head", "head+followers"))
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("candidate", "ops", "fused", "after the optimizer") else "right")
     for r in records:
         shapes = r.evidence["shapes"]
         verdict = "yes" if r.fused else "no" if r.evidence["conclusive"] else "no (inconclusive)"
-        table.add_row(r.candidate, "+".join(r.ops), verdict, " / ".join(_fmt_ms(s["chain_ms"]) for s in shapes),
-                      " / ".join(_fmt_ms(s["head_ms"]) for s in shapes),
-                      " / ".join(_fmt_ms(s["unfused_sum_ms"]) for s in shapes))
+        if method == "graph":
+            table.add_row(r.candidate, "+".join(r.ops), verdict, "+".join(shapes[0]["optimized_ops"]))
+        else:
+            table.add_row(r.candidate, "+".join(r.ops), verdict, " / ".join(_fmt_ms(s["chain_ms"]) for s in shapes),
+                          " / ".join(_fmt_ms(s["head_ms"]) for s in shapes),
+                          " / ".join(_fmt_ms(s["unfused_sum_ms"]) for s in shapes))
     out.print(table)
     rules = rules_from_records(records)
     err.print(f"stored {len(rules)} fusion rule(s) for {spec.name} in {_paths(ctx)[1]}: "

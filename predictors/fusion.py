@@ -41,7 +41,8 @@ from farm.store import FusionRecord, SqliteStore
 from .dataset import DATASET_POLICY, SpecResult, measure_specs
 from .sampling import KernelSpec, build_graph
 
-__all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records", "detect_fusion", "detected_fusion_rules",
+__all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records",
+           "detect_fusion_graph", "check_graph_method", "detect_fusion", "detected_fusion_rules",
            "candidate_ops", "parse_candidates"]
 
 # name → (head kernel type, variant) of the chain model (see predictors.sampling.build_graph).
@@ -149,23 +150,51 @@ def decide(overhead_ms: float, head: Measurement, followers: Sequence[Measuremen
             "fused": bool(conclusive and c - a < 0.5 * min(fs))}
 
 
+def _combine(rounds: list[Measurement]) -> Measurement:
+    """One measurement from several rounds of the same model: the median of the round
+    medians, with a CI half-width of at least half the rounds' spread (load that drifts
+    between rounds makes a verdict inconclusive instead of wrong)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    meds = sorted(m.latency_ms for m in rounds)
+    med = meds[len(meds) // 2] if len(meds) % 2 else (meds[len(meds) // 2 - 1] + meds[len(meds) // 2]) / 2
+    half = max(max(_ci_half(m) for m in rounds), (meds[-1] - meds[0]) / 2)
+    stats = replace(rounds[0].stats, median_ms=med, ci_low_ms=med - half, ci_high_ms=med + half)
+    return replace(rounds[0], stats=stats)
+
+
 def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
-                  candidates: Sequence[str] | None = None, policy: Policy = DATASET_POLICY,
+                  candidates: Sequence[str] | None = None, policy: Policy = DATASET_POLICY, repeats: int = 1,
                   on_event: Callable[[JobEvent], None] | None = None,
+                  on_cached: Callable[[int], None] | None = None,
                   on_requeue: Callable[[list[int]], None] | None = None) -> list[FusionRecord]:
     """Measure the candidates' test models on ``device``, decide, store and return the records.
 
+    ``repeats`` > 1 measures every test model that many times, in rounds of alternating order
+    (later rounds are forced, new measurements), and decides on the combined numbers
+    (:func:`_combine`): on a host whose load drifts, one round can mislead.
+
     Raises :class:`farm.errors.DeviceError` if a test model could not be measured (nothing is
     stored then: a partial verdict would be worse than none)."""
+    if repeats < 1:
+        raise InputError(f"--repeats {repeats}: must be at least 1")
     names = tuple(candidates) if candidates is not None else tuple(CANDIDATES)
     tests = [t for n in names for t in fusion_tests(n)]
     specs: dict[str, KernelSpec] = {_MINIMAL.name: _MINIMAL, _MINIMAL2.name: _MINIMAL2}
     for t in tests:
         for s in (t.head, *t.followers, t.chain):
             specs.setdefault(s.name, s)
-    results = measure_specs(store, device, list(specs.values()), models_dir=models_dir, policy=policy,
-                            subdir="fusion", on_event=on_event, on_requeue=on_requeue)
-    by_name: dict[str, SpecResult] = {r.spec.name: r for r in results}
+    order = list(specs.values())
+    results: list[SpecResult] = []
+    for r in range(repeats):
+        results += measure_specs(store, device, order if r % 2 == 0 else order[::-1], models_dir=models_dir,
+                                 policy=policy, subdir="fusion", on_event=on_event, on_cached=on_cached,
+                                 on_requeue=on_requeue,
+                                 force=r > 0)
+    by_name: dict[str, list[Measurement]] = {}
+    for res in results:
+        if res.measurement is not None:
+            by_name.setdefault(res.spec.name, []).append(res.measurement)
     failed = [r for r in results if r.measurement is None]
     if failed:
         from farm.errors import DeviceError
@@ -174,9 +203,7 @@ def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
                           f" ({len(failed)} of {len(results)} failed); no fusion rules stored")
 
     def m(spec: KernelSpec) -> Measurement:
-        meas = by_name[spec.name].measurement
-        assert meas is not None
-        return meas
+        return _combine(by_name[spec.name])
 
     t0 = invoke_overhead_ms(m(_MINIMAL), m(_MINIMAL2))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -190,7 +217,63 @@ def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
         conclusive = [s for s in shapes if s["conclusive"]]
         fused = bool(conclusive) and all(s["fused"] for s in conclusive)
         records.append(FusionRecord(device.name, name, candidate_ops(name), fused,
-                                    {"shapes": shapes, "conclusive": bool(conclusive), "overhead_ms": t0}, now))
+                                    {"method": "measured", "shapes": shapes, "conclusive": bool(conclusive),
+                                     "overhead_ms": t0, "repeats": repeats}, now))
+    store.put_fusion_rules(device.name, records)
+    return records
+
+
+# Layout conversions onnxruntime inserts around NCHWc kernels: not kernels of their own.
+_LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput"})
+
+
+def check_graph_method(device: DeviceSpec) -> None:
+    """InputError unless the graph method applies to ``device`` (local:// with onnxruntime)."""
+    if device.kind != "local" or (device.runtime or "onnxruntime") != "onnxruntime":
+        raise InputError(f"device {device.name!r}: --method graph needs a local:// device running onnxruntime "
+                         f"(this one is {device.kind}://, runtime {device.runtime or 'onnxruntime'}); "
+                         "use the measured method")
+
+
+def detect_fusion_graph(store: SqliteStore, device: DeviceSpec, *,
+                        candidates: Sequence[str] | None = None) -> list[FusionRecord]:
+    """Ask the runtime instead of the clock: build each candidate's chain model, let the
+    device's onnxruntime optimize it (the level the agent runs with, ``ORT_ENABLE_ALL``) and
+    count the compute nodes left (layout reorders aside). One node left ⇒ fused.
+
+    Only for ``local://`` devices running onnxruntime: the optimizer that runs here is then the
+    one the device runs. Load-independent, so it is the reliable choice on a busy host; the
+    measured method (:func:`detect_fusion`) is the one for every other device."""
+    import tempfile
+
+    check_graph_method(device)
+    import onnx
+    import onnxruntime as ort
+
+    from .sampling import to_onnx_bytes
+
+    names = tuple(candidates) if candidates is not None else tuple(CANDIDATES)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    records = []
+    with tempfile.TemporaryDirectory(prefix="hwfarm-fusion-") as tmp:
+        for name in names:
+            shapes = []
+            for t in fusion_tests(name):
+                opts = ort.SessionOptions()
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                opts.intra_op_num_threads = device.threads
+                opts.log_severity_level = 3  # the "optimized model is hardware specific" warning: we know
+                opts.optimized_model_filepath = str(Path(tmp) / f"{t.chain.name}.onnx")
+                ort.InferenceSession(to_onnx_bytes(build_graph(t.chain)), opts, providers=["CPUExecutionProvider"])
+                ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+                compute = [op for op in ops if op not in _LAYOUT_OPS]
+                shapes.append({"chain": t.chain.name, "optimized_ops": ops, "conclusive": True,
+                               "fused": len(compute) == 1})
+            fused = all(x["fused"] for x in shapes)
+            records.append(FusionRecord(device.name, name, candidate_ops(name), fused,
+                                        {"method": "onnxruntime-graph", "runtime_version": ort.__version__,
+                                         "shapes": shapes, "conclusive": True}, now))
+    store.put_device(device)
     store.put_fusion_rules(device.name, records)
     return records
 

@@ -18,7 +18,7 @@ import pytest
 from farm.registry import DeviceSpec
 from farm.sim.profile import load_profile
 from farm.store import SqliteStore
-from predictors.dataset import DATASET_POLICY, measure_specs, models_dir_for, summarize_results
+from predictors.dataset import DATASET_POLICY, kernel_samples, measure_specs, models_dir_for, summarize_results
 from predictors.fusion import detected_fusion_rules
 from predictors.sampling import OVERHEAD, kernel_type_of, make_plan, single_kernel
 
@@ -60,13 +60,13 @@ def _rows(db: Path) -> list[tuple[int, str]]:
 
 def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
     db = tmp_path / "farm.db"
-    r = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "60", "--seed", "3", "--json")
+    r = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "40", "--seed", "3", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["models"] == 60 and out["measured"] == 60 and out["failed"] == 0
+    assert out["models"] == 40 and out["measured"] == 40 and out["failed"] == 0
     assert {tuple(x) for x in out["fusion_rules"]} == set(load_profile("raspi4").fusion)
     assert set(out["kernels"]) >= {"conv", "dwconv", "gemm", "eltwise", "act", OVERHEAD}
-    assert sum(k["models"] for k in out["kernels"].values()) == 60
+    assert sum(k["models"] for k in out["kernels"].values()) == 40
     assert out["kernels"]["conv"]["min_ms"] <= out["kernels"]["conv"]["median_ms"] <= out["kernels"]["conv"]["max_ms"]
 
     store = SqliteStore(db)
@@ -74,7 +74,7 @@ def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
     assert rules is not None
     ms = store.measurements(device="sim-raspi4")
     built = [m for m in ms if m.settings.policy == DATASET_POLICY]  # fusion tests use the default protocol
-    assert len(built) == 60 and all(m.provenance["simulated"] for m in built)
+    assert len(built) == 40 and all(m.provenance["simulated"] for m in built)
     for m in built:  # the contract with the predictor: each stored graph is one kernel of its type
         rec = store.get_workload(m.workload)
         assert rec is not None and rec.source_path is not None
@@ -83,11 +83,18 @@ def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
         assert k is not None, rec.name
         assert kernel_type_of(k) == ("act" if folder == OVERHEAD else folder)
     assert Path(out["models_dir"]) == models_dir_for(db) or Path(out["models_dir"]).name == "farm-models"
+    samples = kernel_samples(store, "sim-raspi4")
+    assert {m.workload for m in built} <= {s.measurement.workload for s in samples}
+    assert len(samples) < len(ms)  # the unfused fusion-test chains are not training samples
+    assert {s.kernel_type for s in samples} >= {"conv", "dwconv", "gemm", "eltwise", "act"}
+    conv_bn_relu = [s for s in samples if s.kernel.ops == ("Conv", "BatchNormalization", "Relu")]
+    assert conv_bn_relu and all(s.kernel_type in ("conv", "dwconv") for s in conv_bn_relu)
+    assert len(kernel_samples(store, "sim-raspi4", fusion=())) < len(samples)  # without rules: fused ones drop out
 
-    again = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "60", "--seed", "3", "--json")
+    again = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "40", "--seed", "3", "--json")
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)
-    assert second["cached"] == 60 and second["measured"] == 0
+    assert second["cached"] == 40 and second["measured"] == 0
     assert len(SqliteStore(db).measurements(device="sim-raspi4")) == len(ms)  # nothing measured twice
 
     table = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "10", "--kernels", "conv,gemm",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 
 import pytest
 
@@ -19,6 +20,7 @@ from predictors.fusion import (
     candidate_ops,
     decide,
     detect_fusion,
+    detect_fusion_graph,
     detected_fusion_rules,
     fusion_tests,
     invoke_overhead_ms,
@@ -169,3 +171,41 @@ def test_cli_detects_and_stores(tmp_path):
     bad = run_cli("--registry", str(reg), "--db", str(db), "dataset", "fusion", "--device", "sim-raspi4",
                   "--candidates", "conv+lrn", cwd=ROOT)
     assert bad.returncode == 2 and "unknown candidate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_rounds_are_combined_by_median_and_their_spread_widens_the_ci():
+    from predictors.fusion import _combine
+
+    one = _m(1.0, 0.01)
+    assert _combine([one]) is one
+    c = _combine([_m(1.0, 0.01), _m(1.2, 0.01), _m(1.1, 0.01)])
+    assert c.latency_ms == pytest.approx(1.1)
+    assert c.stats.ci_low_ms == pytest.approx(1.0) and c.stats.ci_high_ms == pytest.approx(1.2)
+
+
+def test_repeated_rounds_measure_again_and_agree_on_a_sim(tmp_path):
+    store = SqliteStore(":memory:")
+    records = detect_fusion(store, SIM, models_dir=tmp_path, candidates=("conv+bn", "bn+relu"), repeats=2)
+    assert [r.fused for r in records] == [True, False]
+    assert all(r.evidence["repeats"] == 2 for r in records)
+    ms = store.measurements(device=SIM.name)
+    per_workload = Counter(m.workload for m in ms)
+    assert set(per_workload.values()) == {2}  # the second round was measured, not answered from the store
+    with pytest.raises(Exception, match="--repeats 0"):
+        detect_fusion(store, SIM, models_dir=tmp_path, repeats=0)
+
+
+def test_graph_method_reads_onnxruntimes_optimizer_on_the_host(tmp_path):
+    """Load-independent detection for the host: what onnxruntime's optimizer leaves as one node."""
+    store = SqliteStore(":memory:")
+    host = DeviceSpec(name="host-cpu", url="local://cpu", runtime="onnxruntime")
+    records = {r.candidate: r for r in detect_fusion_graph(store, host)}
+    # onnxruntime folds BN into Conv and fuses the activation (FusedConv / FusedGemm) ...
+    assert records["conv+bn+relu"].fused and records["conv+relu6"].fused and records["gemm+relu"].fused
+    # ... but runs a standalone Add and a BN followed by ReLU as kernels of their own
+    assert not records["add+relu"].fused and not records["bn+relu"].fused
+    assert records["conv+bn"].evidence["method"] == "onnxruntime-graph"
+    rules = detected_fusion_rules(store, "host-cpu") or ()
+    assert ("Conv", "BatchNormalization", "Relu") in rules and ("Add", "Relu") not in rules
+    with pytest.raises(Exception, match="needs a local:// device running onnxruntime"):
+        detect_fusion_graph(store, SIM)
