@@ -11,7 +11,7 @@ import pytest
 
 from farm.errors import InputError
 from farm.zoo.nb201 import OPS, arch_str_from_ops
-from predictors.benchmark import metrics, read_table, resolve_sources, run_bench, split, percentile_mask
+from predictors.benchmark import metrics, percentile_mask, read_table, resolve_sources, run_bench, split
 from predictors.encodings import encode, feature_names, n_cost_features
 from predictors.transfer import NotFittedError, OneHotForestRegressor, SourceRidgeRegressor, TransferRegressor
 
@@ -165,6 +165,16 @@ def _write_csv(path: Path, n: int = 120, seed: int = 0) -> Path:
     return path
 
 
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    """`hwfarm ARGV` in this process (the subprocess path is tested once, with --json)."""
+    from farm.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
 def test_read_table_finds_device_columns(tmp_path):
     table = read_table(_write_csv(tmp_path / "t.csv"), "nb201")
     assert table.devices == ("zorp_1", "quux-npu", "blarg", "mytarget")  # not arch_idx, not text
@@ -213,7 +223,7 @@ def test_cli_bench_json_on_made_up_devices(tmp_path):
     (["--target", "mytarget", "--space", "darts"], "unknown space"),
     (["--target", "mytarget", "--seeds", "0"], "seeds"),
 ])
-def test_cli_bench_bad_input_exits_2(tmp_path, args, message):
+def test_cli_bench_bad_input_exits_2(tmp_path, capsys, args, message):
     path = _write_csv(tmp_path / "t.csv", n=60)
     base = {"--csv": str(path), "--space": "nb201", "--shots": "10"}
     merged = dict(base)
@@ -221,19 +231,20 @@ def test_cli_bench_bad_input_exits_2(tmp_path, args, message):
     for flag in it:
         merged[flag] = next(it).format(missing=tmp_path / "missing.csv")
     argv = [x for kv in merged.items() for x in kv]
-    r = run_cli("predictor", "bench", *argv)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    code, _, stderr = _main(capsys, "predictor", "bench", *argv)
+    assert code == 2, stderr
+    assert message in stderr and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
 
 
-def test_cli_bench_bad_arch_and_ragged_rows_exit_2(tmp_path):
+def test_cli_bench_bad_arch_and_ragged_rows_exit_2(tmp_path, capsys):
     path = tmp_path / "bad.csv"
     path.write_text("arch_str,dev_a,dev_b\n|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|,1.0,2.0\n")
-    r = run_cli("predictor", "bench", "--csv", str(path), "--space", "nb201", "--target", "dev_a", "--shots", "2")
-    assert r.returncode == 2 and "row 0" in r.stderr
+    argv = ["predictor", "bench", "--csv", str(path), "--space", "nb201", "--target", "dev_a", "--shots", "2"]
+    code, _, stderr = _main(capsys, *argv)
+    assert code == 2 and "row 0" in stderr
     path.write_text("arch_str,dev_a\nx,1,2\n")
-    r = run_cli("predictor", "bench", "--csv", str(path), "--space", "nb201", "--target", "dev_a", "--shots", "2")
-    assert r.returncode == 2 and "line 2" in r.stderr
+    code, _, stderr = _main(capsys, *argv)
+    assert code == 2 and "line 2" in stderr
 
 
 @pytest.mark.skipif(not NB201_CSV.is_file(), reason="../shared/data is not here")
