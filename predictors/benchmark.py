@@ -29,7 +29,7 @@ from farm.errors import InputError
 
 from .encodings import ARCH_COLUMN, SPACES, encode, n_cost_features
 
-__all__ = ["LatencyTable", "read_table", "resolve_sources", "split", "test_mask", "metrics",
+__all__ = ["LatencyTable", "read_table", "resolve_sources", "split", "percentile_mask", "metrics",
            "run_bench", "default_model", "FBNET_POOL_ROWS", "FBNET_TEST_ROWS", "METRICS"]
 
 FBNET_POOL_ROWS = (0, 4000)    # HELP: sample from rows 0–3999 …
@@ -163,7 +163,7 @@ def split(space: str, n_rows: int, shots: int, rng: np.random.Generator) -> tupl
     return train, test
 
 
-def test_mask(y_test: np.ndarray, low_pct: float = 10.0, high_pct: float = 90.0) -> np.ndarray:
+def percentile_mask(y_test: np.ndarray, low_pct: float = 10.0, high_pct: float = 90.0) -> np.ndarray:
     """Rows whose latency lies within the [low, high] percentiles of ``y_test`` (inclusive)."""
     lo, hi = np.percentile(y_test, [low_pct, high_pct])
     return (y_test >= lo) & (y_test <= hi)
@@ -231,7 +231,7 @@ def run_bench(table: LatencyTable, target: str, shots: Sequence[int], *, seeds: 
         n_test = 0
         for seed in range(seeds):
             train, test = split(table.space, len(y_all), k, np.random.default_rng(seed))
-            test = test[test_mask(y_all[test])]
+            test = test[percentile_mask(y_all[test])]
             n_test = len(test)
             model = factory(k, seed)
             model.fit(table.features[train], y_all[train],

@@ -42,6 +42,10 @@ import numpy as np
 __all__ = ["TransferRegressor", "SourceRidgeRegressor", "OneHotForestRegressor", "NotFittedError"]
 
 
+_FLOOR = 0.01  # predictions never go below 1% of the shots' median latency
+_MAX_LOG_CORRECTION = 1.0  # the boosted correction stays within a factor e of the base model
+
+
 class NotFittedError(RuntimeError):
     """``predict`` before ``fit``."""
 
@@ -175,8 +179,9 @@ class TransferRegressor:
         self.loo_rmspe_ = 100.0 * float(np.sqrt(score))
         self.booster_ = None
         if self.boost_min_shots and len(y) >= self.boost_min_shots:
-            base_loo_ms = np.maximum((t - loo) * self.scale_ms_, 1e-6 * self.scale_ms_)
-            self.booster_ = self._fit_booster(self._boost_features(X, S, base_loo_ms), np.log(y / base_loo_ms))
+            base_loo_ms = np.maximum((t - loo) * self.scale_ms_, _FLOOR * self.scale_ms_)
+            r = np.clip(np.log(y / base_loo_ms), -_MAX_LOG_CORRECTION, _MAX_LOG_CORRECTION)
+            self.booster_ = self._fit_booster(self._boost_features(X, S, base_loo_ms), r)
         return self
 
     def _boost_features(self, X: np.ndarray, S: np.ndarray | None, base_ms: np.ndarray) -> np.ndarray:
@@ -203,10 +208,12 @@ class TransferRegressor:
         S = None if sources_ms is None else np.asarray(sources_ms, dtype=float)
         if self.n_sources_ and (S is None or S.ndim != 2 or S.shape != (len(X), self.n_sources_)):
             raise ValueError(f"fitted with {self.n_sources_} sources: sources_ms must be ({len(X)}, {self.n_sources_})")
-        base = np.maximum(self._base_predict(X, S), 1e-6 * self.scale_ms_)
+        base = np.maximum(self._base_predict(X, S), _FLOOR * self.scale_ms_)
         if self.booster_ is None:
             return base
-        return base * np.exp(self.booster_.predict(self._boost_features(X, S, base)))
+        correction = np.clip(self.booster_.predict(self._boost_features(X, S, base)), -_MAX_LOG_CORRECTION,
+                             _MAX_LOG_CORRECTION)
+        return base * np.exp(correction)
 
 
 class SourceRidgeRegressor:

@@ -1,0 +1,99 @@
+"""Few-shot latency transfer on real devices (issue #5's targets), with the baselines computed
+in the same run: ridge on the sources' log-latencies, random forest on one-hot ops.
+
+    .venv/bin/python bench/predictor_transfer.py [--seeds 5] [--data ../shared/data]
+
+Protocol (predictors.benchmark): HELP's. Published reference figures: HELP (Lee et al.,
+NeurIPS 2021) as quoted in ../shared/data/nb201-latency/README.md and
+../shared/data/fbnet-latency/README.md and in issue #5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from predictors.benchmark import default_model, read_table, run_bench  # noqa: E402
+from predictors.encodings import n_cost_features  # noqa: E402
+from predictors.transfer import OneHotForestRegressor, SourceRidgeRegressor  # noqa: E402
+
+NB201_SOURCES = "1080ti_1,1080ti_32,1080ti_256,silver_4114,pixel3,samsung_s7,titanx_1,titanx_32,titanx_256,gold_6240"
+FBNET_SOURCES = "1080ti_1,1080ti_32,1080ti_64,silver_4114,pixel3,samsung_s7,titanx_1,titanx_32,titanx_64,gold_6240"
+NB201_TARGETS = ("titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss")
+FBNET_TARGETS = ("raspi4", "eyeriss", "fpga", "pixel2", "samsung_s7")
+HELP_NB201 = {"titan_rtx_256": 0.987, "gold_6226": 0.989, "fpga": 0.985, "pixel2": 0.802, "raspi4": 0.890,
+              "eyeriss": 0.940}  # HELP, 10 shots (nb201-latency/README.md)
+
+
+def _cmd(csv: str, space: str, target: str, shots: int, seeds: int, sources: str) -> str:
+    return (f"hwfarm predictor bench --csv {csv} --space {space} --target {target} --shots {shots} "
+            f"--seeds {seeds} --sources {sources}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"))
+    args = ap.parse_args()
+    seeds = args.seeds
+    t0 = time.perf_counter()
+    ridge = lambda k, s: SourceRidgeRegressor()  # noqa: E731
+
+    # ---- NB201, 10 shots
+    nb_csv = f"{args.data}/nb201-latency/latency_ms.csv"
+    nb = read_table(nb_csv, "nb201")
+    print(f"## NB201, 10 shots, sources {NB201_SOURCES} ({seeds} seeds; Spearman ρ / ±10% acc)\n")
+    print("| target | ours ρ | ours acc10 | ridge ρ | HELP ρ (published) |\n|---|---|---|---|---|")
+    ours_rho, ridge_rho = [], []
+    for t in NB201_TARGETS:
+        o = run_bench(nb, t, [10], seeds=seeds, sources=NB201_SOURCES)["10"]
+        r = run_bench(nb, t, [10], seeds=seeds, sources=NB201_SOURCES, make_model=ridge)["10"]
+        ours_rho.append(o["spearman"])
+        ridge_rho.append(r["spearman"])
+        print(f"| {t} | {o['spearman']:.3f} | {100 * o['acc10']:.1f}% | {r['spearman']:.3f} | {HELP_NB201[t]:.3f} |")
+    print(f"| **mean** | **{np.mean(ours_rho):.3f}** | | {np.mean(ridge_rho):.3f} | 0.932 |\n")
+    print(f"each row: `{_cmd('../shared/data/nb201-latency/latency_ms.csv', 'nb201', 'TARGET', 10, seeds, NB201_SOURCES)}`\n")
+
+    # ---- NB201 raspi4, 900 shots
+    nc = n_cost_features("nb201")
+    forest = lambda k, s: OneHotForestRegressor(n_cost_features=nc, random_state=s)  # noqa: E731
+    o = run_bench(nb, "raspi4", [900], seeds=seeds, sources=NB201_SOURCES)["900"]
+    f = run_bench(nb, "raspi4", [900], seeds=seeds, sources="none", make_model=forest)["900"]
+    n = run_bench(nb, "raspi4", [900], seeds=seeds, sources="none")["900"]
+    print(f"## NB201 raspi4, 900 shots ({seeds} seeds)\n")
+    print("| model | ρ | ±10% acc | RMSPE % |\n|---|---|---|---|")
+    print(f"| ours (sources) | {o['spearman']:.3f} | {100 * o['acc10']:.1f}% | {o['rmspe']:.1f} |")
+    print(f"| ours (--sources none) | {n['spearman']:.3f} | {100 * n['acc10']:.1f}% | {n['rmspe']:.1f} |")
+    print(f"| random forest, one-hot ops | {f['spearman']:.3f} | {100 * f['acc10']:.1f}% | {f['rmspe']:.1f} |")
+    print("| random forest (issue #5, published) | 0.951 | 66% | |\n")
+    print(f"`{_cmd('../shared/data/nb201-latency/latency_ms.csv', 'nb201', 'raspi4', 900, seeds, NB201_SOURCES)}`\n")
+
+    # ---- FBNet, 10 shots
+    fb_csv = f"{args.data}/fbnet-latency/latency_ms.csv"
+    fb = read_table(fb_csv, "fbnet")
+    print(f"## FBNet, 10 shots (sample rows 0-3999, test 4000-4999), sources {FBNET_SOURCES} ({seeds} seeds)\n")
+    print("| target | ours ρ | ours acc10 | ridge ρ |\n|---|---|---|---|")
+    ours_fb, ridge_fb = [], []
+    for t in FBNET_TARGETS:
+        o = run_bench(fb, t, [10], seeds=seeds, sources=FBNET_SOURCES, make_model=default_model("fbnet"))["10"]
+        r = run_bench(fb, t, [10], seeds=seeds, sources=FBNET_SOURCES, make_model=ridge)["10"]
+        if t in ("raspi4", "eyeriss", "fpga"):
+            ours_fb.append(o["spearman"])
+            ridge_fb.append(r["spearman"])
+        print(f"| {t} | {o['spearman']:.3f} | {100 * o['acc10']:.1f}% | {r['spearman']:.3f} |")
+    print(f"| **mean raspi4, eyeriss, fpga** | **{np.mean(ours_fb):.3f}** | | {np.mean(ridge_fb):.3f} |")
+    print("| HELP (published), mean of the three | 0.910 | | |\n")
+    print(f"each row: `{_cmd('../shared/data/fbnet-latency/latency_ms.csv', 'fbnet', 'TARGET', 10, seeds, FBNET_SOURCES)}`"
+          " (samsung_s7 as target leaves the source list)\n")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
