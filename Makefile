@@ -25,4 +25,4 @@ bench: setup
 	$(VENV)/bin/python bench/repeatability.py
 
 clean:
-	rm -rf $(VENV) demo_models hwfarm.db hwfarm.db-wal hwfarm.db-shm hwfarm-dataset.csv
+	rm -rf $(VENV) demo_models hwfarm.db hwfarm.db-wal hwfarm.db-shm hwfarm-dataset.csv hwfarm-predictors hwfarm-models

@@ -166,8 +166,9 @@ class DeviceSpec(BaseModel):
 
     @property
     def default_runtime(self) -> str | None:
-        """The entry's runtime; simulated devices run everything on the simulator, MCUs their firmware."""
-        return self.runtime or {"sim": "sim", "serial": "eembc"}.get(self.kind)
+        """The entry's runtime; simulated devices run everything on the simulator, MCUs their
+        firmware, phones LiteRT's benchmark_model."""
+        return self.runtime or {"sim": "sim", "serial": "eembc", "adb": "benchmark_model"}.get(self.kind)
 
     def public_dict(self) -> dict[str, Any]:
         """The entry as JSON-able data, without unset optional fields."""

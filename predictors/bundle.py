@@ -2,14 +2,14 @@
 
 ::
 
-    <dataset>.predictors/<bundle-id>/
+    <dataset>-predictors/<bundle-id>/
         bundle.json              device, runtime, threads, feature-schema version, dataset hash,
                                  metrics, created, fusion rules, the models' metadata
         latency_ms/<type>.json   one XGBoost model per kernel type (XGBoost's own JSON format)
         energy_mj/<type>.json    the same for energy, where the device measured energy
         spaces/<space>.json      graph-level models of search spaces (nb201, fbnet), if trained
 
-By default bundles live beside the dataset (``hwfarm.db`` → ``hwfarm.predictors/``), so
+By default bundles live beside the dataset (``hwfarm.db`` → ``hwfarm-predictors/``), so
 ``--db`` alone selects a whole farm state. Loading checks the format, the feature schema and
 that every model file named is there, and says which file and field are wrong if not.
 """
@@ -41,7 +41,7 @@ _ID_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 def bundles_dir(db: str | os.PathLike[str]) -> Path:
     """Where the bundles of a dataset live: a folder next to the ``--db`` file."""
     p = Path(db)
-    return p.parent / f"{p.stem}.predictors"
+    return p.parent / f"{p.stem}-predictors"
 
 
 @dataclass(frozen=True)

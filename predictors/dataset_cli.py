@@ -92,9 +92,14 @@ def _models_dir(ctx: typer.Context, given: Path | None) -> Path:
 
 def _device(ctx: typer.Context, device: str) -> Any:
     from farm.devices import open_device
+    from farm.measurement import resolve_runtime
     from farm.registry import load_registry
 
     spec = load_registry(_paths(ctx)[0]).get(device)
+    runtime = spec.default_runtime
+    if runtime and resolve_runtime(runtime, "onnx") != runtime:
+        raise InputError(f"device {device!r} runs {runtime}, which takes .tflite models; dataset build generates "
+                         "ONNX kernel models (a TFLite plan is not available yet)")
     open_device(spec).close()  # a kind that cannot run here fails before the dataset is touched
     return spec
 

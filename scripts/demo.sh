@@ -1,24 +1,53 @@
 #!/usr/bin/env bash
-# The README demo: registry → health check → example models → real host-CPU profiling → dataset.
+# The README demo: registry → health check → models → real host-CPU profiling → simulated
+# devices → kernel dataset → predictor → predictions on a search space → dataset export.
 # Run it through `make demo` (which sets up .venv first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+note() { printf '\n\033[2m# %s\033[0m\n' "$*"; }
 
+note "The registry: the host CPU (real) and calibrated simulated devices (marked simulated)."
 step hwfarm devices list
-step hwfarm devices check
+step hwfarm devices check host-cpu sim-raspi4 sim-adreno-gpu sim-edgetpu sim-cortex-m7
+
+note "Example models, one model's layers, and real measurements on this machine's CPU."
 step hwfarm zoo export all --out-dir demo_models
 step hwfarm inspect demo_models/resnet8-cifar.onnx
 step hwfarm profile demo_models/*.onnx --device host-cpu
+
+note "The same models on simulated devices: a phone GPU and a Jetson (fp16), per-kernel breakdown in --json."
+step hwfarm profile demo_models/*.onnx --device sim-adreno-gpu
+step hwfarm profile demo_models/*.onnx --device sim-jetson
+note "An int8-only accelerator refuses a float model, as its compiler would (exit 1):"
+hwfarm profile demo_models/mlp.onnx --device sim-edgetpu || true
+
+note "A kernel dataset on the simulated Raspberry Pi 4, its predictor, and predictions for models it never saw."
+step hwfarm dataset build --device sim-raspi4 --budget 300
+step hwfarm predictor train --device sim-raspi4 --space nb201
+step hwfarm nas export --space nb201 --arch '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|skip_connect~2|' --out demo_models/nb201-cell.onnx
+step hwfarm nas export --space mobilenet_v2 --arch default --out demo_models/mobilenet_v2.onnx
+step hwfarm predict demo_models/nb201-cell.onnx demo_models/mobilenet_v2.onnx --device sim-raspi4
+note "…and what the device measures for them:"
+step hwfarm profile demo_models/nb201-cell.onnx demo_models/mobilenet_v2.onnx --device sim-raspi4
+
+if [ -f ../shared/data/nb201-latency/latency_ms.csv ]; then
+    note "Few-shot transfer on real NB201 latencies: 10 measured cells of the Raspberry Pi 4 column."
+    step hwfarm predictor bench --csv ../shared/data/nb201-latency/latency_ms.csv --space nb201 --target raspi4 \
+        --shots 10,100 --seeds 2 --sources 1080ti_1,1080ti_32,1080ti_256,silver_4114,pixel3,samsung_s7,titanx_1,titanx_32,titanx_256,gold_6240
+fi
+
 step hwfarm dataset show
 step hwfarm dataset export --format csv --out hwfarm-dataset.csv
 
 cat <<TXT
 
 Where the data went:
-  hwfarm.db            SQLite dataset (devices, workloads + graphs, measurements with raw samples, jobs)
-  hwfarm-dataset.csv   one row per measurement, for pandas/spreadsheets
-  demo_models/         the ONNX files that were measured
-Run the profile step again: the results come from the dataset (cached); add --force to re-measure.
+  hwfarm.db             SQLite dataset (devices, workloads + graphs, measurements with raw samples, jobs, fusion rules)
+  hwfarm-predictors/    predictor bundles (bundle.json + XGBoost JSON models), one folder per training run
+  hwfarm-models/        the kernel models the dataset build measured
+  hwfarm-dataset.csv    one row per measurement, for pandas/spreadsheets
+  demo_models/          the ONNX files that were measured
+Run a profile step again: the results come from the dataset (cached); add --force to re-measure.
 TXT

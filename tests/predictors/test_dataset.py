@@ -172,8 +172,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, reg, args, message):
     assert not db.exists()
 
 
-def test_device_that_cannot_run_here_exits_1_before_writing(tmp_path, reg):
+def test_device_that_cannot_run_onnx_exits_2_before_writing(tmp_path, reg):
     db = tmp_path / "farm.db"
     r = _cli(reg, db, "build", "--device", "phone", "--budget", "5")
-    assert r.returncode == 1 and "not available" in r.stderr
+    assert r.returncode == 2 and "takes .tflite models" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not db.exists() and not (tmp_path / "farm-models").exists()

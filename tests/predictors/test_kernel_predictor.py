@@ -188,7 +188,7 @@ def test_train_predict_eval_through_the_cli(farm_state):
     assert info["device"] == "sim-raspi4" and info["simulated"] is True and info["energy"] is True
     assert info["metrics"]["networks"]["n"] == 4
     bundle = Path(info["path"])
-    assert bundle.parent == d / "farm.predictors"  # beside the dataset
+    assert bundle.parent == d / "farm-predictors"  # beside the dataset
     files = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
     assert "bundle.json" in files and "latency_ms/conv.json" in files and "energy_mj/conv.json" in files
     assert all(f.endswith(".json") for f in files)  # data only, never a pickle
@@ -271,7 +271,7 @@ def test_bundle_with_a_space_answers_archs_fast_path(farm_state, tmp_path):
     d, nets = farm_state
     spec = load_registry(d / "devices.yaml").get("sim-raspi4")
     info = train(SqliteStore(d / "farm.db"), spec, db=tmp_path / "x.db", spaces=("nb201",), distill=120)
-    assert info.path.parent == tmp_path / "x.predictors" and (info.path / "spaces" / "nb201.json").is_file()
+    assert info.path.parent == tmp_path / "x-predictors" and (info.path / "spaces" / "nb201.json").is_file()
     sm = info.meta["metrics"]["space:nb201"]
     assert sm["n_measured"] == 4 and sm["n_distilled"] == 116  # the four measured cells count
     assert sm["fidelity_vs_kernel_model"]["median_ape"] < 0.05
