@@ -138,13 +138,17 @@ class TrainingSet:
     names: tuple[str, ...]
     single: tuple[bool, ...]  # forms one kernel on this device (training data)
     dataset_hash: str
+    generated: tuple[bool, ...] = ()  # a test model of `dataset build`/`fusion` (never evaluation data)
 
     @property
     def n_kernels(self) -> int:
         return sum(self.single)
 
     def subset(self, single: bool) -> tuple[list[Graph], list[float], list[float | None], list[str]]:
-        idx = [i for i, s in enumerate(self.single) if s == single]
+        """Single-kernel models (training), or whole models the dataset builder did not
+        generate (evaluation)."""
+        gen = self.generated or (False,) * len(self.single)
+        idx = [i for i, s in enumerate(self.single) if s == single and (single or not gen[i])]
         return ([self.graphs[i] for i in idx], [self.latency_ms[i] for i in idx], [self.energy_mj[i] for i in idx],
                 [self.names[i] for i in idx])
 
@@ -167,7 +171,8 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
     for m in ms:  # one measurement per workload: the newest
         latest[m.workload] = m
     rules = fusion_rules_for(spec, store, runtime=runtime)
-    graphs, lat, en, names, single = [], [], [], [], []
+    models_dir = _models_dir(store)
+    graphs, lat, en, names, single, generated = [], [], [], [], [], []
     h = hashlib.sha256()
     cache: dict[str, Graph] = {}
     for wh, m in sorted(latest.items()):
@@ -179,11 +184,21 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
         lat.append(m.stats.median_ms)
         en.append(m.energy_mj)
         names.append(rec.source_path or rec.name)
+        generated.append(bool(models_dir and rec.source_path and Path(rec.source_path).is_relative_to(models_dir)))
         single.append(len(detect_kernels(g, rules)) == 1)
         h.update(f"{wh}:{m.id}:{m.stats.median_ms:.9g};".encode())
     simulated = any(bool(m.provenance.get("simulated")) for m in latest.values())
     return TrainingSet(spec.name, runtime, thr, simulated, rules, tuple(graphs), tuple(lat), tuple(en), tuple(names),
-                       tuple(single), h.hexdigest())
+                       tuple(single), h.hexdigest(), tuple(generated))
+
+
+def _models_dir(store: SqliteStore) -> Path | None:
+    """Where `hwfarm dataset build` writes its models for this dataset (resolved)."""
+    if store.path == ":memory:":
+        return None
+    from .dataset import models_dir_for
+
+    return models_dir_for(store.path).resolve()
 
 
 def accuracy_metrics(pred: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> dict[str, float]:

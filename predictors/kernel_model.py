@@ -33,7 +33,7 @@ __all__ = ["KernelRegressor", "KernelLevelPredictor", "KernelPrediction", "Predi
 
 _THREADED_ROWS = 20_000
 _FOLDS = 3  # out-of-fold residuals calibrate the intervals
-_NULL_MODEL_BYTES = 512  # one op on at most 64 numbers measures the per-inference overhead
+_TINY_NUMEL = 64  # ops on at most 64 numbers: minimal models that measure the per-inference overhead
 
 
 class NotFittedError(RuntimeError):
@@ -237,28 +237,22 @@ class KernelLevelPredictor:
         if len(graphs) != len(y):
             raise ValueError("KernelLevelPredictor.fit: one target per graph")
         singles: list[tuple[DetectedKernel, float]] = []
-        null: list[float] = []
+        tiny: list[tuple[int, float]] = []  # (kernels, latency) of minimal models
         for g, v in zip(graphs, y, strict=True):
             if not (v > 0 and math.isfinite(v)):
                 continue
-            k = self.single_kernel(g)
-            if k is None:
-                continue
-            if k.kernel.macs == 0 and g.bytes_moved <= _NULL_MODEL_BYTES and len(g.nodes) == 1:
-                null.append(float(v))
-            else:
-                singles.append((k, float(v)))
+            ks = detect_kernels(g, self.rules)
+            if g.macs == 0 and ks and all(t.numel <= _TINY_NUMEL for n in g.nodes for t in (*n.inputs, *n.outputs)):
+                tiny.append((len(ks), float(v)))
+            elif len(ks) == 1:
+                singles.append((ks[0], float(v)))
         if not singles:
             raise ValueError("no single-kernel measurements to train on (build a kernel dataset first: "
                              "hwfarm dataset build --device NAME)")
         ys = np.array([v for _, v in singles])
-        if null:
-            self.overhead_ = float(np.median(null))
-        else:  # the intercept of one roofline through everything, kept below the fastest kernel
-            A = np.array([[k.kernel.macs, k.kernel.bytes / 1024.0, 1.0] for k, _ in singles])
-            self.overhead_ = float(min(_nnls(A, ys, 1.0 / ys)[2], 0.8 * ys.min()))
+        self.overhead_ = self._overhead(tiny, singles, ys)
+        self.n_null_ = len(tiny)
         net = np.maximum(ys - self.overhead_, 0.02 * ys)
-        self.n_null_ = len(null)
         by_type: dict[str, list[int]] = {}
         for i, (k, _) in enumerate(singles):
             by_type.setdefault(k.type, []).append(i)
@@ -274,6 +268,23 @@ class KernelLevelPredictor:
         Xf = np.array([feature_row(k, "fallback", self.threads) for k, _ in singles])
         self.fallback_ = KernelRegressor(base_columns=(0, 1), min_samples_boost=10**9).fit(Xf, net)
         return self
+
+    @staticmethod
+    def _overhead(tiny: list[tuple[int, float]], singles: list[tuple[DetectedKernel, float]], ys: np.ndarray) -> float:
+        """The per-inference cost outside any kernel. Minimal models of one and two tiny ops
+        separate it from the per-kernel dispatch cost (T = overhead + n · dispatch); with
+        one-op models only, their median (an upper bound); without any, the intercept of one
+        roofline through all kernels, kept below the fastest."""
+        counts = {n for n, _ in tiny}
+        if len(counts) >= 2:
+            n = np.array([c for c, _ in tiny], dtype=float)
+            t = np.array([v for _, v in tiny])
+            slope, intercept = np.polyfit(n, t, 1)
+            return float(np.clip(intercept, 0.0, t.min()))
+        if tiny:
+            return float(np.median([v for _, v in tiny]))
+        A = np.array([[k.kernel.macs, k.kernel.bytes / 1024.0, 1.0] for k, _ in singles])
+        return float(min(_nnls(A, ys, 1.0 / ys)[2], 0.8 * ys.min()))
 
     # ------------------------------------------------------------------ prediction
     def _check(self) -> None:
