@@ -138,6 +138,8 @@ def build(
                                       "cross-validated model errs most); 0: prior sample only."),
     models_dir: Optional[Path] = typer.Option(None, "--models-dir",
                                               help="Where the generated ONNX models go (default: beside --db)."),
+    force: bool = typer.Option(False, "--force", help="Measure again even where the dataset has a measurement "
+                                                      "(e.g. on a quieter machine; the newest one counts)."),
     detect: bool = typer.Option(True, "--detect-fusion/--no-detect-fusion",
                                 help="Detect the device's fusion rules first if the dataset has none (local "
                                      "onnxruntime devices: from its optimized graph; others: measured)."),
@@ -176,7 +178,7 @@ def build(
     results = []
     with _Bar(f"kernels on {spec.name}", len(plan)) as bar:
         results += measure_specs(store, spec, plan, models_dir=mdir, on_event=bar.on_event,
-                                 on_cached=bar.on_cached, on_requeue=_requeued)
+                                 on_cached=bar.on_cached, on_requeue=_requeued, force=force)
     rounds = 2 if n_refine >= 100 else 1
     for r in range(rounds if n_refine else 0):
         n = n_refine // rounds + (n_refine % rounds if r == rounds - 1 else 0)
@@ -185,7 +187,7 @@ def build(
                             exclude={x.spec.name for x in results})
         with _Bar(f"refinement {r + 1}/{rounds} on {spec.name}", len(extra)) as bar:
             results += measure_specs(store, spec, extra, models_dir=mdir, on_event=bar.on_event,
-                                     on_cached=bar.on_cached, on_requeue=_requeued)
+                                     on_cached=bar.on_cached, on_requeue=_requeued, force=force)
 
     summary = summarize_results(results)
     counts = {k: sum(1 for x in results if x.source == k) for k in ("measured", "cached", "failed")}

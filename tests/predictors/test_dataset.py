@@ -98,8 +98,9 @@ def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
     assert len(SqliteStore(db).measurements(device="sim-raspi4")) == len(ms)  # nothing measured twice
 
     table = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "10", "--kernels", "conv,gemm",
-                 "--refine", "0")
+                 "--refine", "0", "--force")
     assert table.returncode == 0, table.stderr
+    assert len(SqliteStore(db).measurements(device="sim-raspi4")) == len(ms) + 10  # --force measures again
     assert "conv" in table.stdout and "gemm" in table.stdout and "dwconv" not in table.stdout
     assert "fusion rules of sim-raspi4: Conv+BatchNormalization" in table.stderr
 
