@@ -143,6 +143,11 @@ def build(
                                       "cross-validated model errs most); 0: prior sample only."),
     models_dir: Optional[Path] = typer.Option(None, "--models-dir",
                                               help="Where the generated ONNX models go (default: beside --db)."),
+    force: bool = typer.Option(False, "--force", help="Measure again even where the dataset has a measurement "
+                                                      "(e.g. on a quieter machine; the newest one counts)."),
+    keep_models: bool = typer.Option(False, "--keep-models",
+                                     help="Keep the ONNX files after a build with no failures (they are "
+                                          "regenerated from their names on demand; the default plan's take ~0.6 GB)."),
     detect: bool = typer.Option(True, "--detect-fusion/--no-detect-fusion",
                                 help="Detect the device's fusion rules first if the dataset has none (local "
                                      "onnxruntime devices: from its optimized graph; others: measured)."),
@@ -181,7 +186,7 @@ def build(
     results = []
     with _Bar(f"kernels on {spec.name}", len(plan)) as bar:
         results += measure_specs(store, spec, plan, models_dir=mdir, on_event=bar.on_event,
-                                 on_cached=bar.on_cached, on_requeue=_requeued)
+                                 on_cached=bar.on_cached, on_requeue=_requeued, force=force)
     rounds = 2 if n_refine >= 100 else 1
     for r in range(rounds if n_refine else 0):
         n = n_refine // rounds + (n_refine % rounds if r == rounds - 1 else 0)
@@ -190,13 +195,19 @@ def build(
                             exclude={x.spec.name for x in results})
         with _Bar(f"refinement {r + 1}/{rounds} on {spec.name}", len(extra)) as bar:
             results += measure_specs(store, spec, extra, models_dir=mdir, on_event=bar.on_event,
-                                     on_cached=bar.on_cached, on_requeue=_requeued)
+                                     on_cached=bar.on_cached, on_requeue=_requeued, force=force)
 
     summary = summarize_results(results)
     counts = {k: sum(1 for x in results if x.source == k) for k in ("measured", "cached", "failed")}
+    removed = 0
+    if not keep_models and not counts["failed"]:  # a failed build keeps them for `hwfarm jobs run`
+        for x in results:
+            Path(x.path).unlink(missing_ok=True)
+            removed += 1
     elapsed = time.monotonic() - started
     if as_json:
         _emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
+                    "models_kept": not removed,
                     "fusion_rules": [list(r) for r in rules], "models": len(results), **counts,
                     "elapsed_s": round(elapsed, 2), "kernels": summary})
     else:
@@ -210,7 +221,9 @@ def build(
         table.add_row("all", str(len(results)), str(counts["measured"]), str(counts["cached"]),
                       str(counts["failed"]), "", "", "")
         out.print(table)
-        err.print(f"{elapsed:.0f} s; models in {mdir}", markup=False, highlight=False)
+        kept = (f"models removed from {mdir} (graphs are in the dataset; --keep-models keeps the files)"
+                if removed else f"models in {mdir}")
+        err.print(f"{elapsed:.0f} s; {kept}", markup=False, highlight=False)
     for x in results:
         if x.source == "failed":
             err.print(f"hwfarm: error: {x.spec.name}: {x.error}", markup=False, highlight=False)

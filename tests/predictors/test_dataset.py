@@ -82,7 +82,9 @@ def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
         k = single_kernel(rec.graph, rules)
         assert k is not None, rec.name
         assert kernel_type_of(k) == ("act" if folder == OVERHEAD else folder)
-    assert Path(out["models_dir"]) == models_dir_for(db) or Path(out["models_dir"]).name == "farm-models"
+    assert Path(out["models_dir"]) == models_dir_for(db)
+    assert out["models_kept"] is False and not list((tmp_path / "farm-models" / "conv").glob("*.onnx"))
+    assert list((tmp_path / "farm-models" / "fusion").glob("*.onnx"))  # small: kept
     samples = kernel_samples(store, "sim-raspi4")
     assert {m.workload for m in built} <= {s.measurement.workload for s in samples}
     assert len(samples) < len(ms)  # the unfused fusion-test chains are not training samples
@@ -98,10 +100,15 @@ def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
     assert len(SqliteStore(db).measurements(device="sim-raspi4")) == len(ms)  # nothing measured twice
 
     table = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "10", "--kernels", "conv,gemm",
-                 "--refine", "0")
+                 "--refine", "0", "--force")
     assert table.returncode == 0, table.stderr
+    assert len(SqliteStore(db).measurements(device="sim-raspi4")) == len(ms) + 10  # --force measures again
     assert "conv" in table.stdout and "gemm" in table.stdout and "dwconv" not in table.stdout
     assert "fusion rules of sim-raspi4: Conv+BatchNormalization" in table.stderr
+    kept = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "5", "--kernels", "gemm", "--refine", "0",
+                "--keep-models", "--json")
+    assert kept.returncode == 0 and json.loads(kept.stdout)["models_kept"] is True
+    assert list((tmp_path / "farm-models" / "gemm").glob("*.onnx"))
 
 
 def test_interrupted_build_resumes_without_repeating(tmp_path):

@@ -155,14 +155,15 @@ def test_cli_detects_and_stores(tmp_path):
     reg = tmp_path / "devices.yaml"
     reg.write_text(REG)
     db = tmp_path / "farm.db"
-    r = run_cli("--registry", str(reg), "--db", str(db), "dataset", "fusion", "--device", "sim-raspi4", "--json",
-                cwd=ROOT)
+    r = run_cli("--registry", str(reg), "--db", str(db), "dataset", "fusion", "--device", "sim-raspi4",
+                "--candidates", "conv+bn+relu,add+relu,bn+relu", "--json", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    assert {x["candidate"] for x in rows} == set(CANDIDATES)
-    fused = {tuple(x["ops"]) for x in rows if x["fused"]}
-    assert fused == set(load_profile("raspi4").fusion)
-    assert detected_fusion_rules(SqliteStore(db), "sim-raspi4") is not None
+    assert [(x["candidate"], x["fused"]) for x in rows] == [("conv+bn+relu", True), ("add+relu", True),
+                                                             ("bn+relu", False)]
+    assert rows[0]["ops"] == ["Conv", "BatchNormalization", "Relu"] and rows[0]["evidence"]
+    assert detected_fusion_rules(SqliteStore(db), "sim-raspi4") == (("Conv", "BatchNormalization", "Relu"),
+                                                                    ("Add", "Relu"))
     assert (tmp_path / "farm-models" / "fusion").is_dir()
     table = run_cli("--registry", str(reg), "--db", str(db), "dataset", "fusion", "--device", "sim-raspi4",
                     "--candidates", "conv+bn,bn+relu", cwd=ROOT)
@@ -171,6 +172,9 @@ def test_cli_detects_and_stores(tmp_path):
     bad = run_cli("--registry", str(reg), "--db", str(db), "dataset", "fusion", "--device", "sim-raspi4",
                   "--candidates", "conv+lrn", cwd=ROOT)
     assert bad.returncode == 2 and "unknown candidate" in bad.stderr and "Traceback" not in bad.stderr
+    graph = run_cli("--registry", str(reg), "--db", str(db), "dataset", "fusion", "--device", "sim-raspi4",
+                    "--method", "graph", cwd=ROOT)
+    assert graph.returncode == 2 and "needs a local:// device running onnxruntime" in graph.stderr
 
 
 def test_rounds_are_combined_by_median_and_their_spread_widens_the_ci():
