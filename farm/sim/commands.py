@@ -107,9 +107,9 @@ def _print_published(r: dict[str, Any]) -> None:
     fit = f"; fitted {', '.join(f'{k} {v:.3g}' for k, v in r['fit'].items())}" if r.get("fit") else ""
     print(f"\n{r['profile']} ({r['target']}): {r['n_figures']} figures, latency MdAPE {r['mape']:.1%}, "
           f"max {r['max_ape']:.1%}{energy}{fit}")
-    print(f"  {'figure':66} {'published':>10} {'simulated':>10} {'error':>7}")
+    print(f"  {'figure':88} {'published':>10} {'simulated':>10} {'error':>7}")
     for f in r["figures"]:
-        line = f"  {f['figure'][:66]:66} {f['published_ms']:8.4g}ms {f['simulated_ms']:8.4g}ms {f['error']:+7.1%}"
+        line = f"  {f['figure'][:88]:88} {f['published_ms']:8.4g}ms {f['simulated_ms']:8.4g}ms {f['error']:+7.1%}"
         if "energy_error" in f:
             line += f"   {f['published_mj']:.4g} vs {f['simulated_mj']:.4g} mJ {f['energy_error']:+.1%}"
         print(line)

@@ -393,9 +393,9 @@ def _check_compiles(graph: Graph, kernels: list[Kernel], placement: list[str], p
         k = mac[0][0]
         why = (f"it runs {dtypes} models only (first compute node {k.name!r} is {k.dtype})"
                if not _kernel_dtype_ok(k, profile.dtypes) else f"no compute op of the model is supported (first: {k.ops[0]})")
-        raise CompileError(f"{profile.name} cannot compile the model: {why}; quantize it fully to int8"
-                           if "int8" in profile.dtypes and len(profile.dtypes) == 1 else
-                           f"{profile.name} cannot compile the model: {why}")
+        integer_only = all(d in ("int8", "uint8", "int4", "uint4") for d in profile.dtypes)
+        raise CompileError(f"{profile.name} cannot compile the model: {why}"
+                           + ("; quantize it fully to int8 first" if integer_only and k.dtype not in profile.dtypes else ""))
 
 
 def _check_fits(graph: Graph, profile: SimProfile, name: str) -> tuple[float | None, float | None]:

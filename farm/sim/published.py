@@ -134,7 +134,9 @@ def load_figures(profile: SimProfile, table: Path | None, *, key: str = "figures
             latency = float(r["latency_ms"])
             energy = float(r["energy_mj"]) if r.get("energy_mj") else None
             source = r["source"].split(" ; ")[0]
-            label = spec.get("label") or f"{spec.get('net', 'layer')} ({r['device'].split(' (')[0]}, {r['runtime'].split(' (')[0]})"
+            threads = f", {spec['threads']} thread{'s' if int(spec['threads']) > 1 else ''}" if "threads" in spec else ""
+            label = spec.get("label") or (f"{spec.get('net', 'layer')} ({r['device'].split(' (')[0]}, "
+                                          f"{r['runtime'].split(' (')[0]}{threads})")
         elif "value" in spec:
             v = spec["value"]
             if "cycles" in v:
