@@ -29,11 +29,17 @@ from farm.graph import Graph
 from .features import FALLBACK_FEATURES, FEATURES, feature_row
 from .kernels import DetectedKernel, FusionRules, detect_kernels
 
-__all__ = ["KernelRegressor", "KernelLevelPredictor", "KernelPrediction", "Prediction", "NotFittedError"]
+__all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "KernelPrediction", "Prediction", "NotFittedError"]
 
 _THREADED_ROWS = 20_000
 _FOLDS = 3  # out-of-fold residuals calibrate the intervals
 _TINY_NUMEL = 64  # ops on at most 64 numbers: minimal models that measure the per-inference overhead
+
+
+def is_minimal_model(graph: Graph) -> bool:
+    """A model of a few ops on at most 64 numbers and no MACs: what it costs is the
+    per-inference overhead plus a dispatch per kernel (training data for both)."""
+    return graph.macs == 0 and all(t.numel <= _TINY_NUMEL for n in graph.nodes for t in (*n.inputs, *n.outputs))
 
 
 class NotFittedError(RuntimeError):
@@ -89,7 +95,7 @@ class KernelRegressor:
 
         params = {"objective": "reg:squarederror", "tree_method": "hist", "max_depth": self.max_depth,
                   "eta": self.learning_rate, "min_child_weight": 1.0, "subsample": 0.9, "seed": self.random_state,
-                  "nthread": 2, "base_score": float(np.median(r))}
+                  "nthread": 1 if len(r) < _THREADED_ROWS else 2, "base_score": float(np.median(r))}
         return xgb.train(params, xgb.DMatrix(X, label=r), num_boost_round=self.n_estimators)
 
     def fit(self, X: Any, y: Any) -> KernelRegressor:
@@ -242,7 +248,7 @@ class KernelLevelPredictor:
             if not (v > 0 and math.isfinite(v)):
                 continue
             ks = detect_kernels(g, self.rules)
-            if g.macs == 0 and ks and all(t.numel <= _TINY_NUMEL for n in g.nodes for t in (*n.inputs, *n.outputs)):
+            if ks and is_minimal_model(g):
                 tiny.append((len(ks), float(v)))
             elif len(ks) == 1:
                 singles.append((ks[0], float(v)))
