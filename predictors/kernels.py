@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from farm.graph import Graph, Node
-from farm.sim.model import Kernel, form_kernels
+from farm.sim.model import Kernel, dedupe, form_kernels
 
 if TYPE_CHECKING:
     from farm.registry import DeviceSpec
@@ -40,6 +40,9 @@ _ORT_CPU: tuple[FusionPattern, ...] = (
 )
 _LITERT: tuple[FusionPattern, ...] = _ORT_CPU + (("Add", "Relu"), ("Add", "Clip"))
 RUNTIME_FUSION: dict[str, tuple[FusionPattern, ...]] = {"onnxruntime": _ORT_CPU, "litert": _LITERT}
+# Runtimes whose graph optimizer runs the same op on the same input once (onnxruntime's
+# CommonSubexpressionElimination; LiteRT's converter folds and dedupes, see fold_constants).
+_CSE_RUNTIMES = {"onnxruntime", "litert"}
 
 # The kernel types the predictors model; anything else is estimated by the fallback roofline.
 KERNEL_TYPES = ("conv", "dwconv", "gemm", "pool", "gpool", "eltwise", "act", "bn", "concat", "reshape")
@@ -52,18 +55,20 @@ class FusionRules:
     """How one device groups nodes into kernels, and where that knowledge came from."""
 
     patterns: tuple[FusionPattern, ...]
-    fold_constants: bool = False
+    fold_constants: bool = False  # the converter drops input-independent and dead subgraphs (implies dedupe)
     source: str = "default"  # "detected" | "profile" | "runtime:<name>" | "default"
+    dedupe: bool = False  # common-subexpression elimination: the same op on the same input runs once
 
     def to_dict(self) -> dict[str, object]:
         return {"patterns": [list(p) for p in self.patterns], "fold_constants": self.fold_constants,
-                "source": self.source}
+                "source": self.source, "dedupe": self.dedupe}
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> FusionRules:
         pats = d.get("patterns", [])
         assert isinstance(pats, list)
-        return cls(tuple(tuple(p) for p in pats), bool(d.get("fold_constants", False)), str(d.get("source", "")))
+        return cls(tuple(tuple(p) for p in pats), bool(d.get("fold_constants", False)), str(d.get("source", "")),
+                   bool(d.get("dedupe", False)))
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ def kernel_type(k: Kernel) -> str:
 
 def detect_kernels(graph: Graph, rules: FusionRules) -> list[DetectedKernel]:
     """The kernels ``graph`` runs as under ``rules``, in execution order."""
+    if rules.dedupe and not rules.fold_constants:
+        graph = dedupe(graph)
     by_name = {n.name: n for n in graph.nodes}
     out = []
     for k in form_kernels(graph, rules.patterns, 1, fold_constants=rules.fold_constants):
@@ -98,19 +105,19 @@ def detect_kernels(graph: Graph, rules: FusionRules) -> list[DetectedKernel]:
 
 def fusion_rules_for(spec: DeviceSpec, store: SqliteStore | None = None, *, runtime: str | None = None) -> FusionRules:
     """The fusion rules of a registered device (detected > simulator profile > runtime default)."""
+    rt = runtime or spec.default_runtime or "onnxruntime"
+    if rt == "benchmark_model":
+        rt = "litert"
     if store is not None:
         found = _detected(store, spec.name)
         if found:
-            return FusionRules(found, False, "detected")
+            return FusionRules(found, rt == "litert", "detected", dedupe=rt in _CSE_RUNTIMES)
     if spec.kind == "sim":
         from farm.sim.profile import load_profile
 
         p = load_profile(spec.parsed_url.host)
         return FusionRules(tuple(tuple(x) for x in p.fusion), p.fold_constants, f"profile:{p.name}")
-    rt = runtime or spec.default_runtime or "onnxruntime"
-    if rt == "benchmark_model":
-        rt = "litert"
-    return FusionRules(RUNTIME_FUSION.get(rt, _ORT_CPU), rt == "litert", f"runtime:{rt}")
+    return FusionRules(RUNTIME_FUSION.get(rt, _ORT_CPU), rt == "litert", f"runtime:{rt}", dedupe=rt in _CSE_RUNTIMES)
 
 
 def _detected(store: SqliteStore, device: str) -> tuple[FusionPattern, ...] | None:

@@ -451,8 +451,11 @@ def _macs(spec: KernelSpec) -> int:
 
 
 def overhead_specs() -> list[KernelSpec]:
-    """The minimal models: one ReLU on 1, 8 and 64 numbers."""
-    return [KernelSpec(OVERHEAD, "relu", cin=c) for c in (1, 8, 64)]
+    """The minimal models: one ReLU on 1, 8 and 64 numbers, and chains of 2 and 4 ReLUs on 8
+    numbers — latency = per-inference overhead + n × per-kernel dispatch, so chains of
+    different lengths separate the two (one op alone cannot)."""
+    return [KernelSpec(OVERHEAD, "relu", cin=c) for c in (1, 8, 64)] + \
+        [KernelSpec(OVERHEAD, "+".join(["relu"] * n), cin=8) for n in (2, 4)]
 
 
 def parse_kernels(text: str | None) -> tuple[str, ...]:

@@ -204,7 +204,7 @@ def live_nodes(graph: Graph) -> set[str]:
     return live
 
 
-def _dedupe(graph: Graph) -> Graph:
+def dedupe(graph: Graph) -> Graph:
     """Common-subexpression elimination of weight-free nodes: the same op with the same
     attributes on the same inputs runs once (NB201 applies a ReLU per edge to one tensor)."""
     alias: dict[str, str] = {}
@@ -230,7 +230,7 @@ def form_kernels(graph: Graph, fusion: tuple[tuple[str, ...], ...], vector_width
     """Group nodes into the kernels a device with these fusion rules executes (after
     dropping constant and dead nodes when the runtime folds them)."""
     if fold_constants:
-        graph = _dedupe(graph)
+        graph = dedupe(graph)
         keep = live_nodes(graph)
         graph = replace(graph, nodes=tuple(n for n in graph.nodes if n.name in keep))
     consumers: dict[str, int] = {}

@@ -79,6 +79,9 @@ def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
         rec = store.get_workload(m.workload)
         assert rec is not None and rec.source_path is not None
         folder = Path(rec.source_path).parent.name
+        if folder == OVERHEAD and "+" in rec.name:  # chains of minimal ops: overhead + n × dispatch
+            assert len(rec.graph.nodes) in (2, 4) and rec.graph.macs == 0
+            continue
         k = single_kernel(rec.graph, rules)
         assert k is not None, rec.name
         assert kernel_type_of(k) == ("act" if folder == OVERHEAD else folder)
@@ -86,7 +89,9 @@ def test_build_on_sim_end_to_end_then_nothing_twice(tmp_path, reg):
     assert out["models_kept"] is False and not list((tmp_path / "farm-models" / "conv").glob("*.onnx"))
     assert list((tmp_path / "farm-models" / "fusion").glob("*.onnx"))  # small: kept
     samples = kernel_samples(store, "sim-raspi4")
-    assert {m.workload for m in built} <= {s.measurement.workload for s in samples}
+    singles = {m.workload for m in built if len(store.get_workload(m.workload).graph.nodes) == 1
+               or Path(store.get_workload(m.workload).source_path).parent.name != OVERHEAD}
+    assert singles <= {s.measurement.workload for s in samples}
     assert len(samples) < len(ms)  # the unfused fusion-test chains are not training samples
     assert {s.kernel_type for s in samples} >= {"conv", "dwconv", "gemm", "eltwise", "act"}
     conv_bn_relu = [s for s in samples if s.kernel.ops == ("Conv", "BatchNormalization", "Relu")]

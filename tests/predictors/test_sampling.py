@@ -99,7 +99,9 @@ def test_variants_follow_the_devices_rules():
     assert variants_for("gemm", RASPI4) == ("", "relu")
     assert variants_for("pool", ALL_RULES) == ("",)
     plan = make_plan(budget=300, seed=3, fusion=RASPI4)
-    for s in plan:  # every planned model is one kernel on raspi4
+    for s in plan:  # every planned model is one kernel on raspi4, but the overhead chains
+        if s.kernel_type == "overhead" and "+" in s.variant:
+            continue
         assert single_kernel(build_graph(s), RASPI4) is not None, s.name
     assert not any(s.variant in ("relu6", "add") for s in plan if s.kernel_type == "conv")
 
@@ -130,9 +132,9 @@ def test_plans_are_seeded_sized_and_split_by_type():
     assert len({s.name for s in a} & {s.name for s in b}) < 60
     assert len(a) == 200 and len({s.name for s in a}) == 200
     counts = Counter(s.kernel_type for s in a)
-    assert counts[OVERHEAD] == 3
+    assert counts[OVERHEAD] == 5  # 1 op on 1, 8, 64 numbers; chains of 2 and 4
     for kt, w in TYPE_WEIGHTS.items():
-        assert abs(counts[kt] - w * 197) <= 1, (kt, counts[kt])
+        assert abs(counts[kt] - w * 195) <= 1, (kt, counts[kt])
     only = make_plan(budget=30, kernels=("conv", "gemm"), seed=0)
     assert {s.kernel_type for s in only} == {"conv", "gemm", OVERHEAD}
     assert len(make_plan(budget=2, seed=0)) == 2  # tiny budgets: no room for the minimal models
