@@ -95,7 +95,8 @@ def _store():
     return SqliteStore(STATE.db)
 
 
-def _emit_json(obj: Any) -> None:
+def emit_json(obj: Any) -> None:
+    """One JSON document on stdout (also for plugin commands' ``--json``)."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
@@ -122,7 +123,7 @@ def devices_list(as_json: bool = typer.Option(False, "--json", help="One JSON ar
     reg = _registry()
     rows = [d.public_dict() | {"kind": d.kind} for d in reg.devices]
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
         return
     table = Table(title=f"{len(rows)} device(s) in {reg.path}", title_justify="left")
     for col in ("name", "kind", "url", "runtime", "threads", "tags", "notes"):
@@ -157,7 +158,7 @@ def devices_check(
     results = [_check(s) for s in specs]
     if as_json:
         for h in results:
-            _emit_json(h.to_json())
+            emit_json(h.to_json())
     else:
         table = Table(title="device health", title_justify="left")
         for col in ("device", "status", "detail"):
@@ -216,7 +217,7 @@ def inspect(
     w = load_workload(model)
     g = w.graph
     if as_json:
-        _emit_json({"model": str(model), "format": w.format, "workload": w.hash,
+        emit_json({"model": str(model), "format": w.format, "workload": w.hash,
                     "macs": g.macs, "params": g.params, "bytes_moved": g.bytes_moved,
                     "inputs": [t.to_dict() for t in g.inputs], "outputs": [t.to_dict() for t in g.outputs],
                     "nodes": [{"name": n.name, "op": n.op, "inputs": [t.to_dict() for t in n.inputs],
@@ -289,7 +290,7 @@ def profile(
     done = [(r, r.measurement) for r in results if r.measurement is not None]
     if as_json:
         for r, m in done:
-            _emit_json(m.to_json(model=r.model) | {"source": r.source})
+            emit_json(m.to_json(model=r.model) | {"source": r.source})
     elif done:
         spec_url = done[0][1].provenance.get("device_url", "")
         table = Table(title=f"latency on {device} ({spec_url}), milliseconds", title_justify="left")
@@ -326,7 +327,7 @@ def dataset_show(
     rows = _store().dataset_rows(device=device)[-limit:]
     if as_json:
         for r in rows:
-            _emit_json({k: v for k, v in r.items() if k != "samples_ms"} | {"samples_ms": json.loads(r["samples_ms"])})
+            emit_json({k: v for k, v in r.items() if k != "samples_ms"} | {"samples_ms": json.loads(r["samples_ms"])})
         return
     table = Table(title=f"{STATE.db}: {len(rows)} newest measurement(s)", title_justify="left")
     for col in _SHOW_COLS:
@@ -374,7 +375,7 @@ def jobs_list(
     jobs = _store().jobs(status=status)
     if as_json:
         for j in jobs:
-            _emit_json({"id": j.id, "device": j.device, "workload": j.workload, "status": j.status,
+            emit_json({"id": j.id, "device": j.device, "workload": j.workload, "status": j.status,
                         "attempts": j.attempts, "max_attempts": j.max_attempts, "error": j.error,
                         "measurement_id": j.measurement_id, "settings": j.settings.to_dict()})
         return
@@ -426,7 +427,7 @@ def zoo_list(json_out: bool = typer.Option(False, "--json", help="One JSON objec
                      "params": g.params, "input_shape": list(g.inputs[0].shape),
                      "options": spec.options()})
     if json_out:
-        _emit_json(rows)
+        emit_json(rows)
         return
     table = Table(title="zoo (hwfarm zoo export NAME [--set key=value])", title_justify="left")
     for col in ("name", "kind", "MMACs", "params", "input", "description"):

@@ -69,7 +69,7 @@ def train_cmd(
         info = train(store, spec, db=c.STATE.db, threads=threads, bundle_dir=_bundle_dir(bundle_dir),
                      spaces=spaces, progress=lambda msg: status.update(msg))
     if as_json:
-        c._emit_json(info.summary())
+        c.emit_json(info.summary())
         return
     _print_summary(info.summary())
 
@@ -112,7 +112,7 @@ def list_cmd(
     c = _ctx()
     found = [b.summary() for b in list_bundles(_bundle_dir(bundle_dir), device=device)]
     if as_json:
-        c._emit_json(found)
+        c.emit_json(found)
         return
     if not found:
         c.err.print(f"no predictor bundles in {_bundle_dir(bundle_dir)} (hwfarm predictor train --device NAME)")
@@ -143,7 +143,7 @@ def show_cmd(
                           "types": {t: {"features": v.get("features"), "n_samples": v.get("n_samples")}
                                     for t, v in (info.meta.get("latency") or {}).get("types", {}).items()}}
     if as_json:
-        c._emit_json(s)
+        c.emit_json(s)
         return
     _print_summary(s)
     fusion = s.get("fusion") or {}
@@ -169,7 +169,7 @@ def eval_cmd(
     p = load(bundle or device, db=c.STATE.db)
     res = evaluate(p, store, spec)
     if as_json:
-        c._emit_json(res)
+        c.emit_json(res)
         return
     table = Table(title=f"{device}: predicted vs measured (bundle {p.bundle_id})", title_justify="left")
     for col in ("model", "measured ms", "predicted ms", "interval", "error"):
@@ -204,7 +204,7 @@ def predict(
     preds = p.predict_many([str(m) for m in models])
     if as_json:
         for m, r in zip(models, preds, strict=True):
-            c._emit_json({"model": str(m), "device": device, "latency_ms": r.latency_ms,
+            c.emit_json({"model": str(m), "device": device, "latency_ms": r.latency_ms,
                           "latency_interval_ms": list(r.latency_interval_ms), "energy_mj": r.energy_mj,
                           "kernels": [k.to_json() for k in r.kernels], "bundle": p.bundle_id,
                           "fallback_kernels": [k.name for k in r.fallback_kernels],

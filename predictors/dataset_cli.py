@@ -6,8 +6,6 @@ Mounted into the built-in ``dataset`` group through the ``hwfarm.commands`` entr
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -15,15 +13,10 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from farm.cli import STATE, err, out
+from farm.cli import STATE, emit_json, err, out
 from farm.errors import InputError
 
 __all__ = ["build", "fusion"]
-
-
-def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def _fmt_ms(x: float | None) -> str:
@@ -206,7 +199,7 @@ def build(
             removed += 1
     elapsed = time.monotonic() - started
     if as_json:
-        _emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
+        emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
                     "models_kept": not removed,
                     "fusion_rules": [list(r) for r in rules], "models": len(results), **counts,
                     "elapsed_s": round(elapsed, 2), "kernels": summary})
@@ -261,7 +254,7 @@ def fusion(
         records = _detect(spec, _store(ctx), mdir, names, repeats)
     if as_json:
         for r in records:
-            _emit_json({"device": r.device, "candidate": r.candidate, "ops": list(r.ops), "fused": r.fused,
+            emit_json({"device": r.device, "candidate": r.candidate, "ops": list(r.ops), "fused": r.fused,
                         "conclusive": r.evidence["conclusive"], "evidence": r.evidence["shapes"]})
         return
     title = (f"fusion on {spec.name}: the chain after onnxruntime's optimizer" if method == "graph" else
