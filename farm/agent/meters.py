@@ -229,7 +229,13 @@ class RaplMeter(Meter):
         self.max_range_uj = _read_number(os.path.join(self.path, "max_energy_range_uj"))
         if self.max_range_uj <= 0:
             raise MeterError(f"{self.path}/max_energy_range_uj is {self.max_range_uj:g}, not a counter range")
-        self._counter()
+        try:
+            self._counter()
+        except MeterError as err:
+            if "permission denied" in str(err):
+                raise MeterError(f"{err}; since Linux 5.10 energy_uj is root-only (run the agent as root or "
+                                 "grant read access, e.g. a udev rule)") from None
+            raise
         zone = _read_text(os.path.join(self.path, "name")) or "zone"
         return f"rapl {zone} at {self.path}: energy_uj readable, wraps at {self.max_range_uj:.0f} uJ"
 

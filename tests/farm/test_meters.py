@@ -135,6 +135,28 @@ def test_ina2xx_missing_or_broken_tree_is_a_meter_error(tmp_path):
         open_meter({"meter": "ina2xx"})
 
 
+def test_ina2xx_node_vanishing_mid_run_fails_the_run(tmp_path):
+    d = _ina_tree(tmp_path)
+    meter = open_meter({"meter": "ina2xx", "path": str(d), "sample_hz": 200})
+    meter.check()
+    meter.start()
+    (d / "power1_input").unlink()  # the driver was unbound while measuring
+    time.sleep(0.03)
+    with pytest.raises(MeterError, match="cannot read .*power1_input"):
+        meter.stop()
+
+
+def test_agent_replies_meter_failure_without_samples(tmp_path, onnx_file):
+    from farm.agent.__main__ import handle
+
+    reply = handle({"op": "run", "model": str(onnx_file("h", 8)), "policy": {"warmup": 0, "min_time_s": 0,
+                    "max_runs": 3}, "energy": {"meter": "ina2xx", "path": str(tmp_path / "gone")}})
+    assert reply["ok"] is False and reply["kind"] == "meter" and "does not exist" in reply["error"]
+    assert "samples_ms" not in reply
+    check = handle({"op": "check_meter", "energy": {"meter": "rapl", "path": str(tmp_path / "rapl")}})
+    assert check["ok"] is False and "no RAPL powercap zone" in check["error"]
+
+
 def _rapl_tree(root: Path, energy_uj: int, max_uj: int = 262143328850) -> Path:
     d = root / "intel-rapl:0"
     d.mkdir(parents=True)
@@ -290,6 +312,22 @@ def test_profile_local_with_rapl_fake_counter(tmp_path, onnx_file):
     assert r["energy_mj"] == pytest.approx(prov["energy_uj_total"] / 1000 / prov["runs"])
     # Every step of the fake counter is 700 000 uJ, across the wrap too: no step is lost or invented.
     assert prov["energy_uj_total"] % 700_000 == pytest.approx(0)
+
+
+def test_stored_latency_without_energy_is_remeasured_once_a_meter_is_added(tmp_path, onnx_file):
+    model, db = onnx_file("c", 16), str(tmp_path / "db")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(REGISTRY)
+    first = run_cli("--registry", str(plain), "--db", db, "profile", str(model), "--device", "host-cpu", *FAST, "--json")
+    assert first.returncode == 0 and json.loads(first.stdout)["energy_mj"] is None
+    d = _ina_tree(tmp_path / "sys", power_uw=1_000_000)
+    reg = _registry(tmp_path, f"    energy: {{meter: ina2xx, path: {d}}}\n")
+    p = run_cli("--registry", str(reg), "--db", db, "profile", str(model), "--device", "host-cpu", *FAST)
+    assert p.returncode == 0, p.stderr
+    assert "energy mJ" in p.stdout and "measured" in p.stdout  # not answered by the stored record
+    again = run_cli("--registry", str(reg), "--db", db, "profile", str(model), "--device", "host-cpu", *FAST, "--json")
+    r = json.loads(again.stdout)
+    assert r["source"] == "cached" and r["energy_mj"] == pytest.approx(r["latency_ms"], rel=1e-6)  # 1 W × latency
 
 
 def test_broken_meter_fails_check_and_run_clearly(tmp_path, onnx_file):
