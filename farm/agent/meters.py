@@ -138,6 +138,10 @@ class _Sampler:
         if self.error is not None:
             raise self.error
 
+    def cancel(self) -> None:
+        """Stop sampling without a final read (cleanup after a failure)."""
+        self._stop.set()
+
     def achieved_hz(self) -> float | None:
         if self.t_first is None or self.t_last is None or self.t_last <= self.t_first:
             return None
@@ -183,7 +187,7 @@ class Ina2xxMeter(Meter):
 
     def close(self) -> None:
         if self._sampler is not None:
-            self._sampler._stop.set()
+            self._sampler.cancel()
 
     def result(self, n_runs: int, median_ms: float) -> dict[str, Any]:
         assert self._sampler is not None
@@ -250,7 +254,7 @@ class RaplMeter(Meter):
 
     def close(self) -> None:
         if self._sampler is not None:
-            self._sampler._stop.set()
+            self._sampler.cancel()
 
     def result(self, n_runs: int, median_ms: float) -> dict[str, Any]:
         assert self._sampler is not None
