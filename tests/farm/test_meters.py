@@ -18,9 +18,13 @@ from farm.registry import DeviceSpec
 
 from ..conftest import FAST, REGISTRY, run_cli, ssh_spec_text
 
-# Golden tegrastats lines. Shapes as printed by real boards (JetPack 4 Nano: "POM_5V_IN inst/avg"
-# without units; JetPack 5/6 Orin Nano: "VDD_IN 5251mW/8535mW"); format per NVIDIA's Jetson Linux
-# Developer Guide, "tegrastats Utility", and rbonghi/jetson_stats jtop/core/tegra_parse.py.
+# Golden tegrastats lines. NANO (JetPack 4, "POM_5V_IN inst/avg" without units) and ORIN (JetPack 6
+# Orin Nano, "VDD_IN 5251mW/8535mW") are lines captured from real boards as quoted in public GitHub
+# notes/tests found with code search (a Jetson Nano user's `sudo tegrastats` transcript; an Orin Nano
+# test fixture); XAVIER is written here in the JetPack 5 format. Format reference: NVIDIA Jetson Linux
+# Developer Guide, "tegrastats Utility"
+# (https://docs.nvidia.com/jetson/archives/r35.2.1/DeveloperGuide/text/AT/JetsonLinuxDevelopmentTools/TegrastatsUtility.html)
+# and rbonghi/jetson_stats, jtop/core/tegra_parse.py.
 NANO = ("RAM 1655/3956MB (lfb 311x4MB) SWAP 0/1978MB (cached 0MB) IRAM 0/252kB(lfb 252kB) "
         "CPU [14%@204,14%@204,10%@204,11%@204] EMC_FREQ 3%@1600 GR3D_FREQ 16%@76 APE 25 PLL@36C CPU@39C "
         "iwlwifi@44C PMIC@50C GPU@37C AO@47C thermal@38C POM_5V_IN 2247/2189 POM_5V_GPU 78/78 POM_5V_CPU 275/275")
