@@ -294,13 +294,16 @@ def profile(
     elif done:
         spec_url = done[0][1].provenance.get("device_url", "")
         table = Table(title=f"latency on {device} ({spec_url}), milliseconds", title_justify="left")
-        for col in ("model", "runtime", "thr", "median", "p90", "CV %", "n", "outliers", "stop", ""):
+        energy = any(m.energy_mj is not None for _, m in done)
+        cols = ["model", "runtime", "thr", "median", "p90", "CV %", "n", "outliers", "stop"]
+        for col in cols + (["energy mJ"] if energy else []) + [""]:
             table.add_column(col, justify="left" if col in ("model", "runtime", "stop", "") else "right")
         for r, m in done:
             s = m.stats
             table.add_row(Path(r.model).name, f"{m.settings.runtime} {m.provenance.get('runtime_version', '')}",
                           str(m.settings.threads), _fmt_ms(s.median_ms), _fmt_ms(s.p90_ms), f"{100 * s.cv:.1f}",
-                          str(s.n), str(s.n_outliers), m.stop_reason, r.source)
+                          str(s.n), str(s.n_outliers), m.stop_reason,
+                          *((f"{m.energy_mj:.4g}" if m.energy_mj is not None else "-",) if energy else ()), r.source)
         out.print(table)
         err.print(f"stored in {STATE.db} (hwfarm dataset show --db {STATE.db})")
     failed = [r.failure for r in results if r.failure is not None]

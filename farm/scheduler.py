@@ -91,7 +91,10 @@ class Scheduler:
         self.store.put_workload(workload)
         if not force:
             found = self.store.find_measurement(spec.name, workload.hash, settings.hash)
-            if found is not None:
+            # A device that gained an energy meter re-measures what was stored without energy.
+            stale = spec.energy is not None and found is not None and found.energy_mj is None \
+                and "energy" not in found.provenance
+            if found is not None and not stale:
                 return Submission(workload, spec.name, settings, None, found)
         job = self.store.enqueue(spec.name, workload.hash, settings, max_attempts=self.max_attempts)
         return Submission(workload, spec.name, settings, job, None)

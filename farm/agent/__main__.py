@@ -9,7 +9,12 @@ One request per line, one reply per line, in order::
     -> {"ok": true, "samples_ms": [...], "warmup_ms": [...], "stop_reason": "converged",
         "elapsed_s": 1.2, "provenance": {...}}
 
-Failures reply ``{"ok": false, "kind": "model" | "unavailable" | "runtime" | "request",
+A run request may carry ``"energy": {"meter": "ina2xx", "path": ..., "sample_hz": ...}``
+(see :mod:`.meters`): the meter runs during the timed runs and the reply gains
+``"energy": {"energy_mj": ..., "provenance": {...}}``. ``{"op": "check_meter", "energy": {...}}``
+-> ``{"ok": true, "detail": "..."}`` checks a meter without running anything.
+
+Failures reply ``{"ok": false, "kind": "model" | "unavailable" | "runtime" | "request" | "meter",
 "error": "one line"}`` and the agent keeps serving. EOF on stdin ends it. Runtimes that print
 to stdout cannot corrupt the protocol: file descriptor 1 is pointed at stderr and replies go
 to a private duplicate of the original stdout.
@@ -24,7 +29,8 @@ import time
 from typing import Any
 
 from .facts import host_facts, temperature_c
-from .measure import Policy, run_protocol
+from .measure import Policy, run_protocol, summarize
+from .meters import Meter, MeterError, open_meter
 from .runners import RUNNERS, ModelLoadError, RunnerUnavailable, get_runner
 
 PROTOCOL = 1
@@ -55,6 +61,11 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     if op == "hello":
         return {"ok": True, "agent": "hwfarm-agent", "protocol": PROTOCOL,
                 "facts": host_facts(), "runtimes": _runtimes()}
+    if op == "check_meter":
+        try:
+            return {"ok": True, "detail": _meter(req.get("energy")).check()}
+        except MeterError as err:
+            return {"ok": False, "kind": "meter", "error": str(err)}
     if op != "run":
         return {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
     try:
@@ -68,6 +79,13 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         affinity = _set_affinity(req.get("affinity"))
     except (OSError, ValueError) as err:
         return {"ok": False, "kind": "request", "error": f"cannot pin to CPUs {req.get('affinity')}: {err}"}
+    meter: Meter | None = None
+    if req.get("energy") is not None:
+        try:
+            meter = _meter(req["energy"])
+            meter.check()
+        except MeterError as err:
+            return {"ok": False, "kind": "meter", "error": str(err)}
     try:
         runner = get_runner(runtime)
         version = runner.version()
@@ -77,10 +95,20 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     except ModelLoadError as err:
         return {"ok": False, "kind": "model", "error": str(err)}
     temp_before = temperature_c()
+    energy: dict[str, Any] | None = None
     try:
-        sampled = run_protocol(run_once, policy)
+        sampled = run_protocol(run_once, policy, on_timed_start=meter.start if meter else None,
+                               on_timed_end=meter.stop if meter else None)
+        if meter is not None:
+            energy = meter.result(len(sampled.samples_ms), summarize(list(sampled.samples_ms)).median_ms)
+    except MeterError as err:
+        return {"ok": False, "kind": "meter", "error": f"energy meter {meter.name if meter else ''} failed "
+                f"during the run: {err}"}
     except Exception as err:  # a runtime crashing mid-loop is a device failure, reported, not fatal
         return {"ok": False, "kind": "runtime", "error": f"{runtime} failed while running {model}: {err}"}
+    finally:
+        if meter is not None:
+            meter.close()
     facts = host_facts()
     provenance = {
         "runtime": runtime,
@@ -98,9 +126,18 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         "agent_protocol": PROTOCOL,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return {"ok": True, "samples_ms": list(sampled.samples_ms), "warmup_ms": list(sampled.warmup_ms),
-            "stop_reason": sampled.stop_reason, "elapsed_s": sampled.elapsed_s,
-            "provenance": provenance}
+    reply = {"ok": True, "samples_ms": list(sampled.samples_ms), "warmup_ms": list(sampled.warmup_ms),
+             "stop_reason": sampled.stop_reason, "elapsed_s": sampled.elapsed_s,
+             "provenance": provenance}
+    if energy is not None:
+        reply["energy"] = energy
+    return reply
+
+
+def _meter(spec: Any) -> Meter:
+    if not isinstance(spec, dict):
+        raise MeterError("energy must be an object with a meter field")
+    return open_meter(spec)
 
 
 def serve(stdin: Any, reply_fd: int) -> None:

@@ -173,8 +173,13 @@ def run_protocol(
     policy: Policy,
     *,
     clock: Callable[[], float] = time.perf_counter,
+    on_timed_start: Callable[[], object] | None = None,
+    on_timed_end: Callable[[], object] | None = None,
 ) -> Sampled:
-    """Warm up, then time ``run_once`` call by call until :func:`converged` or a budget ends."""
+    """Warm up, then time ``run_once`` call by call until :func:`converged` or a budget ends.
+
+    ``on_timed_start`` / ``on_timed_end`` bracket the timed runs (an energy meter starts and
+    stops there: warm-up is not metered)."""
     start = clock()
     warm: list[float] = []
     while policy.warmup > 0:
@@ -186,6 +191,8 @@ def run_protocol(
             break
         if len(warm) >= policy.warmup and t1 - start >= policy.warmup_s:
             break
+    if on_timed_start is not None:
+        on_timed_start()
     timed_start = clock()
     samples: list[float] = []
     reason = "max_runs"
@@ -201,4 +208,6 @@ def run_protocol(
         if len(samples) % 5 == 0 and t1 - timed_start >= policy.min_time_s and converged(samples, policy):
             reason = "converged"
             break
+    if on_timed_end is not None:
+        on_timed_end()
     return Sampled(tuple(samples), tuple(warm), reason, clock() - start)

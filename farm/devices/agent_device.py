@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 from .. import __version__
 from ..agent.measure import mad_outliers, summarize
-from ..errors import DeviceError, DeviceUnavailable, ModelError, RuntimeFailure
+from ..errors import DeviceError, DeviceUnavailable, InputError, ModelError, RuntimeFailure
 from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
 from ..workload import Workload
@@ -42,8 +42,26 @@ class AgentTransport(Protocol):
     def close(self) -> None: ...
 
 
+AGENT_METERS = ("ina2xx", "rapl", "tegrastats", "command")
+
+
 class AgentDevice:
+    """Energy (optional): ``energy: {meter: ina2xx | rapl | tegrastats | command, ...}`` is read
+    by the agent on the device during the timed runs (:mod:`farm.agent.meters`)."""
+
     def __init__(self, spec: DeviceSpec, transport: AgentTransport) -> None:
+        energy = spec.energy
+        if energy is not None:
+            field = f"device {spec.name!r} field 'energy'"
+            if energy.meter not in AGENT_METERS:
+                raise InputError(f"{field}: {transport.kind} devices read meter: {' | '.join(AGENT_METERS)} "
+                                 f"(got meter: {energy.meter})")
+            if energy.meter in ("ina2xx", "rapl") and not energy.path:
+                raise InputError(f"{field}: meter {energy.meter} needs path: (e.g. "
+                                 + ("/sys/class/hwmon/hwmon2)" if energy.meter == "ina2xx"
+                                    else "/sys/class/powercap/intel-rapl:0)"))
+            if energy.meter == "command" and not energy.command:
+                raise InputError(f"{field}: meter command needs command: (a program that prints joules)")
         self.spec = spec
         self.transport = transport
         self._agent = AgentSession(transport.open_agent, name=spec.name)
@@ -80,7 +98,23 @@ class AgentDevice:
                           f"({cpus} CPUs)", facts)
         usable = facts.get("cpus_usable") or cpus
         detail = f"{facts.get('cpu_model')}, {usable} CPUs usable, {wanted} {runtimes[wanted]}"
+        if self.spec.energy is not None:
+            try:
+                reply = self._agent.request({"op": "check_meter", "energy": self._energy_request()},
+                                            timeout_s=min(self.spec.timeout_s, 60.0))
+            except DeviceError as err:
+                return Health(self.name, "unreachable", str(err), facts)
+            if not reply.get("ok"):
+                facts["energy"] = {"meter": self.spec.energy.meter, "ok": False}
+                return Health(self.name, "unavailable", f"energy meter unavailable: {reply.get('error')}", facts)
+            facts["energy"] = {"meter": self.spec.energy.meter, "ok": True, "detail": reply.get("detail")}
+            detail += f"; energy: {reply.get('detail')}"
         return Health(self.name, "ok", detail, facts)
+
+    def _energy_request(self) -> dict[str, Any] | None:
+        if self.spec.energy is None:
+            return None
+        return self.spec.energy.model_dump(exclude_none=True)
 
     def run(self, workload: Workload, settings: Settings) -> Measurement:
         self._hello()
@@ -88,11 +122,13 @@ class AgentDevice:
         reply = self._agent.request(
             {"op": "run", "model": model_path, "runtime": settings.runtime, "threads": settings.threads,
              "affinity": list(settings.affinity) if settings.affinity else None,
-             "policy": settings.to_dict()["policy"]},
+             "policy": settings.to_dict()["policy"], "energy": self._energy_request()},
             timeout_s=self.spec.timeout_s,
         )
         if not reply.get("ok"):
             kind, error = reply.get("kind"), reply.get("error", "unknown agent error")
+            if kind == "meter":
+                raise DeviceUnavailable(f"device {self.name!r}: {error}")
             if kind == "model":
                 raise ModelError(f"{workload.path or workload.name}: {error}")
             if kind == "unavailable":
@@ -151,6 +187,14 @@ def measurement_from_reply(spec: DeviceSpec, workload: Workload, settings: Setti
         "device": spec.name, "device_url": spec.url, "hwfarm_version": __version__,
         "simulated": False, "stop_reason": reply.get("stop_reason"), "elapsed_s": reply.get("elapsed_s"),
     }
+    energy_mj: float | None = None
+    energy = reply.get("energy")
+    if spec.energy is not None:
+        if not isinstance(energy, dict) or not isinstance(energy.get("energy_mj"), (int, float)):
+            raise RuntimeFailure(f"device {spec.name!r}: energy meter {spec.energy.meter} is configured but the "
+                                 "agent returned no energy")
+        energy_mj = float(energy["energy_mj"])
+        provenance["energy"] = dict(energy.get("provenance") or {})
     return Measurement(
         device=spec.name,
         workload=workload.hash,
@@ -161,5 +205,6 @@ def measurement_from_reply(spec: DeviceSpec, workload: Workload, settings: Setti
         warmup_ms=tuple(float(x) for x in reply.get("warmup_ms", ())),
         stop_reason=str(reply.get("stop_reason")),
         provenance=provenance,
+        energy_mj=energy_mj,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
