@@ -12,7 +12,9 @@ One request per line, one reply per line, in order::
 A run request may carry ``"energy": {"meter": "ina2xx", "path": ..., "sample_hz": ...}``
 (see :mod:`.meters`): the meter runs during the timed runs and the reply gains
 ``"energy": {"energy_mj": ..., "provenance": {...}}``. ``{"op": "check_meter", "energy": {...}}``
--> ``{"ok": true, "detail": "..."}`` checks a meter without running anything.
+-> ``{"ok": true, "detail": "..."}`` checks a meter without running anything. A LiteRT run
+may carry ``"delegate": "libedgetpu.so.1"`` (an external delegate library, recorded in the
+provenance); ``{"op": "check_delegate", "delegate": ...}`` loads it once, for health checks.
 
 Failures reply ``{"ok": false, "kind": "model" | "unavailable" | "runtime" | "request" | "meter",
 "error": "one line"}`` and the agent keeps serving. EOF on stdin ends it. Runtimes that print
@@ -61,6 +63,11 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     if op == "hello":
         return {"ok": True, "agent": "hwfarm-agent", "protocol": PROTOCOL,
                 "facts": host_facts(), "runtimes": _runtimes()}
+    if op == "check_delegate":
+        try:
+            return {"ok": True, "detail": get_runner("litert").check_delegate(str(req["delegate"]))}  # type: ignore[attr-defined]
+        except (RunnerUnavailable, KeyError) as err:
+            return {"ok": False, "kind": "unavailable", "error": str(err)}
     if op == "check_meter":
         try:
             return {"ok": True, "detail": _meter(req.get("energy")).check()}
@@ -73,6 +80,9 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         runtime = str(req.get("runtime", "onnxruntime"))
         threads = int(req.get("threads", 1))
         policy = Policy(**req.get("policy", {}))
+        delegate = req.get("delegate")
+        if delegate is not None and runtime != "litert":
+            raise ValueError(f"a delegate ({delegate}) needs the litert runtime, not {runtime}")
     except (KeyError, TypeError, ValueError) as err:
         return {"ok": False, "kind": "request", "error": f"bad run request: {err}"}
     try:
@@ -89,7 +99,10 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     try:
         runner = get_runner(runtime)
         version = runner.version()
-        run_once = runner.prepare(model, threads=threads)
+        if delegate:  # only the LiteRT runner takes one (checked above)
+            run_once = runner.prepare(model, threads=threads, delegate=str(delegate))  # type: ignore[call-arg]
+        else:
+            run_once = runner.prepare(model, threads=threads)
     except RunnerUnavailable as err:
         return {"ok": False, "kind": "unavailable", "error": str(err)}
     except ModelLoadError as err:
@@ -121,6 +134,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         "cpu_model": facts["cpu_model"],
         "hostname": facts["hostname"],
         "governor": facts["governor"],
+        "delegate": delegate,
         "temperature_c_before": temp_before,
         "temperature_c_after": facts["temperature_c"],
         "agent_protocol": PROTOCOL,

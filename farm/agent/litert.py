@@ -52,6 +52,16 @@ class LiteRtRunner:
         except metadata.PackageNotFoundError:  # a source build without dist metadata
             return dist
 
+    def check_delegate(self, delegate: str) -> str:
+        """Load an external delegate library once (a missing ``libedgetpu.so.1`` is a failed
+        health check, not a crash mid-job)."""
+        mod, _ = _interpreter_module()
+        try:
+            mod.load_delegate(delegate)
+        except (ValueError, OSError, RuntimeError) as err:
+            raise RunnerUnavailable(f"cannot load LiteRT delegate {delegate}: {_first_line(err)}") from None
+        return f"delegate {delegate} loads"
+
     def prepare(self, model_path: str, *, threads: int, delegate: str | None = None) -> Callable[[], None]:
         """Load ``model_path`` with ``threads`` CPU threads and random inputs; return run-once.
 

@@ -98,6 +98,15 @@ class AgentDevice:
                           f"({cpus} CPUs)", facts)
         usable = facts.get("cpus_usable") or cpus
         detail = f"{facts.get('cpu_model')}, {usable} CPUs usable, {wanted} {runtimes[wanted]}"
+        if self.spec.delegate:
+            try:
+                reply = self._agent.request({"op": "check_delegate", "delegate": self.spec.delegate},
+                                            timeout_s=min(self.spec.timeout_s, 60.0))
+            except DeviceError as err:
+                return Health(self.name, "unreachable", str(err), facts)
+            if not reply.get("ok"):
+                return Health(self.name, "unavailable", str(reply.get("error")), facts)
+            detail += f"; {reply.get('detail')}"
         if self.spec.energy is not None:
             try:
                 reply = self._agent.request({"op": "check_meter", "energy": self._energy_request()},
@@ -122,7 +131,8 @@ class AgentDevice:
         reply = self._agent.request(
             {"op": "run", "model": model_path, "runtime": settings.runtime, "threads": settings.threads,
              "affinity": list(settings.affinity) if settings.affinity else None,
-             "policy": settings.to_dict()["policy"], "energy": self._energy_request()},
+             "policy": settings.to_dict()["policy"], "energy": self._energy_request(),
+             **({"delegate": self.spec.delegate} if self.spec.delegate and settings.runtime == "litert" else {})},
             timeout_s=self.spec.timeout_s,
         )
         if not reply.get("ok"):
