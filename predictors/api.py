@@ -174,12 +174,11 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
     models_dir = _models_dir(store)
     graphs, lat, en, names, single, generated = [], [], [], [], [], []
     h = hashlib.sha256()
-    cache: dict[str, Graph] = {}
     for wh, m in sorted(latest.items()):
         rec = store.get_workload(wh)
         if rec is None:
             continue
-        g = cache.setdefault(wh, rec.graph)
+        g = rec.graph
         graphs.append(g)
         lat.append(m.stats.median_ms)
         en.append(m.energy_mj)

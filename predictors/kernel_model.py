@@ -235,10 +235,6 @@ class KernelLevelPredictor:
         self.regressor_params = regressor_params
 
     # ------------------------------------------------------------------ training
-    def single_kernel(self, graph: Graph) -> DetectedKernel | None:
-        ks = detect_kernels(graph, self.rules)
-        return ks[0] if len(ks) == 1 else None
-
     def fit(self, graphs: Sequence[Graph], y: Sequence[float]) -> KernelLevelPredictor:
         if len(graphs) != len(y):
             raise ValueError("KernelLevelPredictor.fit: one target per graph")

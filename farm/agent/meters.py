@@ -148,7 +148,29 @@ class _Sampler:
         return round((len(self.values) - 1) / (self.t_last - self.t_first), 2)
 
 
-class Ina2xxMeter(Meter):
+class _SampledMeter(Meter):
+    """A meter read by a background sampler between start() and stop()."""
+
+    sample_hz: float
+    _sampler: _Sampler | None = None
+
+    def _sample(self) -> float:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._sampler = _Sampler(self._sample, self.sample_hz)
+        self._sampler.start()
+
+    def stop(self) -> None:
+        assert self._sampler is not None
+        self._sampler.stop()
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+
+
+class Ina2xxMeter(_SampledMeter):
     name = "ina2xx"
 
     def __init__(self, path: str, sample_hz: float) -> None:
@@ -156,6 +178,9 @@ class Ina2xxMeter(Meter):
         self.sample_hz = sample_hz
         self._sampler: _Sampler | None = None
         self.source = ""
+
+    def _sample(self) -> float:
+        return self._read_mw()
 
     def _read_mw(self) -> float:
         if self.source == "power1_input":
@@ -177,18 +202,6 @@ class Ina2xxMeter(Meter):
         chip = _read_text(os.path.join(self.path, "name")) or "hwmon"
         return f"ina2xx {chip} at {self.path} ({self.source}): {mw:.1f} mW now"
 
-    def start(self) -> None:
-        self._sampler = _Sampler(self._read_mw, self.sample_hz)
-        self._sampler.start()
-
-    def stop(self) -> None:
-        assert self._sampler is not None
-        self._sampler.stop()
-
-    def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
-
     def result(self, n_runs: int, median_ms: float) -> dict[str, Any]:
         assert self._sampler is not None
         mean_mw = statistics.fmean(self._sampler.values)
@@ -200,7 +213,7 @@ class Ina2xxMeter(Meter):
             "n_samples": len(self._sampler.values), "mean_power_mw": mean_mw}}
 
 
-class RaplMeter(Meter):
+class RaplMeter(_SampledMeter):
     name = "rapl"
 
     def __init__(self, path: str, sample_hz: float) -> None:
@@ -215,7 +228,7 @@ class RaplMeter(Meter):
     def _counter(self) -> float:
         return _read_number(os.path.join(self.path, "energy_uj"))
 
-    def _accumulate(self) -> float:
+    def _sample(self) -> float:  # reads the counter and accumulates across wrap-arounds
         now = self._counter()
         if self._prev is not None:
             delta = now - self._prev
@@ -245,16 +258,7 @@ class RaplMeter(Meter):
 
     def start(self) -> None:
         self.total_uj, self.wraps, self._prev = 0.0, 0, None
-        self._sampler = _Sampler(self._accumulate, self.sample_hz)
-        self._sampler.start()
-
-    def stop(self) -> None:
-        assert self._sampler is not None
-        self._sampler.stop()
-
-    def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
+        super().start()
 
     def result(self, n_runs: int, median_ms: float) -> dict[str, Any]:
         assert self._sampler is not None
