@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from farm.registry import DeviceSpec
-from farm.sim.model import CompileError, simulate
+from farm.sim.model import CompileError, flash_kb, simulate
 from farm.sim.profile import load_profile
 from farm.store import SqliteStore
 from farm.workload import load_workload
@@ -221,3 +221,50 @@ def test_dataset_build_on_a_phone_through_adb(tmp_path):
                                                                                 for s in samples)
     finally:
         peer.close()
+
+
+def test_io_boundary_fit_recovers_the_link_and_streams_past_the_cache(tmp_path):
+    from predictors.boundary import IoBoundary, IoCost, fit_io_cost, io_boundary, io_quantities
+
+    assert io_boundary(EDGETPU) == IoBoundary(8192.0) and io_boundary(M4) is None
+    assert io_boundary(DeviceSpec(name="r", url="sim://raspi4", runtime="sim")) is None
+    probes = [TfliteSpec(KernelSpec("reshape", "flatten", cin=c, hw=7), "int8") for c in (8, 64, 256, 1024)]
+    probes += [TfliteSpec(KernelSpec("concat", cin=c, hw=h, rows=n), "int8")
+               for c, h, n in ((8, 8, 2), (32, 28, 2), (16, 14, 3), (64, 28, 4), (8, 56, 3))]
+    samples = []
+    for t in probes:
+        g = _load(tmp_path, t).graph
+        n, kb = io_quantities(g)
+        dispatch = 0.004 if t.kernel_type == "reshape" else 0.011
+        samples.append((detect_kernels(g, fusion_rules_for(EDGETPU))[0], g, 0.3 + dispatch + 0.05 * (n - 2) + 0.003 * kb))
+    io = fit_io_cost(samples, 0.3, IoBoundary(100.0))
+    assert io.per_tensor_ms == pytest.approx(0.05, rel=1e-3) and io.per_kb_ms == pytest.approx(0.003, rel=1e-3)
+    big = _load(tmp_path, TfliteSpec(KernelSpec("gemm", cin=1024, cout=256), "int8")).graph  # ~257 kB of weights
+    n, kb = io_quantities(big)
+    assert flash_kb(big) > 100 and io.cost_ms(big) == pytest.approx(0.003 * (kb + flash_kb(big) - 100))
+    assert IoCost().cost_ms(big) == 0.0 and IoCost.from_dict(io.to_dict()) == io
+
+
+def test_the_boundary_term_is_what_makes_edgetpu_networks_right(tmp_path, reg):
+    from farm.tflite_export import graph_to_tflite
+    from farm.zoo.nets import build_net
+    from predictors.boundary import io_boundary
+    from predictors.kernel_model import KernelLevelPredictor
+
+    db = tmp_path / "farm.db"
+    assert _cli(reg, db, "dataset", "build", "--device", "sim-edgetpu", "--budget", "150", "--json").returncode == 0
+    store = SqliteStore(db)
+    ms = store.measurements(device="sim-edgetpu")
+    graphs = [store.get_workload(m.workload).graph for m in ms]
+    ys = [m.latency_ms for m in ms]
+    net = tmp_path / "ds_cnn.tflite"
+    net.write_bytes(graph_to_tflite(build_net("ds_cnn"), dtype="int8"))
+    g = load_workload(net).graph
+    truth = simulate(g, load_profile("edgetpu")).latency_ms
+    rules = fusion_rules_for(EDGETPU)
+    with_io = KernelLevelPredictor(rules=rules, io_boundary=io_boundary(EDGETPU)).fit(graphs, ys)
+    without = KernelLevelPredictor(rules=rules).fit(graphs, ys)
+    assert abs(with_io.predict([g])[0] / truth - 1) < 0.1
+    assert without.predict([g])[0] / truth - 1 > 0.5  # every kernel charged a USB round trip
+    state, files = with_io.to_state()
+    assert KernelLevelPredictor.from_state(state, files).predict([g])[0] == pytest.approx(with_io.predict([g])[0])
