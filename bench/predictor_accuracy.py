@@ -116,6 +116,29 @@ def export_tflite_nets(folder: Path, n_space: int, dev: str) -> list[Path]:
     return paths
 
 
+def roofline_baseline(work: Path, dev: str, models: list[dict[str, object]]) -> float:
+    """±10% accuracy of the baseline computed in the same run: one roofline ``a + b·MACs +
+    c·kB`` fitted (non-negative least squares) on the device's single-kernel measurements and
+    applied to each held-out network's total MACs and bytes."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    from farm.store import SqliteStore
+    from farm.workload import load_workload
+    from predictors.dataset import kernel_samples
+
+    ks = kernel_samples(SqliteStore(work / "hwfarm.db"), dev)
+    A = np.array([[1.0, s.graph.macs / 1e6, s.graph.bytes_moved / 1024] for s in ks])
+    y = np.array([s.measurement.latency_ms for s in ks])
+    coef, _ = nnls(A / y[:, None], np.ones(len(y)))  # relative error
+    hits = []
+    for x in models:
+        g = load_workload(str(x["model"])).graph
+        pred = float(np.array([1.0, g.macs / 1e6, g.bytes_moved / 1024]) @ coef)
+        hits.append(abs(pred / float(x["measured_ms"]) - 1) <= 0.1)  # type: ignore[arg-type]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", default="host-cpu", help="comma-separated device names from devices.yaml")
@@ -153,20 +176,22 @@ def main() -> None:
         ev = json.loads(r.stdout)
         m = ev["metrics"]
         worst = max(ev["models"], key=lambda x: abs(x["error"]))
+        m["baseline_acc10"] = roofline_baseline(a.work, dev, ev["models"])
         rows.append((dev, info["metrics"]["n_train"], measured, m))
         print(f"[{dev}] worst: {Path(worst['model']).name} {100 * worst['error']:+.1f}%", file=sys.stderr)
         for x in sorted(ev["models"], key=lambda x: x["model"]):
             print(f"    {Path(x['model']).name:48s} measured {x['measured_ms']:9.4f} ms  predicted "
                   f"{x['predicted_ms']:9.4f} ms  {100 * x['error']:+6.1f}%", file=sys.stderr)
-    print("\n| device | kernel models | held-out networks | ±10% accuracy | median error | Spearman ρ |")
-    print("|---|---|---|---|---|---|")
+    print("\n| device | kernel models | held-out networks | ±10% accuracy | median error | Spearman ρ "
+          "| roofline baseline ±10% |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         if len(row) == 2:
-            print(f"| {row[0]} | {row[1]} | | | | |")
+            print(f"| {row[0]} | {row[1]} | | | | | |")
             continue
         dev, n_train, n_nets, m = row
         print(f"| {dev} | {n_train} | {m['n']} | {100 * m['acc10']:.0f}% | {100 * m['median_ape']:.1f}% "
-              f"| {m.get('spearman', float('nan')):.3f} |")
+              f"| {m.get('spearman', float('nan')):.3f} | {100 * m['baseline_acc10']:.0f}% |")
 
 
 if __name__ == "__main__":

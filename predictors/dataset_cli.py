@@ -166,7 +166,9 @@ def build(
         types = parse_kernels(kernels) if kernels else None
         mdir = _models_dir(ctx, models_dir)
         results, rules_text = _build_tflite(spec, _store(ctx), mdir, types, total, n_refine, seed, dtype, force)
-        _report(ctx, spec, results, mdir, keep_models, started, [], as_json, started_note=rules_text)
+        dtypes = sorted({x.spec.dtype for x in results})
+        _report(ctx, spec, results, mdir, keep_models, started, [], as_json, started_note=rules_text,
+                extra={"plan": "tflite", "dtypes": dtypes})
         return
     if dtype is not None:
         raise InputError(f"--dtype {dtype!r}: device {device!r} takes the float ONNX plan ({spec.default_runtime}); "
@@ -248,7 +250,8 @@ def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | No
 
 
 def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_models: bool, started: float,
-            rules: list[list[str]], as_json: bool, started_note: str | None = None) -> None:
+            rules: list[list[str]], as_json: bool, started_note: str | None = None,
+            extra: dict[str, Any] | None = None) -> None:
     from .dataset import summarize_results
 
     if started_note and not as_json:
@@ -264,7 +267,7 @@ def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_
     if as_json:
         emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
                     "models_kept": not removed,
-                    "fusion_rules": rules, "models": len(results), **counts,
+                    "fusion_rules": rules, **(extra or {"plan": "onnx"}), "models": len(results), **counts,
                     "elapsed_s": round(elapsed, 2), "kernels": summary})
     else:
         table = Table(title=f"kernel dataset on {spec.name} ({_paths(ctx)[1]}), latency in ms", title_justify="left")

@@ -47,6 +47,7 @@ _ACT_KIND = {"Relu": 1, "Clip": 2, "Relu6": 2, "Sigmoid": 3, "HardSwish": 4, "Ha
              "RELU": 1, "RELU6": 2, "LOGISTIC": 3, "HARD_SWISH": 4, "TANH": 6, "LEAKY_RELU": 7, "GELU": 8, "ELU": 9}
 # TFLite kernels (``.tflite`` graphs: NHWC, upper-case op names, activations fused as an attribute).
 _TFLITE_ACT = {"RELU", "RELU6", "RELU_N1_TO_1", "TANH", "SIGN_BIT", "RELU_0_TO_1"}
+_UPPER_ONNX_OPS = {"LRN", "GRU", "RNN", "LSTM"}  # ONNX ops spelled like TFLite ones (NCHW)
 
 
 def _act_inputs(node: Node) -> list[int]:
@@ -86,7 +87,7 @@ def kernel_quantities(k: DetectedKernel, threads: int = 1) -> dict[str, float]:
     acts = _act_inputs(head)
     x = head.inputs[acts[0]].shape if acts else ()
     y = k.nodes[-1].outputs[0].shape if k.nodes[-1].outputs else ()
-    nhwc = head.op.isupper()
+    nhwc = head.op.isupper() and head.op not in _UPPER_ONNX_OPS
     q["cin"], q["h_in"], q["w_in"] = map(float, _chw(x, nhwc))
     q["cout"], q["h_out"], q["w_out"] = map(float, _chw(y, nhwc))
     q["in_numel"] = float(math.prod(x)) if x else 0.0

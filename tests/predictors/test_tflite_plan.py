@@ -187,6 +187,7 @@ def test_dataset_build_on_the_host_with_litert(tmp_path, reg):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["measured"] == 24 and out["failed"] == 0
+    assert out["plan"] == "tflite" and out["dtypes"] == ["float32", "int8"]
     samples = kernel_samples(SqliteStore(db), "host-litert")
     assert {s.measurement.settings.runtime for s in samples} == {"litert"}
     assert {s.kernel.dtype for s in samples} == {"float32", "int8"}
