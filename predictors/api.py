@@ -28,6 +28,7 @@ from farm.onnx_graph import read_onnx_structure
 from farm.store import SqliteStore
 from farm.workload import Workload, load_workload
 
+from .boundary import io_boundary
 from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
 from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, is_minimal_model
 from .kernels import FusionRules, detect_kernels, fusion_rules_for
@@ -91,16 +92,18 @@ class DevicePredictor:
             return [Prediction(float(p), (float(lo), float(hi))) for lo, p, hi in qa]
         graphs = [_graph_of(m) for m in models]
         kernels, q, fb = self.latency.kernel_quantiles(graphs)
+        base = self.latency.model_overhead(graphs)
         e_tot: list[float | None] = [None] * len(graphs)
         e_k: list[np.ndarray | None] = [None] * len(graphs)
         if self.energy is not None:
             _, eq, _ = self.energy.kernel_quantiles(graphs)
+            e_base = self.energy.model_overhead(graphs)
             for i, qi in enumerate(eq):
                 e_k[i] = qi[:, 1]
-                e_tot[i] = float(self.energy.overhead_ + qi[:, 1].sum())
+                e_tot[i] = float(e_base[i] + qi[:, 1].sum())
         out = []
         for i, ks in enumerate(kernels):
-            tot = self.latency.overhead_ + (q[i].sum(axis=0) if len(ks) else np.zeros(3))
+            tot = base[i] + (q[i].sum(axis=0) if len(ks) else np.zeros(3))
             ek = e_k[i]
             kp = tuple(KernelPrediction(k.name, k.type, float(q[i][j, 1]), bool(fb[i][j]),
                                         float(ek[j]) if ek is not None else None) for j, k in enumerate(ks))
@@ -249,19 +252,20 @@ def train(store: SqliteStore, spec: Any, *, db: str | os.PathLike[str], threads:
     the bundle beside the dataset."""
     say = progress or (lambda _msg: None)
     ts = training_set(store, spec, threads=threads)
+    io = io_boundary(spec)
     g, y, e, _ = ts.subset(True)
     if not g:
         raise InputError(f"device {spec.name!r}: none of its {len(ts.graphs)} measured models forms a single kernel; "
                          f"build a kernel dataset first: hwfarm dataset build --device {spec.name}")
     say(f"training on {len(g)} kernel measurements of {spec.name} ({ts.runtime}, {ts.threads} thread(s))")
     try:
-        lat = KernelLevelPredictor(rules=ts.rules, target="latency_ms", threads=ts.threads).fit(g, y)
+        lat = KernelLevelPredictor(rules=ts.rules, target="latency_ms", threads=ts.threads, io_boundary=io).fit(g, y)
     except ValueError as err:
         raise InputError(f"device {spec.name!r}: {err}") from None
     energy = None
     if all(v is not None and v > 0 for v in e):
         say("training the energy model")
-        energy = KernelLevelPredictor(rules=ts.rules, target="energy_mj", threads=ts.threads).fit(
+        energy = KernelLevelPredictor(rules=ts.rules, target="energy_mj", threads=ts.threads, io_boundary=io).fit(
             g, [float(v) for v in e if v is not None])
     nets, ny, ne, _ = ts.subset(False)
     metrics: dict[str, Any] = {"kernels": {t: n for t, n in lat.n_samples_.items()}, "n_train": len(g)}

@@ -53,7 +53,7 @@ DATASET_POLICY = Policy(warmup=5, warmup_s=0.05, min_runs=10, min_time_s=0.15, m
 class SpecResult:
     """One spec's outcome. ``source``: measured | cached | failed."""
 
-    spec: KernelSpec
+    spec: KernelSpec  # or a predictors.tflite_plan.TfliteSpec
     workload: str
     path: str
     source: str
@@ -72,15 +72,26 @@ def models_dir_for(db: str | os.PathLike[str]) -> Path:
     return p.parent / f"{p.stem}-models"
 
 
-def write_models(specs: Sequence[KernelSpec], models_dir: Path, *, subdir: str | None = None) -> list[Workload]:
-    """Write each spec's ONNX model (once; an existing identical file is reused) and load it as
-    a workload, graph imported from the file like any user model."""
+# A plan's model writer: spec → (file bytes, suffix). The default writes the float ONNX plan;
+# predictors.tflite_plan writes .tflite (float32 / int8) kernels through the same path.
+ModelWriter = Callable[[Any], tuple[bytes, str]]
+
+
+def _onnx_writer(spec: Any) -> tuple[bytes, str]:
+    return to_onnx_bytes(build_graph(spec)), ".onnx"
+
+
+def write_models(specs: Sequence[Any], models_dir: Path, *, subdir: str | None = None,
+                 writer: ModelWriter | None = None) -> list[Workload]:
+    """Write each spec's model (ONNX unless ``writer`` says otherwise; once: an existing
+    identical file is reused) and load it as a workload, graph imported from the file like
+    any user model."""
     out = []
     for spec in specs:
         folder = models_dir / (subdir or spec.kernel_type)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{spec.name}.onnx"
-        data = to_onnx_bytes(build_graph(spec))
+        data, suffix = (writer or _onnx_writer)(spec)
+        path = folder / f"{spec.name}{suffix}"
         if not path.exists() or path.read_bytes() != data:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(data)
@@ -89,8 +100,8 @@ def write_models(specs: Sequence[KernelSpec], models_dir: Path, *, subdir: str |
     return out
 
 
-def dataset_settings(spec: DeviceSpec, policy: Policy = DATASET_POLICY) -> Settings:
-    return Settings(runtime=resolve_runtime(spec.default_runtime, "onnx"), threads=spec.threads,
+def dataset_settings(spec: DeviceSpec, policy: Policy = DATASET_POLICY, *, model_format: str = "onnx") -> Settings:
+    return Settings(runtime=resolve_runtime(spec.default_runtime, model_format), threads=spec.threads,
                     affinity=spec.affinity, policy=policy)
 
 
@@ -99,17 +110,18 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Kernel
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_cached: Callable[[int], None] | None = None,
                   on_requeue: Callable[[list[int]], None] | None = None,
-                  force: bool = False) -> list[SpecResult]:
+                  force: bool = False, writer: ModelWriter | None = None,
+                  model_format: str = "onnx") -> list[SpecResult]:
     """Measure every spec on ``device``, in order (stored measurements answer without a run
-    unless ``force``)."""
+    unless ``force``). ``writer`` and ``model_format`` select another plan's files (.tflite)."""
     if not specs:
         return []
     open_device(device).close()  # a kind that cannot run here fails before anything is written
     try:
-        workloads = write_models(specs, models_dir, subdir=subdir)
+        workloads = write_models(specs, models_dir, subdir=subdir, writer=writer)
     except OSError as err:
         raise InputError(f"{models_dir}: cannot write models: {err.strerror or err}") from None
-    settings = dataset_settings(device, policy)
+    settings = dataset_settings(device, policy, model_format=model_format)
     sched = Scheduler(store, on_event=on_event)
     requeued = sched.requeue_stale()
     if requeued and on_requeue is not None:

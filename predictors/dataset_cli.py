@@ -83,16 +83,16 @@ def _models_dir(ctx: typer.Context, given: Path | None) -> Path:
     return path
 
 
-def _device(ctx: typer.Context, device: str) -> Any:
+def _device(ctx: typer.Context, device: str, *, tflite_ok: bool = False) -> Any:
     from farm.devices import open_device
     from farm.measurement import resolve_runtime
     from farm.registry import load_registry
 
     spec = load_registry(_paths(ctx)[0]).get(device)
     runtime = spec.default_runtime
-    if runtime and resolve_runtime(runtime, "onnx") != runtime:
-        raise InputError(f"device {device!r} runs {runtime}, which takes .tflite models; dataset build generates "
-                         "ONNX kernel models (a TFLite plan is not available yet)")
+    if not tflite_ok and runtime and resolve_runtime(runtime, "onnx") != runtime:
+        raise InputError(f"device {device!r} runs {runtime}, which takes .tflite models; fusion detection "
+                         "generates ONNX test models (dataset build writes .tflite kernels for it)")
     open_device(spec).close()  # a kind that cannot run here fails before the dataset is touched
     return spec
 
@@ -144,22 +144,38 @@ def build(
     detect: bool = typer.Option(True, "--detect-fusion/--no-detect-fusion",
                                 help="Detect the device's fusion rules first if the dataset has none (local "
                                      "onnxruntime devices: from its optimized graph; others: measured)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype",
+                                        help="TFLite plans: float32, int8 or both, comma-separated (default: what the "
+                                             "device takes: int8 on int8-only simulated devices, float32,int8 on "
+                                             "LiteRT devices, float32 with the GPU delegate)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
 ) -> None:
     """Measure single-kernel models on a device (resumable: run it again to finish)."""
-    from .dataset import measure_specs, summarize_results
+    from .dataset import measure_specs
     from .fusion import detect_fusion_graph, detected_fusion_rules
     from .sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
+    from .tflite_plan import plan_format
 
-    types = parse_kernels(kernels)
     if budget is not None and budget < 1:
         raise InputError(f"--budget {budget}: must be at least 1")
     total = DEFAULT_BUDGET if budget is None else budget
     n_refine = int(round(refine * total)) if total >= 20 else 0
-    spec = _device(ctx, device)
+    spec = _device(ctx, device, tflite_ok=True)
+    started = time.monotonic()
+    if plan_format(spec) == "tflite":
+        types = parse_kernels(kernels) if kernels else None
+        mdir = _models_dir(ctx, models_dir)
+        results, rules_text = _build_tflite(spec, _store(ctx), mdir, types, total, n_refine, seed, dtype, force)
+        dtypes = sorted({x.spec.dtype for x in results})
+        _report(ctx, spec, results, mdir, keep_models, started, [], as_json, started_note=rules_text,
+                extra={"plan": "tflite", "dtypes": dtypes})
+        return
+    if dtype is not None:
+        raise InputError(f"--dtype {dtype!r}: device {device!r} takes the float ONNX plan ({spec.default_runtime}); "
+                         "--dtype selects the dtypes of TFLite plans (LiteRT and int8-only devices)")
+    types = parse_kernels(kernels)
     mdir = _models_dir(ctx, models_dir)
     store = _store(ctx)
-    started = time.monotonic()
 
     rules = detected_fusion_rules(store, spec.name)
     if rules is None and detect:
@@ -190,6 +206,56 @@ def build(
             results += measure_specs(store, spec, extra, models_dir=mdir, on_event=bar.on_event,
                                      on_cached=bar.on_cached, on_requeue=_requeued, force=force)
 
+    _report(ctx, spec, results, mdir, keep_models, started, [list(r) for r in rules], as_json)
+
+
+def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | None, total: int, n_refine: int,
+                  seed: int, dtype: str | None, force: bool) -> tuple[list[Any], str]:
+    """The TFLite plan (float32 / int8 .tflite kernels) measured on a device, with refinement."""
+    from .dataset import measure_specs
+    from .tflite_plan import (
+        TFLITE_KERNEL_TYPES,
+        bit_serial,
+        describe,
+        fits_for,
+        make_tflite_plan,
+        parse_dtypes,
+        refine_tflite_plan,
+        tflite_bytes,
+    )
+
+    dtypes = parse_dtypes(dtype, spec)
+    fits, bits = fits_for(spec), bit_serial(spec)
+    plan = make_tflite_plan(budget=total - n_refine, kernels=types or TFLITE_KERNEL_TYPES, seed=seed, dtypes=dtypes,
+                            fits=fits, bits=bits)
+
+    def writer(t: Any) -> tuple[bytes, str]:
+        return tflite_bytes(t), ".tflite"
+
+    def measure(specs: list[Any], title: str) -> list[Any]:
+        with _Bar(title, len(specs)) as bar:
+            return measure_specs(store, spec, specs, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
+                                 on_requeue=_requeued, force=force, writer=writer, model_format="tflite")
+
+    results = measure(plan, f"tflite kernels on {spec.name}")
+    rounds = 2 if n_refine >= 100 else 1
+    for r in range(rounds if n_refine else 0):
+        n = n_refine // rounds + (n_refine % rounds if r == rounds - 1 else 0)
+        ok = [x for x in results if x.latency_ms is not None]
+        extra = refine_tflite_plan([x.spec for x in ok], [float(x.latency_ms or 0) for x in ok], n=n,
+                                   seed=seed + 1 + r, fits=fits, bits=bits)
+        extra = [t for t in extra if t.name not in {x.spec.name for x in results}]
+        results += measure(extra, f"refinement {r + 1}/{rounds} on {spec.name}")
+    return results, f"TFLite plan on {spec.name}: {describe(plan)}; activations fused in the files"
+
+
+def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_models: bool, started: float,
+            rules: list[list[str]], as_json: bool, started_note: str | None = None,
+            extra: dict[str, Any] | None = None) -> None:
+    from .dataset import summarize_results
+
+    if started_note and not as_json:
+        err.print(started_note, markup=False, highlight=False)
     summary = summarize_results(results)
     counts = {k: sum(1 for x in results if x.source == k) for k in ("measured", "cached", "failed")}
     removed = 0
@@ -201,7 +267,7 @@ def build(
     if as_json:
         emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
                     "models_kept": not removed,
-                    "fusion_rules": [list(r) for r in rules], "models": len(results), **counts,
+                    "fusion_rules": rules, **(extra or {"plan": "onnx"}), "models": len(results), **counts,
                     "elapsed_s": round(elapsed, 2), "kernels": summary})
     else:
         table = Table(title=f"kernel dataset on {spec.name} ({_paths(ctx)[1]}), latency in ms", title_justify="left")

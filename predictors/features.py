@@ -15,22 +15,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from farm.graph import DTYPE_BYTES, Node
+from farm.sim.model import bit_widths
 
 from .kernels import DetectedKernel
 
 __all__ = ["FEATURE_SCHEMA", "FEATURES", "FALLBACK_FEATURES", "kernel_quantities", "feature_row", "feature_matrix"]
 
-FEATURE_SCHEMA = 1
+FEATURE_SCHEMA = 2  # 2: w_bits / a_bits; TFLite (NHWC, fused activations) kernels
 
 _ACT_OPS = {"Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Relu6", "Elu", "Gelu"}
 
 _SHAPE = ("h_in", "w_in", "cin", "cout", "h_out", "w_out")
 FEATURES: dict[str, tuple[str, ...]] = {
     "conv": _SHAPE + ("k", "stride", "groups", "macs", "kbytes", "params", "fused_bn", "fused_act", "fused_add",
-                      "bits", "threads"),
+                      "bits", "w_bits", "a_bits", "threads"),
     "dwconv": ("h_in", "w_in", "cin", "h_out", "w_out", "k", "stride", "macs", "kbytes", "fused_bn", "fused_act",
-               "bits", "threads"),
-    "gemm": ("cin", "cout", "macs", "kbytes", "params", "fused_act", "bits", "threads"),
+               "bits", "w_bits", "a_bits", "threads"),
+    "gemm": ("cin", "cout", "macs", "kbytes", "params", "fused_act", "bits", "w_bits", "a_bits", "threads"),
     "pool": ("h_in", "w_in", "cin", "h_out", "w_out", "k", "stride", "in_numel", "kbytes", "is_max", "threads"),
     "gpool": ("h_in", "w_in", "cin", "in_numel", "kbytes", "threads"),
     "eltwise": ("h_in", "w_in", "cin", "out_numel", "n_inputs", "fused_act", "kbytes", "bits", "threads"),
@@ -42,7 +43,11 @@ FEATURES: dict[str, tuple[str, ...]] = {
 # Kernels of a type without a trained model get a roofline fitted on the device's own data.
 FALLBACK_FEATURES = ("macs", "kbytes")
 _ACT_KIND = {"Relu": 1, "Clip": 2, "Relu6": 2, "Sigmoid": 3, "HardSwish": 4, "HardSigmoid": 5, "Tanh": 6,
-             "LeakyRelu": 7, "Gelu": 8, "Elu": 9}
+             "LeakyRelu": 7, "Gelu": 8, "Elu": 9,
+             "RELU": 1, "RELU6": 2, "LOGISTIC": 3, "HARD_SWISH": 4, "TANH": 6, "LEAKY_RELU": 7, "GELU": 8, "ELU": 9}
+# TFLite kernels (``.tflite`` graphs: NHWC, upper-case op names, activations fused as an attribute).
+_TFLITE_ACT = {"RELU", "RELU6", "RELU_N1_TO_1", "TANH", "SIGN_BIT", "RELU_0_TO_1"}
+_UPPER_ONNX_OPS = {"LRN", "GRU", "RNN", "LSTM"}  # ONNX ops spelled like TFLite ones (NCHW)
 
 
 def _act_inputs(node: Node) -> list[int]:
@@ -50,8 +55,10 @@ def _act_inputs(node: Node) -> list[int]:
     return [i for i, t in enumerate(node.inputs) if t.name not in node.weights]
 
 
-def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(C, H, W) of an NCHW / NC / flat tensor."""
+def _chw(shape: tuple[int, ...], nhwc: bool = False) -> tuple[int, int, int]:
+    """(C, H, W) of an NCHW (``nhwc``: NHWC) / NC / flat tensor."""
+    if nhwc and len(shape) == 4:
+        return shape[3], shape[1], shape[2]
     if len(shape) >= 4:
         return shape[1], shape[-2], shape[-1]
     if len(shape) == 3:
@@ -73,13 +80,16 @@ def kernel_quantities(k: DetectedKernel, threads: int = 1) -> dict[str, float]:
     q["fused_act"] = float(any(o in _ACT_OPS for o in ops[1:]))
     q["fused_add"] = float(any(o in ("Add", "Sum") for o in ops[1:]))
     q["bits"] = 8.0 * DTYPE_BYTES.get(k.kernel.dtype, 4)
+    q["w_bits"] = q["a_bits"] = q["bits"]
     if head is None:
         return q
+    q["w_bits"], q["a_bits"] = map(float, bit_widths(head))
     acts = _act_inputs(head)
     x = head.inputs[acts[0]].shape if acts else ()
     y = k.nodes[-1].outputs[0].shape if k.nodes[-1].outputs else ()
-    q["cin"], q["h_in"], q["w_in"] = map(float, _chw(x))
-    q["cout"], q["h_out"], q["w_out"] = map(float, _chw(y))
+    nhwc = head.op.isupper() and head.op not in _UPPER_ONNX_OPS
+    q["cin"], q["h_in"], q["w_in"] = map(float, _chw(x, nhwc))
+    q["cout"], q["h_out"], q["w_out"] = map(float, _chw(y, nhwc))
     q["in_numel"] = float(math.prod(x)) if x else 0.0
     q["out_numel"] = float(math.prod(y)) if y else 0.0
     q["n_inputs"] = float(len(acts))
@@ -93,10 +103,28 @@ def kernel_quantities(k: DetectedKernel, threads: int = 1) -> dict[str, float]:
     q["groups"] = float(head.attrs.get("group", 1))
     q["is_max"] = float(head.op in ("MaxPool", "MAX_POOL_2D", "GlobalMaxPool"))
     q["act_kind"] = float(_ACT_KIND.get(head.op, 0))
-    if head.op in ("Gemm", "MatMul"):
+    if head.op in ("Gemm", "MatMul", "FULLY_CONNECTED", "BATCH_MATMUL"):
         q["cin"] = float(x[-1]) if x else 0.0
         q["cout"] = float(y[-1]) if y else 0.0
+    if nhwc:
+        _tflite_quantities(q, head, x)
     return q
+
+
+def _tflite_quantities(q: dict[str, float], head: Node, x: tuple[int, ...]) -> None:
+    """Kernel size, stride, groups and the fused activation of a TFLite op (filters are
+    ``[Cout, KH, KW, Cin/groups]``, depthwise ``[1, KH, KW, C]``; pools name their window)."""
+    a = head.attrs
+    if head.op in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(head.inputs) > 1 and len(head.inputs[1].shape) == 4:
+        f = head.inputs[1].shape
+        q["k"] = float(f[2])
+        if head.op == "CONV_2D" and len(x) == 4 and f[3]:
+            q["groups"] = float(max(1, x[3] // f[3]))
+    elif "filter_width" in a:
+        q["k"] = float(a["filter_width"])
+    if "stride_w" in a:
+        q["stride"] = float(a["stride_w"])
+    q["fused_act"] = float(a.get("fused_activation_function", "NONE") in _TFLITE_ACT)
 
 
 def feature_row(k: DetectedKernel, ktype: str, threads: int = 1) -> list[float]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from farm.graph import Graph
 
+from .boundary import IoBoundary, IoCost, fit_io_cost
 from .features import FALLBACK_FEATURES, FEATURES, feature_row
 from .kernels import DetectedKernel, FusionRules, detect_kernels
 
@@ -227,8 +228,10 @@ class KernelLevelPredictor:
     """
 
     def __init__(self, *, rules: FusionRules, target: str = "latency_ms", threads: int = 1,
-                 min_samples: int = 3, regressor_params: dict[str, Any] | None = None) -> None:
+                 min_samples: int = 3, regressor_params: dict[str, Any] | None = None,
+                 io_boundary: IoBoundary | None = None) -> None:
         self.rules = rules
+        self.io_boundary = io_boundary  # a host ↔ accelerator link: learn its boundary term (predictors.boundary)
         self.target = target
         self.threads = threads
         self.min_samples = min_samples
@@ -239,6 +242,7 @@ class KernelLevelPredictor:
         if len(graphs) != len(y):
             raise ValueError("KernelLevelPredictor.fit: one target per graph")
         singles: list[tuple[DetectedKernel, float]] = []
+        single_graphs: list[Graph] = []
         tiny: list[tuple[int, float]] = []  # (kernels, latency) of minimal models
         for g, v in zip(graphs, y, strict=True):
             if not (v > 0 and math.isfinite(v)):
@@ -248,13 +252,17 @@ class KernelLevelPredictor:
                 tiny.append((len(ks), float(v)))
             elif len(ks) == 1:
                 singles.append((ks[0], float(v)))
+                single_graphs.append(g)
         if not singles:
             raise ValueError("no single-kernel measurements to train on (build a kernel dataset first: "
                              "hwfarm dataset build --device NAME)")
         ys = np.array([v for _, v in singles])
         self.overhead_ = self._overhead(tiny, singles, ys)
         self.n_null_ = len(tiny)
-        net = np.maximum(ys - self.overhead_, 0.02 * ys)
+        self.io_ = (fit_io_cost([(k, g, v) for (k, v), g in zip(singles, single_graphs, strict=True)], self.overhead_,
+                                self.io_boundary) if self.io_boundary is not None else IoCost())
+        io = np.array([self.io_.cost_ms(g) for g in single_graphs])
+        net = np.maximum(ys - self.overhead_ - io, 0.02 * ys)
         by_type: dict[str, list[int]] = {}
         for i, (k, _) in enumerate(singles):
             by_type.setdefault(k.type, []).append(i)
@@ -318,10 +326,17 @@ class KernelLevelPredictor:
                 fb[gi][ki] = t == "fallback"
         return kernels, out, fb
 
+    def model_overhead(self, graphs: Sequence[Graph]) -> np.ndarray:
+        """Each graph's cost outside its kernels: the per-inference overhead plus its boundary term."""
+        self._check()
+        io = getattr(self, "io_", IoCost())
+        return np.array([self.overhead_ + io.cost_ms(g) for g in graphs])
+
     def predict_many(self, graphs: Sequence[Graph]) -> np.ndarray:
         """(n, 3): low, point and high whole-model cost for each graph."""
         _, q, _ = self.kernel_quantiles(graphs)
-        return np.array([self.overhead_ + qi.sum(axis=0) if len(qi) else np.full(3, self.overhead_) for qi in q])
+        base = self.model_overhead(graphs)
+        return np.array([b + qi.sum(axis=0) if len(qi) else np.full(3, b) for b, qi in zip(base, q, strict=True)])
 
     def predict(self, graphs: Sequence[Graph]) -> np.ndarray:
         return self.predict_many(graphs)[:, 1]
@@ -341,7 +356,8 @@ class KernelLevelPredictor:
             meta["n_samples"] = self.n_samples_.get(t)
             types[t] = meta
         state = {"target": self.target, "threads": self.threads, "overhead": self.overhead_,
-                 "n_null": self.n_null_, "rules": self.rules.to_dict(), "types": types}
+                 "n_null": self.n_null_, "rules": self.rules.to_dict(), "types": types,
+                 "io": getattr(self, "io_", IoCost()).to_dict()}
         return state, files
 
     @classmethod
@@ -349,6 +365,7 @@ class KernelLevelPredictor:
         self = cls(rules=FusionRules.from_dict(state["rules"]), target=state["target"], threads=int(state["threads"]))
         self.overhead_ = float(state["overhead"])
         self.n_null_ = int(state.get("n_null", 0))
+        self.io_ = IoCost.from_dict(state.get("io"))
         self.models_, self.n_samples_ = {}, {}
         for t, meta in state["types"].items():
             if list(meta["features"]) != list(FEATURES.get(t, FALLBACK_FEATURES)):

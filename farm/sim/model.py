@@ -74,16 +74,18 @@ def kernel_class(node: Node) -> str:
         return "gemm"
     if op in ("AveragePool", "MaxPool", "AVERAGE_POOL_2D", "MAX_POOL_2D"):
         return "pool"
-    if op in ("GlobalAveragePool", "GlobalMaxPool", "MEAN"):
+    if op in ("GlobalAveragePool", "GlobalMaxPool", "MEAN", "REDUCE_MAX"):
         return "gpool"
-    if op in _ELTWISE or op in ("ADD", "MUL"):
+    if op in _ELTWISE or op in ("ADD", "MUL", "SUB"):
         return "eltwise"
-    if op in _ACT or op in ("RELU", "RELU6", "LOGISTIC", "HARD_SWISH"):
+    if op in _ACT or op in ("RELU", "RELU6", "LOGISTIC", "HARD_SWISH", "TANH"):
         return "act"
     if op == "BatchNormalization":
         return "bn"
-    if op in _RESHAPE or op in ("RESHAPE",):
+    if op in _RESHAPE or op in ("RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"):
         return "reshape"
+    if op == "CONCATENATION":
+        return "concat"
     return op.lower()
 
 
