@@ -46,9 +46,11 @@ def test_fbnet_encoding_one_hot_and_costs():
     assert X.shape == (3, nc + 22 * 9) and len(feature_names("fbnet")) == X.shape[1]
     assert np.all(X[:, nc:].reshape(3, 22, 9).sum(2) == 1)
     assert X[2, nc + 9 * 4 + 4] == 1  # layer 4 chose op 4
-    macs, dw = X[:, 0], X[:, 3]
+    col = {n: i for i, n in enumerate(feature_names("fbnet"))}
+    macs, dw_macs, blocks = X[:, col["mmacs"]], X[:, col["dw_mmacs"]], X[:, col["n_blocks"]]
     assert macs[0] > macs[2] > macs[1] > 0  # all k5_e6 > mixed > all skip (6 channel-changing 1x1 convs)
-    assert dw[0] == 22 and dw[1] == 0
+    assert blocks[0] == 22 and blocks[1] == 0
+    assert macs[0] > dw_macs[0] > 0 and dw_macs[1] == 0  # skips (even 1x1 projections) have no depthwise part
 
 
 @pytest.mark.parametrize("space, arch", [("nb201", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|"),
