@@ -244,7 +244,7 @@ class TransferRegressor:
         self.coef_ = [f[2] for f in top]
         loo_fits = [t - np.mean([f[3] for f in top], axis=0)]
         self.members_ = []
-        if nc and self.n_sources_:  # the cost-prior members, meta-learned from the sources
+        if nc and S is not None and PS is not None and self.n_sources_:  # cost-prior members, from the sources
             self.source_cost_coef_ = np.linalg.lstsq(self._cost_design(PX), PS / self.source_mean_ms_, rcond=None)[0].T
             blocks, phi = self._member_inputs(X, S)
             for grid, shrink in ((_GRID_COST_ONLY, 10.0), (_GRID_COST_SOURCES, 0.1)):
