@@ -110,6 +110,25 @@ def test_transfer_learns_from_sources_and_few_shots():
         TransferRegressor().fit(X[:5], -y[:5])
 
 
+def test_cost_prior_members_learn_a_device_from_its_peers_cost_coefficients():
+    """Devices linear in the cost features with related coefficients: the sources' coefficients
+    are the prior, so 8 shots pin the target down; without sources there are no such members."""
+    rng = np.random.default_rng(1)
+    archs = [arch_str_from_ops([OPS[o] for o in row]) for row in rng.integers(0, len(OPS), size=(500, 6))]
+    X = encode("nb201", archs)
+    nc = n_cost_features("nb201")
+    C = (X[:, :nc] - X[:, :nc].mean(0)) / (X[:, :nc].std(0) + 1e-12)
+    coef = rng.uniform(0.5, 1.5, nc)
+    S = np.stack([10.0 + C @ (coef * rng.uniform(0.8, 1.2, nc)) for _ in range(5)], axis=1)
+    y = 10.0 + C @ (coef * rng.uniform(0.8, 1.2, nc))
+    m = TransferRegressor(n_cost_features=nc).fit(X[:8], y[:8], sources_ms=S[:8], pool_X=X, pool_sources_ms=S)
+    assert len(m.members_) == 2 and all(k.endswith("_") for k in vars(m.members_[0]) if k not in ("grid", "shrink"))
+    assert metrics(y[8:], m.predict(X[8:], sources_ms=S[8:]))["spearman"] > 0.95
+    prior = m.members_[0].prior_mean_  # the sources' mean coefficients on the cost features and a constant
+    assert prior.shape == (nc + 1,) and metrics(y, m._cost_design(X) @ prior)["spearman"] > 0.95  # before any shot
+    assert TransferRegressor(n_cost_features=nc).fit(X[:20], y[:20], pool_X=X).members_ == []
+
+
 def test_transfer_boost_kicks_in_with_many_shots():
     _, X, S, y = _synthetic(n=200)
     m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=10)
