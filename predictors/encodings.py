@@ -13,8 +13,9 @@ continues with one-hot columns. A transfer model may give the two groups differe
   and its destination feeds the cell output — runtimes that fold dead branches only pay for
   those), 3 + 4 + 4 columns. One-hot: 6 edges × 5 ops (30), then the same masked to live
   edges (30).
-- ``fbnet``: column ``op_idx`` (``7-8-1-…``: 22 layer op indices 0–8). Cost: MMACs,
-  parameters (M), activation traffic (M elements), depthwise-conv count, non-skip layer count
+- ``fbnet``: column ``op_idx`` (``7-8-1-…``: 22 layer op indices 0–8). Cost: MMACs, the
+  depthwise convolutions' share of them (memory-bound on most devices, so it gets its own
+  coefficient), parameters (M), activation traffic (M elements), non-skip layer count
   (5 columns), from the macro network of the CIFAR-100 FBNet space (HW-NAS-Bench; see
   ../shared/data/fbnet-latency/README.md). One-hot: 22 layers × 9 ops (198).
 """
@@ -149,7 +150,7 @@ _FBNET_OP_SPEC = ((3, 1, 1), (3, 1, 2), (3, 3, 1), (3, 6, 1), (5, 1, 1), (5, 1, 
 
 
 def _fbnet_layer_costs() -> np.ndarray:
-    """(22, 9, 5): MMACs, M params, M activation elements, depthwise convs, non-skip layers."""
+    """(22, 9, 5): MMACs, depthwise MMACs, M params, M activation elements, non-skip layers."""
     out = np.zeros((FBNET_LAYERS, len(FBNET_OPS), 5))
     layer, cin, res = 0, 16, 32
     for n, cout, stride in zip(_FBNET_STAGE_LAYERS, _FBNET_STAGE_COUT, _FBNET_STAGE_STRIDE, strict=True):
@@ -159,15 +160,16 @@ def _fbnet_layer_costs() -> np.ndarray:
             for o, spec in enumerate(_FBNET_OP_SPEC):
                 if spec is None:
                     if cin != cout or s != 1:  # 1x1 conv + BN + ReLU
-                        out[layer, o] = [r_out * r_out * cin * cout / 1e6, cin * cout / 1e6,
-                                         (res * res * cin + r_out * r_out * cout) / 1e6, 0, 0]
+                        out[layer, o] = [r_out * r_out * cin * cout / 1e6, 0, cin * cout / 1e6,
+                                         (res * res * cin + r_out * r_out * cout) / 1e6, 0]
                     continue
                 k, e, g = spec
                 mid = cin * e
-                macs = res * res * cin * mid / g + r_out * r_out * mid * k * k + r_out * r_out * mid * cout / g
+                dw_macs = r_out * r_out * mid * k * k
+                macs = res * res * cin * mid / g + dw_macs + r_out * r_out * mid * cout / g
                 params = cin * mid / g + mid * k * k + mid * cout / g
                 traffic = res * res * (cin + mid) + r_out * r_out * (2 * mid + cout)
-                out[layer, o] = [macs / 1e6, params / 1e6, traffic / 1e6, 1, 1]
+                out[layer, o] = [macs / 1e6, dw_macs / 1e6, params / 1e6, traffic / 1e6, 1]
             layer, cin, res = layer + 1, cout, r_out
     return out
 
@@ -204,5 +206,5 @@ def feature_names(space: str) -> list[str]:
         cost = ["mmacs", "live_mmacs", "traffic_melems", *(f"n_{op}" for op in counted),
                 *(f"n_live_{op}" for op in counted)]
         return cost + onehot + [f"live:{n}" for n in onehot]
-    return ["mmacs", "mparams", "traffic_melems", "n_dwconv", "n_blocks"] + \
+    return ["mmacs", "dw_mmacs", "mparams", "traffic_melems", "n_blocks"] + \
         [f"l{layer}:{op}" for layer in range(FBNET_LAYERS) for op in FBNET_OPS]

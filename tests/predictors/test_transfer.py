@@ -46,9 +46,11 @@ def test_fbnet_encoding_one_hot_and_costs():
     assert X.shape == (3, nc + 22 * 9) and len(feature_names("fbnet")) == X.shape[1]
     assert np.all(X[:, nc:].reshape(3, 22, 9).sum(2) == 1)
     assert X[2, nc + 9 * 4 + 4] == 1  # layer 4 chose op 4
-    macs, dw = X[:, 0], X[:, 3]
+    col = {n: i for i, n in enumerate(feature_names("fbnet"))}
+    macs, dw_macs, blocks = X[:, col["mmacs"]], X[:, col["dw_mmacs"]], X[:, col["n_blocks"]]
     assert macs[0] > macs[2] > macs[1] > 0  # all k5_e6 > mixed > all skip (6 channel-changing 1x1 convs)
-    assert dw[0] == 22 and dw[1] == 0
+    assert blocks[0] == 22 and blocks[1] == 0
+    assert macs[0] > dw_macs[0] > 0 and dw_macs[1] == 0  # skips (even 1x1 projections) have no depthwise part
 
 
 @pytest.mark.parametrize("space, arch", [("nb201", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|"),
@@ -106,6 +108,25 @@ def test_transfer_learns_from_sources_and_few_shots():
         m.predict(X[:3])  # fitted with sources: they are required
     with pytest.raises(ValueError):
         TransferRegressor().fit(X[:5], -y[:5])
+
+
+def test_cost_prior_members_learn_a_device_from_its_peers_cost_coefficients():
+    """Devices linear in the cost features with related coefficients: the sources' coefficients
+    are the prior, so 8 shots pin the target down; without sources there are no such members."""
+    rng = np.random.default_rng(1)
+    archs = [arch_str_from_ops([OPS[o] for o in row]) for row in rng.integers(0, len(OPS), size=(500, 6))]
+    X = encode("nb201", archs)
+    nc = n_cost_features("nb201")
+    C = (X[:, :nc] - X[:, :nc].mean(0)) / (X[:, :nc].std(0) + 1e-12)
+    coef = rng.uniform(0.5, 1.5, nc)
+    S = np.stack([10.0 + C @ (coef * rng.uniform(0.8, 1.2, nc)) for _ in range(5)], axis=1)
+    y = 10.0 + C @ (coef * rng.uniform(0.8, 1.2, nc))
+    m = TransferRegressor(n_cost_features=nc).fit(X[:8], y[:8], sources_ms=S[:8], pool_X=X, pool_sources_ms=S)
+    assert len(m.members_) == 2 and all(k.endswith("_") for k in vars(m.members_[0]) if k not in ("grid", "shrink"))
+    assert metrics(y[8:], m.predict(X[8:], sources_ms=S[8:]))["spearman"] > 0.95
+    prior = m.members_[0].prior_mean_  # the sources' mean coefficients on the cost features and a constant
+    assert prior.shape == (nc + 1,) and metrics(y, m._cost_design(X) @ prior)["spearman"] > 0.95  # before any shot
+    assert TransferRegressor(n_cost_features=nc).fit(X[:20], y[:20], pool_X=X).members_ == []
 
 
 def test_transfer_boost_kicks_in_with_many_shots():
