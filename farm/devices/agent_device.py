@@ -98,9 +98,13 @@ class AgentDevice:
                           f"({cpus} CPUs)", facts)
         usable = facts.get("cpus_usable") or cpus
         detail = f"{facts.get('cpu_model')}, {usable} CPUs usable, {wanted} {runtimes[wanted]}"
+        if self.spec.delegate and wanted != "litert":
+            return Health(self.name, "error", f"delegate {self.spec.delegate!r} needs runtime: litert "
+                          f"(this entry runs {wanted})", facts)
         if self.spec.delegate:
             try:
-                reply = self._agent.request({"op": "check_delegate", "delegate": self.spec.delegate},
+                reply = self._agent.request({"op": "check_delegate", "delegate": self.spec.delegate,
+                                             "delegate_options": self.spec.delegate_options},
                                             timeout_s=min(self.spec.timeout_s, 60.0))
             except DeviceError as err:
                 return Health(self.name, "unreachable", str(err), facts)
@@ -132,7 +136,8 @@ class AgentDevice:
             {"op": "run", "model": model_path, "runtime": settings.runtime, "threads": settings.threads,
              "affinity": list(settings.affinity) if settings.affinity else None,
              "policy": settings.to_dict()["policy"], "energy": self._energy_request(),
-             **({"delegate": self.spec.delegate} if self.spec.delegate and settings.runtime == "litert" else {})},
+             **({"delegate": self.spec.delegate, "delegate_options": self.spec.delegate_options}
+                if self.spec.delegate and settings.runtime == "litert" else {})},
             timeout_s=self.spec.timeout_s,
         )
         if not reply.get("ok"):
