@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 from .. import __version__
 from ..agent.measure import mad_outliers, summarize
-from ..errors import DeviceError, DeviceUnavailable, InputError, ModelError, RuntimeFailure
+from ..errors import DeviceError, DeviceUnauthorized, DeviceUnavailable, InputError, ModelError, RuntimeFailure
 from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
 from ..workload import Workload
@@ -82,8 +82,10 @@ class AgentDevice:
     def check(self) -> Health:
         try:
             hello = self._hello()
+        except DeviceUnauthorized as err:
+            return Health(self.name, "unreachable", str(err), state="unauthorized")
         except DeviceError as err:
-            return Health(self.name, "unreachable", str(err))
+            return Health(self.name, "unreachable", str(err), state="offline")
         runtimes = hello.get("runtimes", {})
         facts = dict(hello.get("facts", {})) | {"runtimes": runtimes}
         wanted = self.spec.runtime or "onnxruntime"

@@ -341,7 +341,7 @@ class SerialDevice:
         except PortBusy as err:
             return Health(self.name, "busy", str(err), {"port": self.port, "baud": self.baud})
         except DeviceUnavailable as err:
-            return Health(self.name, "unavailable", str(err), {"port": self.port, "baud": self.baud})
+            return Health(self.name, "unavailable", str(err), {"port": self.port, "baud": self.baud}, state="unknown")
         except DeviceError as err:
             return Health(self.name, "unreachable", str(err), {"port": self.port, "baud": self.baud})
         except eembc.ProtocolError as err:

@@ -250,6 +250,7 @@ def test_unreachable_port(tmp_path, model):
     spec = DeviceSpec(name="mcu", url=f"serial://{tmp_path}/ttyNONE?baud=9600")
     h = open_device(spec).check()
     assert h.status == "unreachable" and "cannot open serial port" in h.detail and "ttyNONE" in h.detail
+    assert h.connection == "offline"
     with pytest.raises(DeviceError, match="device 'mcu': cannot open serial port .*ttyNONE at 9600 baud"):
         _run(spec, model)
 
@@ -354,7 +355,7 @@ def test_a_port_in_use_is_refused_clearly(emu):
     try:
         assert first.identify().model == "gemm"  # holds the port open
         h = second.check()
-        assert h.status == "busy" and "device 'mcu2': cannot open serial port" in h.detail
+        assert h.status == "busy" == h.connection and "device 'mcu2': cannot open serial port" in h.detail
         assert "in use by another program?" in h.detail
     finally:
         first.close()

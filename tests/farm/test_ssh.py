@@ -71,6 +71,7 @@ def test_unknown_host_key_is_refused(sshd, tmp_path):
     dev = open_device(_spec(sshd, empty))
     h = dev.check()
     assert h.status == "unreachable" and "is not in" in h.detail and "trust_on_first_use" in h.detail
+    assert h.to_json()["state"] == "unauthorized"
     dev.close()
     reg = tmp_path / "devices.yaml"
     reg.write_text(REGISTRY + ssh_spec_text(sshd, empty))
@@ -129,7 +130,7 @@ def test_unreachable_board_is_a_device_error(tmp_path):
     spec = DeviceSpec(name="gone", url="ssh://pi@127.0.0.1:1", known_hosts=str(tmp_path / "kh"))
     dev = open_device(spec)
     h = dev.check()
-    assert h.status == "unreachable" and "cannot reach pi@127.0.0.1:1" in h.detail
+    assert h.status == "unreachable" and "cannot reach pi@127.0.0.1:1" in h.detail and h.connection == "offline"
     with pytest.raises(DeviceError):
         dev.run(load_workload(_write(tmp_path)), Settings(policy=QUICK))
 
