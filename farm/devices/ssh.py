@@ -90,14 +90,17 @@ class SshPipe:
     def _read(self) -> None:
         chan, out, err = self._chan, b"", b""
         while True:
-            select.select([chan], [], [], 0.2)
             got = False
-            while chan.recv_ready():
-                out += chan.recv(65536)
-                got = True
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-                got = True
+            try:
+                select.select([chan], [], [], 0.2)
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                    got = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    got = True
+            except (OSError, EOFError):  # the channel was closed under us (kill, connection cut)
+                break
             *lines, out = out.split(b"\n")
             for raw in lines:
                 line = raw.decode("utf-8", "replace")

@@ -93,12 +93,41 @@ def test_profile_cli_json_against_the_emulator(tmp_path, model, emu):
 
 
 def test_same_latency_as_the_simulated_device(tmp_path, model, emu):
-    """The emulator reports the simulator's latency; the serial path must not distort it."""
+    """The emulator reports the Cortex-M7 simulator's latency; the serial path must not distort it."""
+    assert emu.profile.name == "cortex_m7"
     m = _run(DeviceSpec(name="mcu", url=emu.url), model)
-    sim = open_device(DeviceSpec(name="sim", url="sim://raspi4?seed=1")).run(
+    sim = open_device(DeviceSpec(name="sim", url="sim://cortex_m7?seed=1")).run(
         load_workload(model), Settings(runtime="sim", policy=POLICY))
     assert m.stats.median_ms == pytest.approx(sim.stats.median_ms, rel=0.05)
     assert m.provenance["inferences_per_sample"] >= 1
+
+
+def test_int8_model_is_timed_by_the_cortex_m7_profile(tmp_path):
+    """An int8 .tflite (what MLPerf Tiny firmware runs) on the emulated board: int8 kernels of
+    the Cortex-M7 profile, the same latency as the simulated device, faster than its float twin."""
+    pytest.importorskip("ai_edge_litert")
+    from farm.zoo.tflite_models import fc_model, fc_model_int8
+
+    path = tmp_path / "fc_int8.tflite"
+    path.write_bytes(fc_model_int8(64, 16))
+    w = load_workload(path)
+    assert {t.dtype for n in w.graph.nodes for t in n.inputs} >= {"int8"}
+    e = _emulator(tmp_path, path)
+    try:
+        m = _run(DeviceSpec(name="mcu", url=e.url), path)
+    finally:
+        e.stop()
+    assert bytes(e._db) == input_bytes(w) and len(e._db) == 64  # int8 input: one byte per element
+    sim = open_device(DeviceSpec(name="sim", url="sim://cortex_m7?seed=1")).run(w, Settings(runtime="sim", policy=POLICY))
+    assert m.stats.median_ms == pytest.approx(sim.stats.median_ms, rel=0.05)
+    fpath = tmp_path / "fc.tflite"
+    fpath.write_bytes(fc_model(64, 16))
+    f = _emulator(tmp_path, fpath)
+    try:
+        mf = _run(DeviceSpec(name="mcu", url=f.url), fpath)
+    finally:
+        f.stop()
+    assert mf.stats.median_ms > m.stats.median_ms
 
 
 def test_timer_wraparound_is_unwrapped(tmp_path, model):
