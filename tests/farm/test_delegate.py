@@ -134,3 +134,20 @@ def test_delegate_on_a_runtime_without_delegates_fails_the_check(tmp_path):
     c = run_cli("--registry", str(reg), "--db", str(tmp_path / "f.db"), "devices", "check", "b", "--json")
     health = json.loads(c.stdout)
     assert c.returncode == 1 and health["status"] == "error" and "runtime: litert" in health["detail"]
+
+
+def test_delegation_is_recorded_on_an_ssh_board(sshd, tmp_path):
+    """The same agent on a board over SSH (the loopback sshd) records the same partition."""
+    from ..conftest import ssh_spec_text
+
+    kh = tmp_path / "known_hosts"
+    kh.write_text(sshd.known_hosts_line())
+    reg = tmp_path / "devices.yaml"
+    reg.write_text("devices:\n" + ssh_spec_text(sshd, kh, timeout_s=120) + "    runtime: litert\n    delegate: xnnpack\n")
+    model = tmp_path / "split.tflite"
+    model.write_bytes(split_model())
+    p = run_cli("--registry", str(reg), "--db", str(tmp_path / "f.db"), "profile", str(model), "--device", "board",
+                "--json", *FAST)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)["provenance"]["delegate"]
+    assert d["ran"] == ["XNNPACK"] and d["coverage"] == "partial" and d["cpu_fallback_ops"] == ["CUMSUM"]
