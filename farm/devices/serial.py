@@ -95,6 +95,18 @@ def _serial() -> Any:
     return serial
 
 
+def _port_errors() -> tuple[type[BaseException], ...]:
+    """What a port that vanished raises: pyserial's errors, OSError, and on POSIX termios.error
+    (``flush()`` is ``tcdrain``, ``reset_input_buffer()`` is ``tcflush``: EIO once the other
+    end is gone), which is not an OSError."""
+    errors: tuple[type[BaseException], ...] = (_serial().SerialException, OSError)
+    try:
+        import termios
+    except ImportError:  # Windows
+        return errors
+    return (*errors, termios.error)
+
+
 def port_url(spec: DeviceSpec) -> str:
     """What pyserial opens: a path, or ``SCHEME://REST`` for ``serial://SCHEME/REST``."""
     url = spec.parsed_url
@@ -137,12 +149,18 @@ class SerialLink:
         if self._ser is not None:
             return
         serial = _serial()
+        failures: tuple[type[BaseException], ...] = (*_port_errors(), ValueError)
         try:
             # exclusive: an flock on the port, so a second program (or hwfarm process) cannot talk over us
             self._ser = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.05,
                                               write_timeout=self.timeout_s, exclusive=True)
             self._ser.reset_input_buffer()  # boot banner or a half answer from before
-        except (serial.SerialException, OSError, ValueError) as err:
+        except failures as err:
+            if self._ser is not None:
+                try:
+                    self._ser.close()
+                except Exception:  # noqa: BLE001 - it failed already; report the first error
+                    pass
             self._ser = None
             busy = getattr(err, "errno", None) in (errno.EAGAIN, errno.EBUSY)
             raise (PortBusy if busy else DeviceError)(
@@ -168,13 +186,12 @@ class SerialLink:
 
     def _read_lines(self, command: str, timeout_s: float) -> list[str]:
         """Lines up to and including ``m-ready``, or raise when the deadline passes."""
-        serial = _serial()
         deadline = time.monotonic() + timeout_s
         lines: list[str] = []
         while True:
             try:
                 chunk = self._ser.read(max(1, self._ser.in_waiting))
-            except (serial.SerialException, OSError) as err:
+            except _port_errors() as err:
                 raise self._lost(command, err) from None
             for line in self._framer.feed(chunk):
                 if line == eembc.READY:
@@ -191,20 +208,18 @@ class SerialLink:
 
     def _drain(self, quiet_s: float = 0.2, limit_s: float = 2.0) -> None:
         """Read and drop whatever is still arriving until the line is quiet."""
-        serial = _serial()
         end = time.monotonic() + limit_s
         last = time.monotonic()
         while time.monotonic() < end and time.monotonic() - last < quiet_s:
             try:
                 if self._ser.read(max(1, self._ser.in_waiting)):
                     last = time.monotonic()
-            except (serial.SerialException, OSError) as err:
+            except _port_errors() as err:
                 raise self._lost("drain", err) from None
         self._framer.clear()
 
     def send(self, command: str, *, timeout_s: float | None = None) -> list[str]:
         """One exchange, no retry: write ``command%``, return the response lines (without m-ready)."""
-        serial = _serial()
         timeout = self.timeout_s if timeout_s is None else timeout_s
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
@@ -216,7 +231,7 @@ class SerialLink:
         try:
             self._ser.write(eembc.encode_command(command))
             self._ser.flush()
-        except (serial.SerialException, OSError) as err:
+        except _port_errors() as err:
             raise self._lost(command, err) from None
         return self._read_lines(command, timeout)
 
@@ -241,6 +256,8 @@ def _short(command: str) -> str:
 
 def _reason(err: BaseException) -> str:
     code = getattr(err, "errno", None)
+    if code is None and len(err.args) == 2 and isinstance(err.args[0], int):
+        code = err.args[0]  # termios.error is (errno, message)
     if isinstance(code, int) and code > 0:
         return os.strerror(code)  # pyserial repeats the port in its own message
     return str(err).strip() or type(err).__name__

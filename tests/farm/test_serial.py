@@ -420,3 +420,17 @@ def test_without_pyserial_the_kind_is_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "serial", None)  # import serial → ImportError
     with pytest.raises(DeviceError, match=r"serial devices need pyserial: pip install 'hwfarm\[serial\]'"):
         open_device(DeviceSpec(name="m", url="serial:///dev/ttyACM0"))
+
+
+def test_termios_errors_of_a_vanished_port_are_device_errors(monkeypatch, emu):
+    """flush() is tcdrain: EIO once the other end is gone raises termios.error, not OSError."""
+    import termios
+
+    from farm.devices.serial import SerialLink
+
+    link = SerialLink("mcu", str(emu.link), 115200, timeout_s=2)
+    link.open()
+    monkeypatch.setattr(link._ser, "flush", lambda: (_ for _ in ()).throw(termios.error(5, "Input/output error")))
+    with pytest.raises(DeviceError, match=r"device 'mcu': serial port .* failed during `name` .*Input/output error"):
+        link.send("name")
+    assert not link.is_open
