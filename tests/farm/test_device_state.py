@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from farm.devices.base import STATES, Health
 
 from ..conftest import FAST, run_cli
@@ -55,6 +57,7 @@ def test_check_shows_busy_while_another_process_holds_the_device(tmp_path, regis
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_never_measure_on_one_device_at_once(tmp_path, registry_file, onnx_file):
     """Two `hwfarm profile` processes on one dataset and device, each with its own model: the
     second waits for the first one's lease, then measures."""
@@ -75,6 +78,7 @@ def test_two_processes_never_measure_on_one_device_at_once(tmp_path, registry_fi
     assert len(waited) == 1 and any(f":{p.pid}" in waited[0] for p in procs)
 
 
+@pytest.mark.slow
 def test_a_joined_job_run_by_another_process_is_reported_measured(tmp_path, registry_file, onnx_file):
     """Both processes ask for the same measurement: the second joins the first one's job and
     reports its result once it is done, instead of 'not run'."""
