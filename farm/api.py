@@ -83,5 +83,12 @@ def profile(
             results.append(ProfileResult(str(model), report.done[sub.job.id], "measured"))
         else:
             failure = report.failed.get(sub.job.id) if report is not None and sub.job is not None else None
+            # Another process sharing the dataset may have run the (joined, identical) job.
+            job = store.get_job(sub.job.id) if failure is None and sub.job is not None else None
+            if job is not None and job.status == "done" and job.measurement_id is not None:
+                results.append(ProfileResult(str(model), store.get_measurement(job.measurement_id), "measured"))
+                continue
+            if job is not None and job.status == "failed":
+                failure = Failure(job.error or f"{model}: failed")
             results.append(ProfileResult(str(model), None, "failed", failure or Failure(f"{model}: not run")))
     return results

@@ -134,13 +134,26 @@ def devices_list(as_json: bool = typer.Option(False, "--json", help="One JSON ar
     out.print(table)
 
 
-def _check(spec) -> "Any":
+def _holders(specs: list[Any]) -> dict[str, str]:
+    """Devices whose lease a live process holds in the dataset (a measurement is running)."""
+    if not STATE.db.exists():
+        return {}
+    store = _store()
+    try:
+        return {s.name: h for s in specs if (h := store.device_holder(s.name))}
+    finally:
+        store.close()
+
+
+def _check(spec: Any, holder: str | None = None) -> "Any":
     from .devices import Health, open_device
 
+    if holder is not None:  # contacting it could disturb the measurement running there
+        return Health(spec.name, "busy", f"held by {holder} (a job is measuring on it); not contacted", state="busy")
     try:
         device = open_device(spec)
     except DeviceUnavailable as e:
-        return Health(spec.name, "unavailable", str(e))
+        return Health(spec.name, "unavailable", str(e), state="unknown")
     try:
         return device.check()
     finally:
@@ -152,20 +165,22 @@ def devices_check(
     names: Optional[list[str]] = typer.Argument(None, help="Devices to check (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per device on stdout."),
 ) -> None:
-    """Check that devices are reachable and can run their runtime. Exit 1 if any is not ok."""
+    """Check that devices are reachable and can run their runtime, with each one's state (online,
+    offline, unauthorized, busy: a job holds it). Exit 1 if any is not ok."""
     reg = _registry()
     specs = [reg.get(n) for n in names] if names else list(reg.devices)
-    results = [_check(s) for s in specs]
+    holders = _holders(specs)
+    results = [_check(s, holders.get(s.name)) for s in specs]
     if as_json:
         for h in results:
             emit_json(h.to_json())
     else:
         table = Table(title="device health", title_justify="left")
-        for col in ("device", "status", "detail"):
+        for col in ("device", "state", "status", "detail"):
             table.add_column(col)
         style = {"ok": "green", "unavailable": "yellow"}
         for h in results:
-            table.add_row(h.device, f"[{style.get(h.status, 'red')}]{h.status}[/]", h.detail)
+            table.add_row(h.device, h.connection, f"[{style.get(h.status, 'red')}]{h.status}[/]", h.detail)
         out.print(table)
     if not all(h.ok for h in results):
         raise typer.Exit(1)

@@ -14,6 +14,7 @@ __all__ = [
     "ModelError",
     "DeviceError",
     "DeviceUnavailable",
+    "DeviceUnauthorized",
     "DeviceTimeout",
     "RuntimeFailure",
     "StoreError",
@@ -46,6 +47,11 @@ class DeviceError(HwfarmError):
 
 class DeviceUnavailable(DeviceError):
     """The device kind is known but cannot be used here (not implemented yet, missing extra)."""
+
+
+class DeviceUnauthorized(DeviceError):
+    """The device refused our key (a phone that has not allowed this computer, SSH auth
+    failed), or we refused its host key."""
 
 
 class DeviceTimeout(DeviceError):

@@ -500,6 +500,14 @@ class SqliteStore:
             db.execute("UPDATE devices SET lease_owner = ?, lease_until = ? WHERE name = ?", (owner, now + ttl_s, name))
         return None
 
+    def device_holder(self, name: str) -> str | None:
+        """The live process holding the device's lease (``host:pid``), or None."""
+        rows = self._query("SELECT lease_owner, lease_until FROM devices WHERE name = ?", (name,))
+        if not rows:
+            return None
+        holder, until = rows[0]["lease_owner"], rows[0]["lease_until"] or 0
+        return str(holder) if holder and until > time.time() and owner_alive(holder) else None
+
     def renew_device(self, name: str, owner: str, *, ttl_s: float = 60.0) -> None:
         with self._tx() as db:
             db.execute("UPDATE devices SET lease_until = ? WHERE name = ? AND lease_owner = ?",

@@ -39,9 +39,9 @@ from farm.sim.profile import load_profile
 
 __all__ = ["EMULATOR_PROFILE", "Fault", "McuEmulator"]
 
-# The simulated profile whose latencies the emulated firmware reports. A Cortex-M profile is
-# being added on another branch; switch to it when it lands.
-EMULATOR_PROFILE = "raspi4"
+# The simulated profile whose latencies the emulated firmware reports: the Cortex-M7 MCU
+# (int8 kernels; float32 graphs run at its float scale, as a float CMSIS build would).
+EMULATOR_PROFILE = "cortex_m7"
 
 CMD_SIZE = 80
 FW_VERSION = "ULPMark for tinyML Firmware V0.0.1"  # EE_FW_VERSION of the reference firmware
@@ -358,11 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     w = load_workload(args.model)
     emu = McuEmulator(w.graph, w.name, args.link, profile=args.profile, seed=args.seed, flash_dir=args.flash_dir,
                       realtime=args.realtime).start()
-    print(f"emulating {w.name} ({emu.latency_us / 1e3:.3f} ms on {args.profile}) at {emu.url.split('?')[0]}"
-          f"?baud=115200  (Ctrl-C stops)", flush=True)
-    stop = threading.Event()
+    stop = threading.Event()  # handlers first: a caller may stop us as soon as it reads the banner
     _signal.signal(_signal.SIGINT, lambda *_: stop.set())
     _signal.signal(_signal.SIGTERM, lambda *_: stop.set())
+    print(f"emulating {w.name} ({emu.latency_us / 1e3:.3f} ms on {args.profile}) at {emu.url.split('?')[0]}"
+          f"?baud=115200  (Ctrl-C stops)", flush=True)
     stop.wait()
     emu.stop()
     args.link.unlink(missing_ok=True)

@@ -87,3 +87,45 @@ def stop(server: Sshd) -> None:
         server.proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         server.proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the per-connection sshd processes of a listener)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def drop_connections(server: Sshd) -> int:
+    """Cut every open SSH connection (kill the per-connection sshd processes and with them the
+    remote commands), as a board's network going away does; the listener stays up."""
+    pids = _children(server.proc.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
+def restart(server: Sshd) -> None:
+    """Start the server again on the same port, config and host key (a board that rebooted)."""
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(server.root / "sshd_config")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as s:
+                if s.recv(4).startswith(b"SSH"):
+                    break
+        except OSError:
+            time.sleep(0.05)
+    server.proc = proc

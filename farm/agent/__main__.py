@@ -13,8 +13,10 @@ A run request may carry ``"energy": {"meter": "ina2xx", "path": ..., "sample_hz"
 (see :mod:`.meters`): the meter runs during the timed runs and the reply gains
 ``"energy": {"energy_mj": ..., "provenance": {...}}``. ``{"op": "check_meter", "energy": {...}}``
 -> ``{"ok": true, "detail": "..."}`` checks a meter without running anything. A LiteRT run
-may carry ``"delegate": "libedgetpu.so.1"`` (an external delegate library, recorded in the
-provenance); ``{"op": "check_delegate", "delegate": ...}`` loads it once, for health checks.
+may carry ``"delegate"`` (``cpu``, ``xnnpack``, ``edgetpu`` or an external delegate library such
+as ``libedgetpu.so.1``, with ``"delegate_options"``); the provenance's ``delegate`` then says
+which nodes the delegate took and which stayed on the CPU. ``{"op": "check_delegate",
+"delegate": ...}`` loads the library once, for health checks.
 
 Failures reply ``{"ok": false, "kind": "model" | "unavailable" | "runtime" | "request" | "meter",
 "error": "one line"}`` and the agent keeps serving. EOF on stdin ends it. Runtimes that print
@@ -65,7 +67,8 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
                 "facts": host_facts(), "runtimes": _runtimes()}
     if op == "check_delegate":
         try:
-            return {"ok": True, "detail": get_runner("litert").check_delegate(str(req["delegate"]))}  # type: ignore[attr-defined]
+            return {"ok": True, "detail": get_runner("litert").check_delegate(  # type: ignore[attr-defined]
+                str(req["delegate"]), req.get("delegate_options"))}
         except (RunnerUnavailable, KeyError) as err:
             return {"ok": False, "kind": "unavailable", "error": str(err)}
     if op == "check_meter":
@@ -99,8 +102,9 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     try:
         runner = get_runner(runtime)
         version = runner.version()
-        if delegate:  # only the LiteRT runner takes one (checked above)
-            run_once = runner.prepare(model, threads=threads, delegate=str(delegate))  # type: ignore[call-arg]
+        if runtime == "litert":  # only the LiteRT runner takes a delegate (checked above)
+            run_once = runner.prepare(model, threads=threads, delegate=str(delegate) if delegate else None,  # type: ignore[call-arg]
+                                      delegate_options=req.get("delegate_options"))
         else:
             run_once = runner.prepare(model, threads=threads)
     except RunnerUnavailable as err:
@@ -134,7 +138,8 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         "cpu_model": facts["cpu_model"],
         "hostname": facts["hostname"],
         "governor": facts["governor"],
-        "delegate": delegate,
+        # LiteRT: which delegate ran, which nodes it took and which stayed on the CPU.
+        "delegate": getattr(runner, "delegation", None),
         "temperature_c_before": temp_before,
         "temperature_c_after": facts["temperature_c"],
         "agent_protocol": PROTOCOL,

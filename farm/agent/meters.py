@@ -408,6 +408,15 @@ def _stop_process(proc: subprocess.Popen[str]) -> None:
 
 
 class CommandMeter(Meter):
+    """An external meter program: started before the window, it prints one line when it is
+    measuring; SIGINT ends the window and its last stdout line is the joules it measured,
+    optionally followed by the seconds it measured them over (``0.5 J 0.25 s``, ``0.5 0.25``).
+
+    The one implementation for agents (window = the timed runs) and for MCUs over serial
+    (window = a firmware ``infer`` burst, see :mod:`farm.devices.serial`), which turn
+    :attr:`power_mw` into energy per inference with their own per-inference time.
+    """
+
     name = "command"
 
     def __init__(self, command: str) -> None:
@@ -418,26 +427,34 @@ class CommandMeter(Meter):
             raise MeterError(f"cannot split energy command {command!r}: {err}") from None
         if not self.argv:
             raise MeterError("energy command is empty")
+        self._what = f"energy meter command {command!r}"
         self._proc: subprocess.Popen[str] | None = None
+        self._err: Any = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._t0 = self._t1 = 0.0
         self.joules = 0.0
         self.window_s = 0.0
         self.window_source = "host"
+        self.returncode: int | None = None
+        self.stderr_tail = ""
 
     def check(self) -> str:
         from shutil import which
 
         if which(self.argv[0]) is None:
-            raise MeterError(f"energy command {self.argv[0]!r} is not found or not executable")
+            raise MeterError(f"{self._what}: {self.argv[0]!r} is not found or not executable")
         return f"command meter {self.command!r}"
 
     def start(self) -> None:
+        import tempfile
+
+        self._err = tempfile.TemporaryFile("w+")
         try:
-            proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._err,
                                     stdin=subprocess.DEVNULL, text=True)
         except OSError as err:
-            raise MeterError(f"energy command {self.command!r} cannot run: {err.strerror or err}") from None
+            self.close()
+            raise MeterError(f"{self._what} cannot run: {err.strerror or err}") from None
         self._proc = proc
         lines: queue.Queue[str | None] = queue.Queue()
         self._lines = lines
@@ -452,9 +469,11 @@ class CommandMeter(Meter):
         try:
             ready = lines.get(timeout=METER_READY_S)
         except queue.Empty:
-            raise MeterError(f"energy command {self.command!r} printed no ready line within {METER_READY_S:g} s") from None
+            self.close()
+            raise MeterError(f"{self._what} printed no ready line within {METER_READY_S:g} s") from None
         if ready is None:
-            raise MeterError(f"energy command {self.command!r} exited (code {proc.wait()}) before its ready line")
+            self.close()
+            raise MeterError(f"{self._what} exited (code {self.returncode}) before its ready line")
         self._t0 = time.monotonic()
 
     def stop(self) -> None:
@@ -468,7 +487,7 @@ class CommandMeter(Meter):
             while (line := self._lines.get(timeout=METER_STOP_S)) is not None:
                 out.append(line)
         except queue.Empty:
-            raise MeterError(f"energy command {self.command!r} did not finish within {METER_STOP_S:g} s of SIGINT") from None
+            raise MeterError(f"{self._what} did not finish within {METER_STOP_S:g} s of SIGINT") from None
         finally:
             self.close()
         last = next((x for x in reversed(out) if x), "")
@@ -477,23 +496,34 @@ class CommandMeter(Meter):
         except ValueError:
             values = []
         if not values or values[0] < 0:
-            raise MeterError(f"energy command {self.command!r} printed no joules after SIGINT (last line {last[:80]!r})")
+            raise MeterError(f"{self._what} printed no joules after SIGINT (exit {self.returncode}; last line "
+                             f"{last[:80]!r}; stderr {self.stderr_tail!r})")
         self.joules = values[0]
         host_s = self._t1 - self._t0
         self.window_s, self.window_source = ((values[1], "meter") if len(values) > 1 and values[1] > 0
                                              else (host_s, "host"))
         if self.window_s <= 0:
-            raise MeterError(f"energy command {self.command!r}: zero-length window")
+            raise MeterError(f"{self._what}: zero-length window")
+
+    @property
+    def power_mw(self) -> float:
+        """Average power over the last window (after :meth:`stop`)."""
+        return self.joules / self.window_s * 1e3
 
     def close(self) -> None:
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.kill()
-            self._proc.wait()
+            self.returncode = self._proc.wait()
             self._proc = None
+        if self._err is not None:
+            self._err.seek(0)
+            self.stderr_tail = self._err.read().strip()[-160:]
+            self._err.close()
+            self._err = None
 
     def result(self, n_runs: int, median_ms: float) -> dict[str, Any]:
-        power_mw = self.joules / self.window_s * 1e3
+        power_mw = self.power_mw
         return {"energy_mj": power_mw * median_ms / 1000.0, "provenance": {
             "meter": "command", "command": self.command,
             "method": "command meter: joules over the timed runs / window x median latency",

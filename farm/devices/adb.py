@@ -51,7 +51,15 @@ from typing import Any
 
 from .. import __version__
 from ..agent.measure import LatencyStats
-from ..errors import DeviceError, DeviceTimeout, DeviceUnavailable, InputError, ModelError, RuntimeFailure
+from ..errors import (
+    DeviceError,
+    DeviceTimeout,
+    DeviceUnauthorized,
+    DeviceUnavailable,
+    InputError,
+    ModelError,
+    RuntimeFailure,
+)
 from ..measurement import Measurement, Settings
 from ..meters_android import battery_power, parse_samples
 from ..registry import DeviceSpec
@@ -69,10 +77,6 @@ _SHORT_S = 60.0
 _BATTERY = "/sys/class/power_supply/battery"
 _OPTION_KEY = re.compile(r"^[A-Za-z0-9_]+$")
 _DEFAULT_GATE_C = 40.0
-
-
-class DeviceUnauthorized(DeviceError):
-    """The phone has not accepted this computer's RSA key."""
 
 
 def default_key_path() -> Path:
@@ -393,11 +397,11 @@ class AdbDevice:
         try:
             facts = self.facts()
         except DeviceUnauthorized as err:
-            return Health(self.name, "unreachable", str(err), {"state": "unauthorized"})
+            return Health(self.name, "unreachable", str(err), {"state": "unauthorized"}, state="unauthorized")
         except DeviceUnavailable as err:  # e.g. USB without adb-shell[usb]
-            return Health(self.name, "unavailable", str(err), {"state": self.transport.state})
+            return Health(self.name, "unavailable", str(err), {"state": self.transport.state}, state="unknown")
         except DeviceError as err:
-            return Health(self.name, "unreachable", str(err), {"state": self.transport.state})
+            return Health(self.name, "unreachable", str(err), {"state": self.transport.state}, state="offline")
         facts = {"state": "online", **facts}
         if self.spec.runtime not in (None, "benchmark_model"):
             return Health(self.name, "error", f"adb devices run benchmark_model, not {self.spec.runtime!r} "

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 from .. import __version__
 from ..agent.measure import mad_outliers, summarize
-from ..errors import DeviceError, DeviceUnavailable, InputError, ModelError, RuntimeFailure
+from ..errors import DeviceError, DeviceUnauthorized, DeviceUnavailable, InputError, ModelError, RuntimeFailure
 from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
 from ..workload import Workload
@@ -82,8 +82,10 @@ class AgentDevice:
     def check(self) -> Health:
         try:
             hello = self._hello()
+        except DeviceUnauthorized as err:
+            return Health(self.name, "unreachable", str(err), state="unauthorized")
         except DeviceError as err:
-            return Health(self.name, "unreachable", str(err))
+            return Health(self.name, "unreachable", str(err), state="offline")
         runtimes = hello.get("runtimes", {})
         facts = dict(hello.get("facts", {})) | {"runtimes": runtimes}
         wanted = self.spec.runtime or "onnxruntime"
@@ -98,9 +100,13 @@ class AgentDevice:
                           f"({cpus} CPUs)", facts)
         usable = facts.get("cpus_usable") or cpus
         detail = f"{facts.get('cpu_model')}, {usable} CPUs usable, {wanted} {runtimes[wanted]}"
+        if self.spec.delegate and wanted != "litert":
+            return Health(self.name, "error", f"delegate {self.spec.delegate!r} needs runtime: litert "
+                          f"(this entry runs {wanted})", facts)
         if self.spec.delegate:
             try:
-                reply = self._agent.request({"op": "check_delegate", "delegate": self.spec.delegate},
+                reply = self._agent.request({"op": "check_delegate", "delegate": self.spec.delegate,
+                                             "delegate_options": self.spec.delegate_options},
                                             timeout_s=min(self.spec.timeout_s, 60.0))
             except DeviceError as err:
                 return Health(self.name, "unreachable", str(err), facts)
@@ -132,7 +138,8 @@ class AgentDevice:
             {"op": "run", "model": model_path, "runtime": settings.runtime, "threads": settings.threads,
              "affinity": list(settings.affinity) if settings.affinity else None,
              "policy": settings.to_dict()["policy"], "energy": self._energy_request(),
-             **({"delegate": self.spec.delegate} if self.spec.delegate and settings.runtime == "litert" else {})},
+             **({"delegate": self.spec.delegate, "delegate_options": self.spec.delegate_options}
+                if self.spec.delegate and settings.runtime == "litert" else {})},
             timeout_s=self.spec.timeout_s,
         )
         if not reply.get("ok"):

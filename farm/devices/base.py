@@ -14,24 +14,42 @@ from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
 from ..workload import Workload
 
-__all__ = ["Device", "Health"]
+__all__ = ["Device", "Health", "STATES"]
+
+
+# The connection state a status implies where the device kind does not say more.
+_STATE_OF_STATUS = {"ok": "online", "unavailable": "online", "error": "online", "busy": "busy",
+                    "unreachable": "offline"}
+STATES = ("online", "offline", "unauthorized", "busy", "unknown")
 
 
 @dataclass(frozen=True)
 class Health:
-    """Result of :meth:`Device.check`. ``status``: ok | unavailable | unreachable | busy | error."""
+    """Result of :meth:`Device.check`. ``status``: ok | unavailable | unreachable | busy | error.
+
+    ``state`` is the device's connection state, one of :data:`STATES`: ``online`` (it
+    answered; it may still be unable to run, see ``status``), ``offline`` (no answer),
+    ``unauthorized`` (it refused our key, or we refused its host key), ``busy`` (another job
+    or program holds it), ``unknown`` (not contacted: the kind cannot run here). Kinds that
+    know better pass it; otherwise it follows from ``status``.
+    """
 
     device: str
     status: str
     detail: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
+    state: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def connection(self) -> str:
+        return self.state or _STATE_OF_STATUS.get(self.status, "unknown")
+
     def to_json(self) -> dict[str, Any]:
-        return {"device": self.device, "ok": self.ok, "status": self.status,
+        return {"device": self.device, "ok": self.ok, "status": self.status, "state": self.connection,
                 "detail": self.detail, "facts": self.facts}
 
 

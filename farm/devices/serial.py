@@ -53,13 +53,10 @@ from __future__ import annotations
 import errno
 import math
 import os
-import queue
 import random
 import shlex
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +64,7 @@ from typing import Any, Callable, TypeVar
 
 from .. import __version__
 from ..agent.measure import converged, mad_outliers, summarize
+from ..agent.meters import CommandMeter, MeterError
 from ..errors import DeviceError, DeviceTimeout, DeviceUnavailable, InputError, ModelError, RuntimeFailure
 from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
@@ -83,8 +81,6 @@ DEFAULT_TIMEOUT_S = 10.0
 MIN_LAP_US = 1000  # a sample spans at least this much device time (timer resolution 1 µs → ≤ 0.1 %)
 RETRIES = 3  # garbled responses: attempts per command
 ENERGY_WINDOW_S = 1.0  # device time of the energy run
-METER_READY_S = 10.0  # a meter gets this long to print its first ("measuring") line
-METER_STOP_S = 10.0  # … and this long to print its joules after SIGINT
 
 
 class PortBusy(DeviceError):
@@ -97,6 +93,18 @@ def _serial() -> Any:
     except ImportError:
         raise DeviceUnavailable("serial devices need pyserial: pip install 'hwfarm[serial]'") from None
     return serial
+
+
+def _port_errors() -> tuple[type[BaseException], ...]:
+    """What a port that vanished raises: pyserial's errors, OSError, and on POSIX termios.error
+    (``flush()`` is ``tcdrain``, ``reset_input_buffer()`` is ``tcflush``: EIO once the other
+    end is gone), which is not an OSError."""
+    errors: tuple[type[BaseException], ...] = (_serial().SerialException, OSError)
+    try:
+        import termios
+    except ImportError:  # Windows
+        return errors
+    return (*errors, termios.error)
 
 
 def port_url(spec: DeviceSpec) -> str:
@@ -141,12 +149,18 @@ class SerialLink:
         if self._ser is not None:
             return
         serial = _serial()
+        failures: tuple[type[BaseException], ...] = (*_port_errors(), ValueError)
         try:
             # exclusive: an flock on the port, so a second program (or hwfarm process) cannot talk over us
             self._ser = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.05,
                                               write_timeout=self.timeout_s, exclusive=True)
             self._ser.reset_input_buffer()  # boot banner or a half answer from before
-        except (serial.SerialException, OSError, ValueError) as err:
+        except failures as err:
+            if self._ser is not None:
+                try:
+                    self._ser.close()
+                except Exception:  # noqa: BLE001 - it failed already; report the first error
+                    pass
             self._ser = None
             busy = getattr(err, "errno", None) in (errno.EAGAIN, errno.EBUSY)
             raise (PortBusy if busy else DeviceError)(
@@ -172,13 +186,12 @@ class SerialLink:
 
     def _read_lines(self, command: str, timeout_s: float) -> list[str]:
         """Lines up to and including ``m-ready``, or raise when the deadline passes."""
-        serial = _serial()
         deadline = time.monotonic() + timeout_s
         lines: list[str] = []
         while True:
             try:
                 chunk = self._ser.read(max(1, self._ser.in_waiting))
-            except (serial.SerialException, OSError) as err:
+            except _port_errors() as err:
                 raise self._lost(command, err) from None
             for line in self._framer.feed(chunk):
                 if line == eembc.READY:
@@ -195,20 +208,18 @@ class SerialLink:
 
     def _drain(self, quiet_s: float = 0.2, limit_s: float = 2.0) -> None:
         """Read and drop whatever is still arriving until the line is quiet."""
-        serial = _serial()
         end = time.monotonic() + limit_s
         last = time.monotonic()
         while time.monotonic() < end and time.monotonic() - last < quiet_s:
             try:
                 if self._ser.read(max(1, self._ser.in_waiting)):
                     last = time.monotonic()
-            except (serial.SerialException, OSError) as err:
+            except _port_errors() as err:
                 raise self._lost("drain", err) from None
         self._framer.clear()
 
     def send(self, command: str, *, timeout_s: float | None = None) -> list[str]:
         """One exchange, no retry: write ``command%``, return the response lines (without m-ready)."""
-        serial = _serial()
         timeout = self.timeout_s if timeout_s is None else timeout_s
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
@@ -220,7 +231,7 @@ class SerialLink:
         try:
             self._ser.write(eembc.encode_command(command))
             self._ser.flush()
-        except (serial.SerialException, OSError) as err:
+        except _port_errors() as err:
             raise self._lost(command, err) from None
         return self._read_lines(command, timeout)
 
@@ -245,6 +256,8 @@ def _short(command: str) -> str:
 
 def _reason(err: BaseException) -> str:
     code = getattr(err, "errno", None)
+    if code is None and len(err.args) == 2 and isinstance(err.args[0], int):
+        code = err.args[0]  # termios.error is (errno, message)
     if isinstance(code, int) and code > 0:
         return os.strerror(code)  # pyserial repeats the port in its own message
     return str(err).strip() or type(err).__name__
@@ -341,7 +354,7 @@ class SerialDevice:
         except PortBusy as err:
             return Health(self.name, "busy", str(err), {"port": self.port, "baud": self.baud})
         except DeviceUnavailable as err:
-            return Health(self.name, "unavailable", str(err), {"port": self.port, "baud": self.baud})
+            return Health(self.name, "unavailable", str(err), {"port": self.port, "baud": self.baud}, state="unknown")
         except DeviceError as err:
             return Health(self.name, "unreachable", str(err), {"port": self.port, "baud": self.baud})
         except eembc.ProtocolError as err:
@@ -489,65 +502,29 @@ class SerialDevice:
         )
 
     def _energy(self, est_ms: float) -> tuple[float, dict[str, Any]]:
-        """One metered window: the command measures while the firmware computes ~ENERGY_WINDOW_S."""
+        """One metered window: the command meter (:class:`farm.agent.meters.CommandMeter`, the
+        agents' too) measures while the firmware computes ~ENERGY_WINDOW_S; energy per
+        inference is its average power × the firmware-timed per-inference time of that window."""
         assert self.spec.energy is not None and self.spec.energy.command
         command = self.spec.energy.command
         k = max(1, math.ceil(ENERGY_WINDOW_S * 1e3 / est_ms)) if est_ms > 0 else 1000
-        what = f"device {self.name!r}: energy meter command {command!r}"
-        with tempfile.TemporaryFile("w+") as errfile:
-            try:
-                proc = subprocess.Popen(shlex.split(command), stdout=subprocess.PIPE, stderr=errfile, text=True)
-            except (FileNotFoundError, PermissionError) as exc:
-                raise DeviceError(f"{what} cannot run: {_reason(exc)}") from None
-            lines: queue.Queue[str | None] = queue.Queue()
-
-            def pump() -> None:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    lines.put(line.strip())
-                lines.put(None)
-
-            threading.Thread(target=pump, daemon=True).start()
-            out: list[str] = []
-            try:
-                try:
-                    ready = lines.get(timeout=METER_READY_S)
-                except queue.Empty:
-                    raise DeviceTimeout(f"{what} printed no ready line within {METER_READY_S:g} s") from None
-                if ready is None:
-                    raise RuntimeFailure(f"{what} exited (code {proc.wait()}) before its ready line")
-                started = time.monotonic()
-                r = self._infer(k, 0, est_ms)
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-                host_window_s = time.monotonic() - started
-                while (line := lines.get(timeout=METER_STOP_S)) is not None:
-                    out.append(line)
-            except queue.Empty:
-                raise DeviceTimeout(f"{what} did not finish within {METER_STOP_S:g} s of SIGINT") from None
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
-                errfile.seek(0)
-                stderr = errfile.read().strip()[-160:]
-        last = next((x for x in reversed(out) if x), "")
         try:
-            values = [float(v) for v in last.replace("J", " ").replace("s", " ").split()[:2]]
-        except ValueError:
-            values = []
-        if not values or values[0] < 0:
-            raise RuntimeFailure(f"{what} printed no joules after SIGINT (exit {proc.returncode}; last line "
-                                 f"{last[:80]!r}; stderr {stderr!r})")
-        joules = values[0]
-        window_s = values[1] if len(values) > 1 and values[1] > 0 else host_window_s
-        power_w = joules / window_s
+            meter = CommandMeter(command)
+            meter.start()
+            try:
+                r = self._infer(k, 0, est_ms)
+            except BaseException:
+                meter.close()
+                raise
+            meter.stop()
+        except MeterError as err:
+            raise RuntimeFailure(f"device {self.name!r}: {err}") from None
         per_inference_s = r.lap_us / k / 1e6
-        return power_w * per_inference_s * 1e3, {
+        return meter.power_mw * per_inference_s, {
             "energy_method": "command meter: average power over an infer window x per-inference time",
-            "energy_meter_command": command, "energy_joules": joules, "energy_window_s": round(window_s, 6),
-            "energy_window_source": "meter" if len(values) > 1 else "host", "energy_inferences": k,
-            "energy_avg_power_mw": power_w * 1e3,
+            "energy_meter_command": command, "energy_joules": meter.joules, "energy_window_s": round(meter.window_s, 6),
+            "energy_window_source": meter.window_source, "energy_inferences": k,
+            "energy_avg_power_mw": meter.power_mw,
         }
 
     def _identify_after_flash(self, deadline: float) -> Firmware:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import DeviceError, DeviceTimeout, DeviceUnavailable
+from ..errors import DeviceError, DeviceTimeout, DeviceUnauthorized, DeviceUnavailable
 from ..registry import DeviceSpec
 from ..workload import Workload
 from .agent_client import LineSink
@@ -62,7 +62,7 @@ def _host_key_policy(spec: DeviceSpec, known_hosts: Path) -> Any:
     class Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc, name-defined]
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
             if not spec.trust_on_first_use:
-                raise DeviceError(
+                raise DeviceUnauthorized(
                     f"device {spec.name!r}: host key of {hostname} ({key.get_name()}) is not in {known_hosts}; "
                     f"refusing to connect. Add it (ssh-keyscan) or set trust_on_first_use: true")
             known_hosts.parent.mkdir(parents=True, exist_ok=True)
@@ -90,14 +90,17 @@ class SshPipe:
     def _read(self) -> None:
         chan, out, err = self._chan, b"", b""
         while True:
-            select.select([chan], [], [], 0.2)
             got = False
-            while chan.recv_ready():
-                out += chan.recv(65536)
-                got = True
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-                got = True
+            try:
+                select.select([chan], [], [], 0.2)
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                    got = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    got = True
+            except (OSError, EOFError):  # the channel was closed under us (kill, connection cut)
+                break
             *lines, out = out.split(b"\n")
             for raw in lines:
                 line = raw.decode("utf-8", "replace")
@@ -182,12 +185,12 @@ class SshTransport:
             raise
         except paramiko.BadHostKeyException as err:
             client.close()
-            raise DeviceError(f"device {self.spec.name!r}: host key of {where} does not match {self.known_hosts} "
+            raise DeviceUnauthorized(f"device {self.spec.name!r}: host key of {where} does not match {self.known_hosts} "
                               f"(got {err.key.get_name()}); refusing to connect — if the board was reinstalled, "
                               "remove its old entry") from None
         except paramiko.AuthenticationException as err:
             client.close()
-            raise DeviceError(f"device {self.spec.name!r}: authentication as {self.user} failed on {where} "
+            raise DeviceUnauthorized(f"device {self.spec.name!r}: authentication as {self.user} failed on {where} "
                               f"(key_file: {key_file or 'SSH agent'}): {err}") from None
         except (OSError, paramiko.SSHException, EOFError) as err:
             client.close()

@@ -89,7 +89,7 @@ def test_devices_check_reports_the_phone(phone, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     h = json.loads(p.stdout)
     f = h["facts"]
-    assert h["ok"] and f["state"] == "online" and f["model"] == "Pixel 7" and f["android"] == "14"
+    assert h["ok"] and f["state"] == "online" == h["state"] and f["model"] == "Pixel 7" and f["android"] == "14"
     assert f["battery_level"] == 80 and f["battery_temperature_c"] == 31.2 and f["thermal_status"] == 0
     assert f["cpu_freq_mhz"]["cpu3"] == 2850 and f["benchmark_model"].startswith("/data/local/tmp/hwfarm/bin/")
 
@@ -101,7 +101,7 @@ def test_unauthorized_key_is_a_clear_error(tmp_path, model):
         spec = DeviceSpec(name="phone", url=f"adb://127.0.0.1:{peer.port}", key_file=str(stranger), timeout_s=1.5)
         dev = open_device(spec)
         h = dev.check()
-        assert h.status == "unreachable" and h.facts["state"] == "unauthorized"
+        assert h.status == "unreachable" and h.facts["state"] == "unauthorized" == h.connection
         assert "unauthorized" in h.detail and "Allow USB debugging" in h.detail and f"{stranger}.pub" in h.detail
         with pytest.raises(DeviceUnauthorized):
             dev.run(load_workload(model), QUICK)

@@ -100,6 +100,7 @@ def test_check_reports_ok_with_facts(device):
     h = device.check()
     assert h.ok, h.detail
     assert h.device == device.name and h.facts
+    assert h.to_json()["state"] == "online"  # every kind reports a connection state
 
 
 def test_run_returns_a_consistent_measurement(device, tmp_path):

@@ -93,12 +93,41 @@ def test_profile_cli_json_against_the_emulator(tmp_path, model, emu):
 
 
 def test_same_latency_as_the_simulated_device(tmp_path, model, emu):
-    """The emulator reports the simulator's latency; the serial path must not distort it."""
+    """The emulator reports the Cortex-M7 simulator's latency; the serial path must not distort it."""
+    assert emu.profile.name == "cortex_m7"
     m = _run(DeviceSpec(name="mcu", url=emu.url), model)
-    sim = open_device(DeviceSpec(name="sim", url="sim://raspi4?seed=1")).run(
+    sim = open_device(DeviceSpec(name="sim", url="sim://cortex_m7?seed=1")).run(
         load_workload(model), Settings(runtime="sim", policy=POLICY))
     assert m.stats.median_ms == pytest.approx(sim.stats.median_ms, rel=0.05)
     assert m.provenance["inferences_per_sample"] >= 1
+
+
+def test_int8_model_is_timed_by_the_cortex_m7_profile(tmp_path):
+    """An int8 .tflite (what MLPerf Tiny firmware runs) on the emulated board: int8 kernels of
+    the Cortex-M7 profile, the same latency as the simulated device, faster than its float twin."""
+    pytest.importorskip("ai_edge_litert")
+    from farm.zoo.tflite_models import fc_model, fc_model_int8
+
+    path = tmp_path / "fc_int8.tflite"
+    path.write_bytes(fc_model_int8(64, 16))
+    w = load_workload(path)
+    assert {t.dtype for n in w.graph.nodes for t in n.inputs} >= {"int8"}
+    e = _emulator(tmp_path, path)
+    try:
+        m = _run(DeviceSpec(name="mcu", url=e.url), path)
+    finally:
+        e.stop()
+    assert bytes(e._db) == input_bytes(w) and len(e._db) == 64  # int8 input: one byte per element
+    sim = open_device(DeviceSpec(name="sim", url="sim://cortex_m7?seed=1")).run(w, Settings(runtime="sim", policy=POLICY))
+    assert m.stats.median_ms == pytest.approx(sim.stats.median_ms, rel=0.05)
+    fpath = tmp_path / "fc.tflite"
+    fpath.write_bytes(fc_model(64, 16))
+    f = _emulator(tmp_path, fpath)
+    try:
+        mf = _run(DeviceSpec(name="mcu", url=f.url), fpath)
+    finally:
+        f.stop()
+    assert mf.stats.median_ms > m.stats.median_ms
 
 
 def test_timer_wraparound_is_unwrapped(tmp_path, model):
@@ -250,6 +279,7 @@ def test_unreachable_port(tmp_path, model):
     spec = DeviceSpec(name="mcu", url=f"serial://{tmp_path}/ttyNONE?baud=9600")
     h = open_device(spec).check()
     assert h.status == "unreachable" and "cannot open serial port" in h.detail and "ttyNONE" in h.detail
+    assert h.connection == "offline"
     with pytest.raises(DeviceError, match="device 'mcu': cannot open serial port .*ttyNONE at 9600 baud"):
         _run(spec, model)
 
@@ -354,7 +384,7 @@ def test_a_port_in_use_is_refused_clearly(emu):
     try:
         assert first.identify().model == "gemm"  # holds the port open
         h = second.check()
-        assert h.status == "busy" and "device 'mcu2': cannot open serial port" in h.detail
+        assert h.status == "busy" == h.connection and "device 'mcu2': cannot open serial port" in h.detail
         assert "in use by another program?" in h.detail
     finally:
         first.close()
@@ -390,3 +420,17 @@ def test_without_pyserial_the_kind_is_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "serial", None)  # import serial → ImportError
     with pytest.raises(DeviceError, match=r"serial devices need pyserial: pip install 'hwfarm\[serial\]'"):
         open_device(DeviceSpec(name="m", url="serial:///dev/ttyACM0"))
+
+
+def test_termios_errors_of_a_vanished_port_are_device_errors(monkeypatch, emu):
+    """flush() is tcdrain: EIO once the other end is gone raises termios.error, not OSError."""
+    import termios
+
+    from farm.devices.serial import SerialLink
+
+    link = SerialLink("mcu", str(emu.link), 115200, timeout_s=2)
+    link.open()
+    monkeypatch.setattr(link._ser, "flush", lambda: (_ for _ in ()).throw(termios.error(5, "Input/output error")))
+    with pytest.raises(DeviceError, match=r"device 'mcu': serial port .* failed during `name` .*Input/output error"):
+        link.send("name")
+    assert not link.is_open

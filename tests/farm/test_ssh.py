@@ -71,6 +71,7 @@ def test_unknown_host_key_is_refused(sshd, tmp_path):
     dev = open_device(_spec(sshd, empty))
     h = dev.check()
     assert h.status == "unreachable" and "is not in" in h.detail and "trust_on_first_use" in h.detail
+    assert h.to_json()["state"] == "unauthorized"
     dev.close()
     reg = tmp_path / "devices.yaml"
     reg.write_text(REGISTRY + ssh_spec_text(sshd, empty))
@@ -129,7 +130,7 @@ def test_unreachable_board_is_a_device_error(tmp_path):
     spec = DeviceSpec(name="gone", url="ssh://pi@127.0.0.1:1", known_hosts=str(tmp_path / "kh"))
     dev = open_device(spec)
     h = dev.check()
-    assert h.status == "unreachable" and "cannot reach pi@127.0.0.1:1" in h.detail
+    assert h.status == "unreachable" and "cannot reach pi@127.0.0.1:1" in h.detail and h.connection == "offline"
     with pytest.raises(DeviceError):
         dev.run(load_workload(_write(tmp_path)), Settings(policy=QUICK))
 
@@ -154,3 +155,52 @@ def _gone(pid: int, wait_s: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_megabytes_of_output_do_not_deadlock(sshd, known_hosts):
+    """The exec loop drains stdout and stderr while it waits: 3 MB on each is read whole
+    (waiting for the exit status first would stall once the channel window fills)."""
+    dev = open_device(_spec(sshd, known_hosts))
+    try:
+        rc, out, err = dev.transport.run("head -c 3000000 /dev/zero | tr '\\0' x; "
+                                         "head -c 3000000 /dev/zero | tr '\\0' y >&2; exit 3", timeout_s=60)
+    finally:
+        dev.close()
+    assert rc == 3 and len(out) == 3_000_000 == len(err) and set(out) == {"x"} and set(err) == {"y"}
+
+
+def test_passphrase_from_the_environment_variable_named_by_key_env(sshd, known_hosts, tmp_path, monkeypatch):
+    import subprocess
+
+    key = tmp_path / "locked_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret", "-f", str(key)], check=True)
+    with open(sshd.root / "authorized_keys", "a") as f:
+        f.write((tmp_path / "locked_ed25519.pub").read_text())
+    spec = _spec(sshd, known_hosts).model_copy(update={"key_file": str(key), "key_env": "HWFARM_TEST_KEY_PASS"})
+    monkeypatch.delenv("HWFARM_TEST_KEY_PASS", raising=False)
+    dev = open_device(spec)
+    h = dev.check()
+    dev.close()
+    assert h.status == "unreachable" and "HWFARM_TEST_KEY_PASS (key_env) is not set" in h.detail
+    monkeypatch.setenv("HWFARM_TEST_KEY_PASS", "s3cret")
+    dev = open_device(spec)
+    try:
+        assert dev.check().ok
+    finally:
+        dev.close()
+
+
+def test_cached_model_is_not_pushed_again(sshd, known_hosts, tmp_path):
+    path = _write(tmp_path)
+    w = load_workload(path)
+    dev = open_device(_spec(sshd, known_hosts))
+    try:
+        dev.run(w, Settings(policy=QUICK))
+        cached = Path.home() / ".cache" / "hwfarm" / "models" / f"{w.hash}.onnx"
+        assert cached.read_bytes() == w.data
+        before = cached.stat().st_mtime_ns
+        dev.close()  # a new session (new connection, new job dir) finds it by its hash
+        dev.run(w, Settings(policy=QUICK))
+        assert cached.stat().st_mtime_ns == before
+    finally:
+        dev.close()
