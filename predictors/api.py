@@ -29,7 +29,7 @@ from farm.store import SqliteStore
 from farm.workload import Workload, load_workload
 
 from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
-from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, is_minimal_model
+from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, chain_length, is_minimal_model
 from .kernels import FusionRules, detect_kernels, fusion_rules_for
 from .space_model import SpaceModel, arch_of_graph, build_arch, sample_archs
 
@@ -97,10 +97,10 @@ class DevicePredictor:
             _, eq, _ = self.energy.kernel_quantiles(graphs)
             for i, qi in enumerate(eq):
                 e_k[i] = qi[:, 1]
-                e_tot[i] = float(self.energy.overhead_ + qi[:, 1].sum())
+                e_tot[i] = float(self.energy.base_ms + qi[:, 1].sum())
         out = []
         for i, ks in enumerate(kernels):
-            tot = self.latency.overhead_ + (q[i].sum(axis=0) if len(ks) else np.zeros(3))
+            tot = self.latency.base_ms + (q[i].sum(axis=0) if len(ks) else np.zeros(3))
             ek = e_k[i]
             kp = tuple(KernelPrediction(k.name, k.type, float(q[i][j, 1]), bool(fb[i][j]),
                                         float(ek[j]) if ek is not None else None) for j, k in enumerate(ks))
@@ -136,7 +136,7 @@ class TrainingSet:
     latency_ms: tuple[float, ...]
     energy_mj: tuple[float | None, ...]
     names: tuple[str, ...]
-    single: tuple[bool, ...]  # forms one kernel on this device, or a minimal model (training data)
+    single: tuple[bool, ...]  # one kernel on this device, a minimal model or a generated chain (training data)
     dataset_hash: str
     generated: tuple[bool, ...] = ()  # a test model of `dataset build`/`fusion` (never evaluation data)
 
@@ -184,7 +184,8 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
         en.append(m.energy_mj)
         names.append(rec.source_path or rec.name)
         generated.append(bool(models_dir and rec.source_path and Path(rec.source_path).is_relative_to(models_dir)))
-        single.append(len(detect_kernels(g, rules)) == 1 or is_minimal_model(g))
+        ks = detect_kernels(g, rules)
+        single.append(len(ks) == 1 or is_minimal_model(g) or (generated[-1] and chain_length(ks, thr) > 0))
         h.update(f"{wh}:{m.id}:{m.stats.median_ms:.9g};".encode())
     simulated = any(bool(m.provenance.get("simulated")) for m in latest.values())
     return TrainingSet(spec.name, runtime, thr, simulated, rules, tuple(graphs), tuple(lat), tuple(en), tuple(names),

@@ -29,11 +29,30 @@ from farm.graph import Graph
 from .features import FALLBACK_FEATURES, FEATURES, feature_row
 from .kernels import DetectedKernel, FusionRules, detect_kernels
 
-__all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "KernelPrediction", "Prediction", "NotFittedError"]
+__all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "chain_length", "KernelPrediction", "Prediction", "NotFittedError"]
 
 _THREADED_ROWS = 20_000
 _FOLDS = 3  # out-of-fold residuals calibrate the intervals
 _TINY_NUMEL = 64  # ops on at most 64 numbers: minimal models that measure the per-inference overhead
+# Kernel types that run in whatever layout (or on whichever unit) their input is: inside a
+# run of boundary-paying kernels (blocked convolutions, GPU kernels) they pay no boundary.
+_TRANSPARENT = frozenset({"act", "bn", "eltwise", "concat", "pool", "gpool"})
+_BOUNDARY_SHARE = 0.10  # a type pays a boundary when its chains show it as ≥10% of a kernel's cost…
+_BOUNDARY_NOISE = 0.03  # …and ≥3% of the chain's intercept (below that it is timing noise)
+_MIN_CHAINS = 3  # chain configurations a type needs for its own boundary coefficient
+
+
+def chain_length(kernels: Sequence[DetectedKernel], threads: int = 1) -> int:
+    """n when the kernels are n > 1 identical copies of one kernel (a chain model of the
+    kernel dataset), else 0."""
+    if len(kernels) < 2:
+        return 0
+    t = kernels[0].type
+    row = feature_row(kernels[0], t if t in FEATURES else "fallback", threads)
+    for k in kernels[1:]:
+        if k.type != t or feature_row(k, t if t in FEATURES else "fallback", threads) != row:
+            return 0
+    return len(kernels)
 
 
 def is_minimal_model(graph: Graph) -> bool:
@@ -240,6 +259,7 @@ class KernelLevelPredictor:
             raise ValueError("KernelLevelPredictor.fit: one target per graph")
         singles: list[tuple[DetectedKernel, float]] = []
         tiny: list[tuple[int, float]] = []  # (kernels, latency) of minimal models
+        chains: dict[tuple[str, tuple[float, ...]], tuple[DetectedKernel, dict[int, list[float]]]] = {}
         for g, v in zip(graphs, y, strict=True):
             if not (v > 0 and math.isfinite(v)):
                 continue
@@ -248,13 +268,33 @@ class KernelLevelPredictor:
                 tiny.append((len(ks), float(v)))
             elif len(ks) == 1:
                 singles.append((ks[0], float(v)))
+            elif (n := chain_length(ks, self.threads)) and ks[0].type in FEATURES:
+                chains.setdefault(self._key(ks[0]), (ks[0], {}))[1].setdefault(n, []).append(float(v))
         if not singles:
             raise ValueError("no single-kernel measurements to train on (build a kernel dataset first: "
                              "hwfarm dataset build --device NAME)")
+        for k, v in singles:  # a chain's one-kernel model is one of the singles
+            if (key := self._key(k)) in chains:
+                chains[key][1].setdefault(1, []).append(v)
         ys = np.array([v for _, v in singles])
         self.overhead_ = self._overhead(tiny, singles, ys)
         self.n_null_ = len(tiny)
-        net = np.maximum(ys - self.overhead_, 0.02 * ys)
+        own_of_chain = self._fit_boundary(chains)
+        net = np.empty(len(singles))
+        keep = np.ones(len(singles), dtype=bool)
+        n_chains = {t: sum(1 for c in own_of_chain if c[0] == t) for t in {c[0] for c in own_of_chain}}
+        for i, (k, v) in enumerate(singles):
+            own = own_of_chain.get(self._key(k))
+            if own is not None:  # what the kernel costs per copy, measured
+                net[i] = own
+                continue
+            rest = v - self.base_ms - float(self.boundary_ms([k]).sum())
+            # Below 5% of the model's time a single kernel is lost in the overhead's timing
+            # noise; where the type's chains measured small kernels, they stand for it.
+            keep[i] = rest >= 0.05 * v or n_chains.get(k.type, 0) < 5
+            net[i] = max(rest, 0.02 * v)
+        singles = [x for x, kp in zip(singles, keep, strict=True) if kp]
+        net = net[keep]
         by_type: dict[str, list[int]] = {}
         for i, (k, _) in enumerate(singles):
             by_type.setdefault(k.type, []).append(i)
@@ -270,6 +310,148 @@ class KernelLevelPredictor:
         Xf = np.array([feature_row(k, "fallback", self.threads) for k, _ in singles])
         self.fallback_ = KernelRegressor(base_columns=(0, 1), min_samples_boost=10**9).fit(Xf, net)
         return self
+
+    def _key(self, k: DetectedKernel) -> tuple[str, tuple[float, ...]]:
+        return k.type, tuple(feature_row(k, k.type if k.type in FEATURES else "fallback", self.threads))
+
+    @property
+    def base_ms(self) -> float:
+        """What every model pays besides its kernels and boundaries: the per-inference
+        overhead, less the boundary the minimal models it was measured on already hold."""
+        return self.overhead_ - getattr(self, "boundary_offset_ms_", 0.0)
+
+    # ------------------------------------------------------------------ boundary costs
+    def _fit_boundary(self, chains: dict[tuple[str, tuple[float, ...]], tuple[DetectedKernel, dict[int, list[float]]]]
+                      ) -> dict[tuple[str, tuple[float, ...]], float]:
+        """What a kernel pays once per model rather than per copy, from chains of n identical
+        kernels: T(n) = intercept + n · kernel, intercept = overhead + boundary. One fit over
+        all chains (and the minimal models' overhead) gives the overhead, a per-tensor
+        constant ``c0`` and each type's per-KB boundary ``c1``. Types whose chains show a
+        boundary are *boundary types*: in a model they pay ``c0 + c1 · KB`` for each tensor
+        that enters or leaves their domain (the run of boundary types and the layout-
+        transparent types between them). Returns each chain configuration's per-copy cost;
+        refines ``overhead_``."""
+        rows = []  # (type, kernel, own per copy, intercept, boundary tensors - 2, boundary KB)
+        for (t, _), (k, by_n) in chains.items():
+            if len(by_n) < 2:
+                continue
+            n = np.array(sorted(by_n), dtype=float)
+            v = np.array([float(np.median(by_n[int(i)])) for i in n])
+            slope, icpt = np.polyfit(n, v, 1)
+            tens = self._tensors(k)
+            rows.append((t, k, max(float(slope), 0.02 * float(v[0])), max(float(icpt), 1e-9), len(tens) - 2.0,
+                         sum(b for _, b in tens) / 1024.0))
+        self.boundary_types_: dict[str, tuple[float, float]] = {}
+        self.boundary_pooled_: tuple[float, float] | None = None
+        self.boundary_offset_ms_ = 0.0
+        own_of = {self._key(r[1]): r[2] for r in rows}
+        if len(rows) < _MIN_CHAINS:
+            return own_of
+        types = sorted({r[0] for r in rows})
+
+        def fit(overhead: float | None) -> tuple[float, float, dict[str, float]]:
+            """intercept = overhead + c0 · (tensors - 2) + c1[type] · KB (the overhead free,
+            pinned by the minimal models, or given)."""
+            A = [[max(r[4], 0.0)] + [r[5] if r[0] == t else 0.0 for t in types] for r in rows]
+            b = [r[3] - (overhead or 0.0) for r in rows]
+            w = [1.0 / r[3] for r in rows]
+            if overhead is None:
+                A = [[1.0] + a for a in A] + [[1.0] + [0.0] * (len(types) + 1)] * 3
+                b += [self.overhead_] * 3
+                w += [1.0 / self.overhead_] * 3 if self.overhead_ > 0 else [1.0] * 3
+            coef = list(map(float, _nnls(np.array(A), np.array(b), np.array(w))))
+            o = coef.pop(0) if overhead is None else overhead
+            return o, coef[0], dict(zip(types, coef[1:], strict=True))
+
+        # The minimal models' overhead is an extrapolation to zero kernels; where the chains'
+        # intercepts pin it better (within 10%), theirs is used.
+        joint, _, _ = fit(None)
+        overhead = float(np.clip(joint, 0.9 * self.overhead_, 1.1 * self.overhead_))
+        overhead, c0, c1 = fit(overhead)
+        self.chain_fit_ = {"overhead": overhead, "c0": c0, "c1": c1}  # for inspection
+        # Does the device pay a boundary at all? The chains' boundary must be a real share
+        # of their cost (≥10%) and above timing noise (≥3% of their intercepts).
+        bnd = [c0 * max(r[4], 0.0) + c1[r[0]] * r[5] for r in rows]
+        total = sum(bnd)
+        if total < _BOUNDARY_SHARE * (total + sum(r[2] for r in rows)) or total < _BOUNDARY_NOISE * sum(r[3] for r in rows):
+            return own_of
+        self.overhead_ = overhead
+        # Which types pay it: those with at least half the highest per-KB rate. A type whose
+        # chains are too small to tell (at that rate, below the noise) pays it where every
+        # type that can tell does.
+        top = max(c1.values())
+        member: dict[str, bool | None] = {}
+        for t in types:
+            rs = [r for r in rows if r[0] == t]
+            if max(top * r[5] / r[3] for r in rs) < _BOUNDARY_NOISE:
+                member[t] = None
+            else:
+                member[t] = c1[t] >= 0.5 * top
+        told = [m for m in member.values() if m is not None]
+        device_wide = bool(told) and all(told)
+        domain = [t for t, m in member.items() if m or (m is None and device_wide)]
+        if not domain:
+            return own_of
+        pooled = float(np.median([c1[t] for t in domain]))
+        self.boundary_pooled_ = (c0, pooled)
+        for t in domain:
+            self.boundary_types_[t] = (c0, c1[t] if member[t] else pooled)
+        if device_wide:  # the whole device pays it (an accelerator): types without chains too
+            for t in FEATURES:
+                self.boundary_types_.setdefault(t, self.boundary_pooled_)
+        # The overhead is that of a two-tensor model: its boundary constant is already in it.
+        self.boundary_offset_ms_ = 2.0 * c0
+        return own_of
+
+    @staticmethod
+    def _tensors(k: DetectedKernel) -> list[tuple[str, int]]:
+        """A lone kernel's boundary tensors: its activation inputs and its outputs."""
+        return list(k.kernel.inputs) + list(k.kernel.outputs)
+
+    def boundary_ms(self, kernels: Sequence[DetectedKernel], graph_outputs: Sequence[str] | None = None) -> np.ndarray:
+        """Per kernel, the boundary cost it pays in this model: ``c0 + c1 · KB`` for each
+        tensor by which a boundary kernel enters its domain (from a graph input or a kernel
+        outside it) or leaves it (to a graph output or a kernel outside it). Layout-
+        transparent kernels (activations, BN, element-wise, pools, concat) join the domain
+        when all their inputs come from it. ``graph_outputs`` default: tensors no kernel reads."""
+        out = np.zeros(len(kernels))
+        types = getattr(self, "boundary_types_", None)
+        if not types or not kernels:
+            return out
+        producer: dict[str, int] = {}
+        readers: dict[str, list[int]] = {}
+        for i, k in enumerate(kernels):
+            for name, _ in k.kernel.inputs:
+                readers.setdefault(name, []).append(i)
+            for name, _ in k.kernel.outputs:
+                producer[name] = i
+        finals = set(graph_outputs) if graph_outputs is not None else \
+            {n for k in kernels for n, _ in k.kernel.outputs if n not in readers}
+        inside = np.zeros(len(kernels), dtype=bool)
+        coef: list[tuple[float, float]] = []
+        for i, k in enumerate(kernels):
+            if k.type in types:
+                inside[i] = True
+                coef.append(types[k.type])
+                continue
+            src = [producer.get(n) for n, _ in k.kernel.inputs]
+            inside[i] = k.type in _TRANSPARENT and bool(src) and all(p is not None and inside[p] for p in src)
+            first = next((p for p in src if p is not None), None)
+            coef.append(coef[first] if inside[i] and first is not None else (self.boundary_pooled_ or (0.0, 0.0)))
+        charged: set[str] = set()
+        for i, k in enumerate(kernels):
+            if not inside[i]:
+                continue
+            c0, c1 = coef[i]
+            for name, size in k.kernel.inputs:
+                p = producer.get(name)
+                if (p is None or not inside[p]) and name not in charged:
+                    charged.add(name)
+                    out[i] += c0 + c1 * size / 1024.0
+            for name, size in k.kernel.outputs:
+                if name in finals or any(not inside[j] for j in readers.get(name, [])):
+                    out[i] += c0 + c1 * size / 1024.0
+        return out
 
     @staticmethod
     def _overhead(tiny: list[tuple[int, float]], singles: list[tuple[DetectedKernel, float]], ys: np.ndarray) -> float:
@@ -295,8 +477,9 @@ class KernelLevelPredictor:
 
     def kernel_quantiles(self, graphs: Sequence[Graph]) -> tuple[list[list[DetectedKernel]], list[np.ndarray],
                                                                 list[np.ndarray]]:
-        """Kernels of every graph, their (n, 3) cost quantiles and fallback flags, with each
-        type's model run once over the unique feature rows of all graphs."""
+        """Kernels of every graph, their (n, 3) cost quantiles (boundary costs included)
+        and fallback flags, with each type's model run once over the unique feature rows of
+        all graphs."""
         self._check()
         kernels = [detect_kernels(g, self.rules) for g in graphs]
         rows: dict[str, list[list[float]]] = {}
@@ -316,12 +499,15 @@ class KernelLevelPredictor:
             for (gi, ki), v in zip(where[t], q, strict=True):
                 out[gi][ki] = v
                 fb[gi][ki] = t == "fallback"
+        if getattr(self, "boundary_types_", None):
+            for gi, ks in enumerate(kernels):
+                out[gi] += self.boundary_ms(ks)[:, None]
         return kernels, out, fb
 
     def predict_many(self, graphs: Sequence[Graph]) -> np.ndarray:
         """(n, 3): low, point and high whole-model cost for each graph."""
         _, q, _ = self.kernel_quantiles(graphs)
-        return np.array([self.overhead_ + qi.sum(axis=0) if len(qi) else np.full(3, self.overhead_) for qi in q])
+        return np.array([self.base_ms + qi.sum(axis=0) if len(qi) else np.full(3, self.base_ms) for qi in q])
 
     def predict(self, graphs: Sequence[Graph]) -> np.ndarray:
         return self.predict_many(graphs)[:, 1]
@@ -341,7 +527,10 @@ class KernelLevelPredictor:
             meta["n_samples"] = self.n_samples_.get(t)
             types[t] = meta
         state = {"target": self.target, "threads": self.threads, "overhead": self.overhead_,
-                 "n_null": self.n_null_, "rules": self.rules.to_dict(), "types": types}
+                 "n_null": self.n_null_, "rules": self.rules.to_dict(), "types": types,
+                 "boundary": {"types": {t: list(c) for t, c in self.boundary_types_.items()},
+                              "pooled": list(self.boundary_pooled_) if self.boundary_pooled_ else None,
+                              "offset_ms": self.boundary_offset_ms_}}
         return state, files
 
     @classmethod
@@ -349,6 +538,11 @@ class KernelLevelPredictor:
         self = cls(rules=FusionRules.from_dict(state["rules"]), target=state["target"], threads=int(state["threads"]))
         self.overhead_ = float(state["overhead"])
         self.n_null_ = int(state.get("n_null", 0))
+        b = state.get("boundary") or {}
+        self.boundary_types_ = {str(t): (float(c[0]), float(c[1])) for t, c in (b.get("types") or {}).items()}
+        pooled = b.get("pooled")
+        self.boundary_pooled_ = (float(pooled[0]), float(pooled[1])) if pooled else None
+        self.boundary_offset_ms_ = float(b.get("offset_ms", 0.0))
         self.models_, self.n_samples_ = {}, {}
         for t, meta in state["types"].items():
             if list(meta["features"]) != list(FEATURES.get(t, FALLBACK_FEATURES)):
