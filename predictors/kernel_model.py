@@ -281,20 +281,13 @@ class KernelLevelPredictor:
         self.n_null_ = len(tiny)
         own_of_chain = self._fit_boundary(chains)
         net = np.empty(len(singles))
-        keep = np.ones(len(singles), dtype=bool)
-        n_chains = {t: sum(1 for c in own_of_chain if c[0] == t) for t in {c[0] for c in own_of_chain}}
         for i, (k, v) in enumerate(singles):
             own = own_of_chain.get(self._key(k))
-            if own is not None:  # what the kernel costs per copy, measured
-                net[i] = own
-                continue
-            rest = v - self.base_ms - float(self.boundary_ms([k]).sum())
-            # Below 5% of the model's time a single kernel is lost in the overhead's timing
-            # noise; where the type's chains measured small kernels, they stand for it.
-            keep[i] = rest >= 0.05 * v or n_chains.get(k.type, 0) < 5
-            net[i] = max(rest, 0.02 * v)
-        singles = [x for x, kp in zip(singles, keep, strict=True) if kp]
-        net = net[keep]
+            # what the kernel costs per copy, measured by its chain; else what is left of the
+            # lone kernel's time (a kernel lost in the overhead's timing noise stays small:
+            # a floor at 2% of the model's time made every tiny kernel cost that much)
+            net[i] = own if own is not None else \
+                max(v - self.base_ms - float(self.boundary_ms([k]).sum()), 0.002 * v)
         by_type: dict[str, list[int]] = {}
         for i, (k, _) in enumerate(singles):
             by_type.setdefault(k.type, []).append(i)

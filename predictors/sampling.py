@@ -99,6 +99,8 @@ class KernelSpec:
     groups: int = 1
     rows: int = 1  # gemm: rows of the input matrix (batch); concat: number of inputs
     repeat: int = 1  # a chain of this many identical kernels (see chain_specs); 1: one kernel
+    w: int = 0  # the input's width where it differs from its height (audio features: 49×10); 0: square
+    kw: int = 0  # conv: the kernel's width where it differs from k (DS-CNN's 10×4); 0: square
 
     @property
     def name(self) -> str:
@@ -110,7 +112,9 @@ class KernelSpec:
         v = f"-{self.variant}" if self.variant else ""
         if t == "conv":
             g = f"g{self.groups}" if self.groups > 1 else ""
-            return f"conv-k{self.k}s{self.stride}{g}-c{self.cin}x{self.cout}-h{self.hw}{v}"
+            k = f"{self.k}x{self.kw}" if self.kw else f"{self.k}"
+            w = f"w{self.w}" if self.w else ""
+            return f"conv-k{k}s{self.stride}{g}-c{self.cin}x{self.cout}-h{self.hw}{w}{v}"
         if t == "dwconv":
             return f"dwconv-k{self.k}s{self.stride}-c{self.cin}-h{self.hw}{v}"
         if t == "gemm":
@@ -129,7 +133,7 @@ class KernelSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"kernel_type": self.kernel_type, "variant": self.variant, "cin": self.cin, "cout": self.cout,
                 "hw": self.hw, "k": self.k, "stride": self.stride, "groups": self.groups, "rows": self.rows,
-                "repeat": self.repeat}
+                "repeat": self.repeat, "w": self.w, "kw": self.kw}
 
 
 Plan = list[KernelSpec]
@@ -201,6 +205,7 @@ def _post_ops(b: IRBuilder, x: str, variant: str, sfx: str = "") -> str:
     return x
 
 
+_FLAT_TYPES = ("act", "bn", "eltwise")  # with hw = 0: on [1, C], as in an MLP
 _ACT_OPS = {"relu": "Relu", "relu6": "Clip", "sigmoid": "Sigmoid", "hardswish": "HardSwish"}
 
 
@@ -215,8 +220,10 @@ def build_graph(spec: KernelSpec) -> Graph:
         b = IRBuilder((1, spec.cin))
     elif t == "reshape" and spec.variant == "transpose":
         b = IRBuilder((1, spec.groups, spec.cin // spec.groups, spec.hw, spec.hw))
+    elif spec.hw == 0 and t in _FLAT_TYPES:  # an MLP's [1, C] activations
+        b = IRBuilder((1, spec.cin))
     else:
-        b = IRBuilder((1, spec.cin, spec.hw, spec.hw))
+        b = IRBuilder((1, spec.cin, spec.hw, spec.w or spec.hw))
     x = "input"
     for i in range(max(1, spec.repeat)):
         x = _body(b, x, spec, f"_{i}" if i else "")
@@ -237,7 +244,8 @@ def _body(b: IRBuilder, x: str, spec: KernelSpec, sfx: str) -> str:
         return _node(b, "transpose" + sfx, "Transpose", [x], (1, spec.cin // g, g, spec.hw, spec.hw),
                      perm=[0, 2, 1, 3, 4])
     if t == "conv":
-        x = b.conv("conv" + sfx, x, spec.cout, spec.k, spec.stride, bias="bn" not in v.split("+"), group=spec.groups)
+        k = (spec.k, spec.kw) if spec.kw else spec.k
+        x = b.conv("conv" + sfx, x, spec.cout, k, spec.stride, bias="bn" not in v.split("+"), group=spec.groups)
         return _post_ops(b, x, v, sfx)
     if t == "dwconv":
         x = b.conv("dwconv" + sfx, x, spec.cin, spec.k, spec.stride, bias="bn" not in v.split("+"), group=spec.cin)
@@ -475,6 +483,7 @@ def overhead_specs() -> list[KernelSpec]:
 
 
 CHAIN_LENGTHS = (1, 2, 4)  # a chain configuration is measured as 1, 2 and 4 identical kernels
+EXTRA_SHARE = 0.03  # of a plan's budget: layers of real networks the stage priors miss (extra_prior_specs)
 CHAIN_SHARE = 0.15  # of a plan's budget: chain models (each configuration costs len(CHAIN_LENGTHS))
 _CHAIN_MAX_MACS = 60_000_000  # per kernel: chains stay cheap to measure; the boundary shows best on small kernels
 _CHAIN_TYPES = ("conv", "dwconv", "gemm", "pool", "eltwise", "act", "bn")
@@ -523,6 +532,43 @@ def chain_specs(n_models: int, *, kernels: Sequence[str] = KERNEL_TYPES, seed: i
     return out
 
 
+# Layers real networks have that the stage priors miss: keyword-spotting stems on audio
+# features (MLPerf Tiny DS-CNN: 10×4 kernels, stride 2, on 49×10 MFCCs; 1 channel in) and an
+# MLP's activations, BN and adds on [1, C] (MLPerf Tiny FC-AutoEncoder: 640 → 128 → … → 8).
+_AUDIO_INPUTS = ((49, 10), (98, 40), (49, 40), (124, 129))
+_AUDIO_KERNELS = ((10, 4), (3, 3), (5, 5), (10, 8), (4, 10))
+_MLP_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 640, 1024)
+
+
+def extra_prior_specs(n_models: int, *, kernels: Sequence[str] = KERNEL_TYPES, seed: int = 0,
+                      fusion: Iterable[Sequence[str]] = ()) -> Plan:
+    """About ``n_models`` configurations of the layers :data:`STAGES` does not cover (see
+    :data:`_AUDIO_INPUTS`, :data:`_MLP_WIDTHS`)."""
+    rng = np.random.default_rng([seed, 13])
+    kinds = [t for t in ("conv", "act", "bn", "eltwise") if t in kernels]
+    out: Plan = []
+    seen: set[str] = set()
+    for i in range(20 * n_models):
+        if len(out) >= n_models or not kinds:
+            break
+        t = kinds[i % len(kinds)]
+        if t == "conv":  # the first ones: the reference stem (49×10 in, 10×4, stride 2, 64 out) in each variant
+            (h, w), (kh, kw) = (_AUDIO_INPUTS[0], _AUDIO_KERNELS[0]) if i < 4 * len(kinds) else \
+                (_pick(rng, _AUDIO_INPUTS), _pick(rng, _AUDIO_KERNELS))
+            spec = KernelSpec("conv", _pick(rng, variants_for("conv", fusion)), cin=1,
+                              cout=64 if i < 4 * len(kinds) else _pick(rng, (64, 172, 276, 32, 16)), hw=h, w=w,
+                              k=kh, kw=kw, stride=2 if i < 4 * len(kinds) else _pick(rng, (2, 1)))
+        elif t == "eltwise":
+            spec = KernelSpec("eltwise", _pick(rng, ("add", "mul")), cin=_pick(rng, _MLP_WIDTHS))
+        else:
+            spec = KernelSpec(t, _pick(rng, ("relu", "relu", "sigmoid", "relu6")) if t == "act" else "",
+                              cin=_pick(rng, _MLP_WIDTHS))
+        if spec.name not in seen:
+            seen.add(spec.name)
+            out.append(spec)
+    return out
+
+
 def parse_kernels(text: str | None) -> tuple[str, ...]:
     """``--kernels conv,dwconv`` → the kernel types (all when None); unknown names are an InputError."""
     if text is None or not text.strip():
@@ -549,6 +595,7 @@ def make_plan(*, budget: int | None = None, kernels: Sequence[str] = KERNEL_TYPE
     n = n_total - len(extra)
     w = np.array([TYPE_WEIGHTS[k] for k in kernels])
     chains = chain_specs(int(CHAIN_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else []
+    chains += extra_prior_specs(int(EXTRA_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else []
     n -= len(chains)
     share = w / w.sum() * n
     counts = np.floor(share).astype(int)

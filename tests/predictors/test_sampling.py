@@ -174,7 +174,14 @@ def test_plans_are_seeded_sized_and_split_by_type():
 
 
 def test_priors_produce_real_network_shapes():
-    plan = make_plan(budget=1500, seed=0, fusion=RASPI4)
+    full = make_plan(budget=1500, seed=0, fusion=RASPI4)
+    extra = [s for s in full if s.w or s.kw or (s.hw == 0 and s.kernel_type in ("act", "bn", "eltwise"))]
+    # the layers the stage tables miss: audio stems (DS-CNN's 10×4 on 49×10) and an MLP's [1, C]
+    assert any(s.kernel_type == "conv" and (s.k, s.kw, s.hw, s.w, s.cin) == (10, 4, 49, 10, 1) for s in extra)
+    assert {s.kernel_type for s in extra} == {"conv", "act", "bn", "eltwise"}
+    assert all(build_graph(s).macs <= MAX_MACS for s in extra)
+    assert build_graph(KernelSpec("bn", cin=128)).inputs[0].shape == (1, 128)
+    plan = [s for s in full if s not in extra]
     convs = [s for s in plan if s.kernel_type == "conv"]
     known_res = {max(1, round(r * i / (224 if inputs[0] == 224 else inputs[0]))) * m
                  for _, _, ins, _, stages in STAGES for i in ins for r, _ in stages
