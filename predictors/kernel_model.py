@@ -34,9 +34,12 @@ __all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "chain
 _THREADED_ROWS = 20_000
 _FOLDS = 3  # out-of-fold residuals calibrate the intervals
 _TINY_NUMEL = 64  # ops on at most 64 numbers: minimal models that measure the per-inference overhead
-# Kernel types that run in whatever layout (or on whichever unit) their input is: inside a
-# run of boundary-paying kernels (blocked convolutions, GPU kernels) they pay no boundary.
-_TRANSPARENT = frozenset({"act", "bn", "eltwise", "concat", "pool", "gpool"})
+# Kernel types that need their input in the plain layout (a Gemm, a Flatten/Reshape/Transpose
+# reads memory in NCHW order): a tensor that goes from a boundary kernel to one of these (or
+# to an op of no known type) leaves the domain. Every other type runs in whatever layout its
+# input has (onnxruntime runs convolutions, pools, activations, adds and concats on blocked
+# NCHWc tensors when their input is blocked), so it stays inside a run of boundary kernels.
+_PLAIN = frozenset({"gemm", "reshape"})
 _BOUNDARY_SHARE = 0.10  # a type pays a boundary when its chains show it as ≥10% of a kernel's cost…
 _BOUNDARY_NOISE = 0.03  # …and ≥3% of the chain's intercept (below that it is timing noise)
 _MIN_CHAINS = 3  # chain configurations a type needs for its own boundary coefficient
@@ -322,7 +325,7 @@ class KernelLevelPredictor:
         constant ``c0`` and each type's per-KB boundary ``c1``. Types whose chains show a
         boundary are *boundary types*: in a model they pay ``c0 + c1 · KB`` for each tensor
         that enters or leaves their domain (the run of boundary types and the layout-
-        transparent types between them). Returns each chain configuration's per-copy cost;
+        types that run in any layout between them). Returns each chain configuration's per-copy cost;
         refines ``overhead_``."""
         rows = []  # (type, kernel, own per copy, intercept, boundary tensors - 2, boundary KB)
         for (t, _), (k, by_n) in chains.items():
@@ -404,9 +407,9 @@ class KernelLevelPredictor:
     def boundary_ms(self, kernels: Sequence[DetectedKernel], graph_outputs: Sequence[str] | None = None) -> np.ndarray:
         """Per kernel, the boundary cost it pays in this model: ``c0 + c1 · KB`` for each
         tensor by which a boundary kernel enters its domain (from a graph input or a kernel
-        outside it) or leaves it (to a graph output or a kernel outside it). Layout-
-        transparent kernels (activations, BN, element-wise, pools, concat) join the domain
-        when all their inputs come from it. ``graph_outputs`` default: tensors no kernel reads."""
+        outside it) or leaves it (to a graph output or a kernel outside it). Kernels of
+        the other types join the domain when all their inputs come from it, except those
+        that need the plain layout (:data:`_PLAIN`). ``graph_outputs`` default: tensors no kernel reads."""
         out = np.zeros(len(kernels))
         types = getattr(self, "boundary_types_", None)
         if not types or not kernels:
@@ -428,7 +431,8 @@ class KernelLevelPredictor:
                 coef.append(types[k.type])
                 continue
             src = [producer.get(n) for n, _ in k.kernel.inputs]
-            inside[i] = k.type in _TRANSPARENT and bool(src) and all(p is not None and inside[p] for p in src)
+            inside[i] = k.type in FEATURES and k.type not in _PLAIN and bool(src) and \
+                all(p is not None and inside[p] for p in src)
             first = next((p for p in src if p is not None), None)
             coef.append(coef[first] if inside[i] and first is not None else (self.boundary_pooled_ or (0.0, 0.0)))
         charged: set[str] = set()
