@@ -249,8 +249,10 @@ class KernelLevelPredictor:
     """
 
     def __init__(self, *, rules: FusionRules, target: str = "latency_ms", threads: int = 1,
-                 min_samples: int = 3, regressor_params: dict[str, Any] | None = None) -> None:
+                 min_samples: int = 3, regressor_params: dict[str, Any] | None = None,
+                 boundary: bool = True) -> None:
         self.rules = rules
+        self.boundary = boundary  # learn boundary costs from the chains (False: ignore chains)
         self.target = target
         self.threads = threads
         self.min_samples = min_samples
@@ -271,7 +273,7 @@ class KernelLevelPredictor:
                 tiny.append((len(ks), float(v)))
             elif len(ks) == 1:
                 singles.append((ks[0], float(v)))
-            elif (n := chain_length(ks, self.threads)) and ks[0].type in FEATURES:
+            elif self.boundary and (n := chain_length(ks, self.threads)) and ks[0].type in FEATURES:
                 chains.setdefault(self._key(ks[0]), (ks[0], {}))[1].setdefault(n, []).append(float(v))
         if not singles:
             raise ValueError("no single-kernel measurements to train on (build a kernel dataset first: "
