@@ -30,7 +30,7 @@ from farm.workload import Workload, load_workload
 
 from .boundary import io_boundary
 from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
-from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, is_minimal_model
+from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, chain_length, is_minimal_model
 from .kernels import FusionRules, detect_kernels, fusion_rules_for
 from .space_model import SpaceModel, arch_of_graph, build_arch, sample_archs
 
@@ -139,7 +139,7 @@ class TrainingSet:
     latency_ms: tuple[float, ...]
     energy_mj: tuple[float | None, ...]
     names: tuple[str, ...]
-    single: tuple[bool, ...]  # forms one kernel on this device, or a minimal model (training data)
+    single: tuple[bool, ...]  # one kernel on this device, a minimal model or a generated chain (training data)
     dataset_hash: str
     generated: tuple[bool, ...] = ()  # a test model of `dataset build`/`fusion` (never evaluation data)
 
@@ -187,7 +187,8 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
         en.append(m.energy_mj)
         names.append(rec.source_path or rec.name)
         generated.append(bool(models_dir and rec.source_path and Path(rec.source_path).is_relative_to(models_dir)))
-        single.append(len(detect_kernels(g, rules)) == 1 or is_minimal_model(g))
+        ks = detect_kernels(g, rules)
+        single.append(len(ks) == 1 or is_minimal_model(g) or (generated[-1] and chain_length(ks, thr) > 0))
         h.update(f"{wh}:{m.id}:{m.stats.median_ms:.9g};".encode())
     simulated = any(bool(m.provenance.get("simulated")) for m in latest.values())
     return TrainingSet(spec.name, runtime, thr, simulated, rules, tuple(graphs), tuple(lat), tuple(en), tuple(names),

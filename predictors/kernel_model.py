@@ -30,11 +30,33 @@ from .boundary import IoBoundary, IoCost, fit_io_cost
 from .features import FALLBACK_FEATURES, FEATURES, feature_row
 from .kernels import DetectedKernel, FusionRules, detect_kernels
 
-__all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "KernelPrediction", "Prediction", "NotFittedError"]
+__all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "chain_length", "KernelPrediction", "Prediction", "NotFittedError"]
 
 _THREADED_ROWS = 20_000
 _FOLDS = 3  # out-of-fold residuals calibrate the intervals
 _TINY_NUMEL = 64  # ops on at most 64 numbers: minimal models that measure the per-inference overhead
+# Kernel types that need their input in the plain layout (a Gemm, a Flatten/Reshape/Transpose
+# reads memory in NCHW order): a tensor that goes from a boundary kernel to one of these (or
+# to an op of no known type) leaves the domain. Every other type runs in whatever layout its
+# input has (onnxruntime runs convolutions, pools, activations, adds and concats on blocked
+# NCHWc tensors when their input is blocked), so it stays inside a run of boundary kernels.
+_PLAIN = frozenset({"gemm", "reshape"})
+_BOUNDARY_SHARE = 0.10  # a type pays a boundary when its chains show it as ≥10% of a kernel's cost…
+_BOUNDARY_NOISE = 0.03  # …and ≥3% of the chain's intercept (below that it is timing noise)
+_MIN_CHAINS = 3  # chain configurations a type needs for its own boundary coefficient
+
+
+def chain_length(kernels: Sequence[DetectedKernel], threads: int = 1) -> int:
+    """n when the kernels are n > 1 identical copies of one kernel (a chain model of the
+    kernel dataset), else 0."""
+    if len(kernels) < 2:
+        return 0
+    t = kernels[0].type
+    row = feature_row(kernels[0], t if t in FEATURES else "fallback", threads)
+    for k in kernels[1:]:
+        if k.type != t or feature_row(k, t if t in FEATURES else "fallback", threads) != row:
+            return 0
+    return len(kernels)
 
 
 def is_minimal_model(graph: Graph) -> bool:
@@ -229,8 +251,9 @@ class KernelLevelPredictor:
 
     def __init__(self, *, rules: FusionRules, target: str = "latency_ms", threads: int = 1,
                  min_samples: int = 3, regressor_params: dict[str, Any] | None = None,
-                 io_boundary: IoBoundary | None = None) -> None:
+                 boundary: bool = True, io_boundary: IoBoundary | None = None) -> None:
         self.rules = rules
+        self.boundary = boundary  # learn boundary costs from the chains (False: ignore chains)
         self.io_boundary = io_boundary  # a host ↔ accelerator link: learn its boundary term (predictors.boundary)
         self.target = target
         self.threads = threads
@@ -244,6 +267,7 @@ class KernelLevelPredictor:
         singles: list[tuple[DetectedKernel, float]] = []
         single_graphs: list[Graph] = []
         tiny: list[tuple[int, float]] = []  # (kernels, latency) of minimal models
+        chains: dict[tuple[str, tuple[float, ...]], tuple[DetectedKernel, dict[int, list[float]]]] = {}
         for g, v in zip(graphs, y, strict=True):
             if not (v > 0 and math.isfinite(v)):
                 continue
@@ -253,16 +277,28 @@ class KernelLevelPredictor:
             elif len(ks) == 1:
                 singles.append((ks[0], float(v)))
                 single_graphs.append(g)
+            elif self.boundary and (n := chain_length(ks, self.threads)) and ks[0].type in FEATURES:
+                chains.setdefault(self._key(ks[0]), (ks[0], {}))[1].setdefault(n, []).append(float(v))
         if not singles:
             raise ValueError("no single-kernel measurements to train on (build a kernel dataset first: "
                              "hwfarm dataset build --device NAME)")
+        for k, v in singles:  # a chain's one-kernel model is one of the singles
+            if (key := self._key(k)) in chains:
+                chains[key][1].setdefault(1, []).append(v)
         ys = np.array([v for _, v in singles])
         self.overhead_ = self._overhead(tiny, singles, ys)
         self.n_null_ = len(tiny)
-        self.io_ = (fit_io_cost([(k, g, v) for (k, v), g in zip(singles, single_graphs, strict=True)], self.overhead_,
+        own_of_chain = self._fit_boundary(chains)
+        self.io_ = (fit_io_cost([(k, g, v) for (k, v), g in zip(singles, single_graphs, strict=True)], self.base_ms,
                                 self.io_boundary) if self.io_boundary is not None else IoCost())
-        io = np.array([self.io_.cost_ms(g) for g in single_graphs])
-        net = np.maximum(ys - self.overhead_ - io, 0.02 * ys)
+        net = np.empty(len(singles))
+        for i, ((k, v), g) in enumerate(zip(singles, single_graphs, strict=True)):
+            own = own_of_chain.get(self._key(k))
+            # what the kernel costs per copy, measured by its chain; else what is left of the
+            # lone kernel's time (a kernel lost in the overhead's timing noise stays small:
+            # a floor at 2% of the model's time made every tiny kernel cost that much)
+            net[i] = own if own is not None else \
+                max(v - self.base_ms - float(self.boundary_ms([k]).sum()) - self.io_.cost_ms(g), 0.002 * v)
         by_type: dict[str, list[int]] = {}
         for i, (k, _) in enumerate(singles):
             by_type.setdefault(k.type, []).append(i)
@@ -278,6 +314,149 @@ class KernelLevelPredictor:
         Xf = np.array([feature_row(k, "fallback", self.threads) for k, _ in singles])
         self.fallback_ = KernelRegressor(base_columns=(0, 1), min_samples_boost=10**9).fit(Xf, net)
         return self
+
+    def _key(self, k: DetectedKernel) -> tuple[str, tuple[float, ...]]:
+        return k.type, tuple(feature_row(k, k.type if k.type in FEATURES else "fallback", self.threads))
+
+    @property
+    def base_ms(self) -> float:
+        """What every model pays besides its kernels and boundaries: the per-inference
+        overhead, less the boundary the minimal models it was measured on already hold."""
+        return self.overhead_ - getattr(self, "boundary_offset_ms_", 0.0)
+
+    # ------------------------------------------------------------------ boundary costs
+    def _fit_boundary(self, chains: dict[tuple[str, tuple[float, ...]], tuple[DetectedKernel, dict[int, list[float]]]]
+                      ) -> dict[tuple[str, tuple[float, ...]], float]:
+        """What a kernel pays once per model rather than per copy, from chains of n identical
+        kernels: T(n) = intercept + n · kernel, intercept = overhead + boundary. One fit over
+        all chains (and the minimal models' overhead) gives the overhead, a per-tensor
+        constant ``c0`` and each type's per-KB boundary ``c1``. Types whose chains show a
+        boundary are *boundary types*: in a model they pay ``c0 + c1 · KB`` for each tensor
+        that enters or leaves their domain (the run of boundary types and the layout-
+        types that run in any layout between them). Returns each chain configuration's per-copy cost;
+        refines ``overhead_``."""
+        rows = []  # (type, kernel, own per copy, intercept, boundary tensors - 2, boundary KB)
+        for (t, _), (k, by_n) in chains.items():
+            if len(by_n) < 2:
+                continue
+            n = np.array(sorted(by_n), dtype=float)
+            v = np.array([float(np.median(by_n[int(i)])) for i in n])
+            slope, icpt = np.polyfit(n, v, 1)
+            tens = self._tensors(k)
+            rows.append((t, k, max(float(slope), 0.02 * float(v[0])), max(float(icpt), 1e-9), len(tens) - 2.0,
+                         sum(b for _, b in tens) / 1024.0))
+        self.boundary_types_: dict[str, tuple[float, float]] = {}
+        self.boundary_pooled_: tuple[float, float] | None = None
+        self.boundary_offset_ms_ = 0.0
+        own_of = {self._key(r[1]): r[2] for r in rows}
+        if len(rows) < _MIN_CHAINS:
+            return own_of
+        types = sorted({r[0] for r in rows})
+
+        def fit(overhead: float | None) -> tuple[float, float, dict[str, float]]:
+            """intercept = overhead + c0 · (tensors - 2) + c1[type] · KB (the overhead free,
+            pinned by the minimal models, or given)."""
+            A = [[max(r[4], 0.0)] + [r[5] if r[0] == t else 0.0 for t in types] for r in rows]
+            b = [r[3] - (overhead or 0.0) for r in rows]
+            w = [1.0 / r[3] for r in rows]
+            if overhead is None:
+                A = [[1.0] + a for a in A] + [[1.0] + [0.0] * (len(types) + 1)] * 3
+                b += [self.overhead_] * 3
+                w += [1.0 / self.overhead_] * 3 if self.overhead_ > 0 else [1.0] * 3
+            coef = list(map(float, _nnls(np.array(A), np.array(b), np.array(w))))
+            o = coef.pop(0) if overhead is None else overhead
+            return o, coef[0], dict(zip(types, coef[1:], strict=True))
+
+        # The minimal models' overhead is an extrapolation to zero kernels; where the chains'
+        # intercepts pin it better (within 10%), theirs is used.
+        joint, _, _ = fit(None)
+        overhead = float(np.clip(joint, 0.9 * self.overhead_, 1.1 * self.overhead_))
+        overhead, c0, c1 = fit(overhead)
+        self.chain_fit_ = {"overhead": overhead, "c0": c0, "c1": c1}  # for inspection
+        # Does the device pay a boundary at all? The chains' boundary must be a real share
+        # of their cost (≥10%) and above timing noise (≥3% of their intercepts).
+        bnd = [c0 * max(r[4], 0.0) + c1[r[0]] * r[5] for r in rows]
+        total = sum(bnd)
+        if total < _BOUNDARY_SHARE * (total + sum(r[2] for r in rows)) or total < _BOUNDARY_NOISE * sum(r[3] for r in rows):
+            return own_of
+        self.overhead_ = overhead
+        # Which types pay it: those with at least half the highest per-KB rate. A type whose
+        # chains are too small to tell (at that rate, below the noise) pays it where every
+        # type that can tell does.
+        top = max(c1.values())
+        member: dict[str, bool | None] = {}
+        for t in types:
+            rs = [r for r in rows if r[0] == t]
+            if max(top * r[5] / r[3] for r in rs) < _BOUNDARY_NOISE:
+                member[t] = None
+            else:
+                member[t] = c1[t] >= 0.5 * top
+        told = [m for m in member.values() if m is not None]
+        device_wide = bool(told) and all(told)
+        domain = [t for t, m in member.items() if m or (m is None and device_wide)]
+        if not domain:
+            return own_of
+        pooled = float(np.median([c1[t] for t in domain]))
+        self.boundary_pooled_ = (c0, pooled)
+        for t in domain:
+            self.boundary_types_[t] = (c0, c1[t] if member[t] else pooled)
+        if device_wide:  # the whole device pays it (an accelerator): types without chains too
+            for t in FEATURES:
+                self.boundary_types_.setdefault(t, self.boundary_pooled_)
+        # The overhead is that of a two-tensor model: its boundary constant is already in it.
+        self.boundary_offset_ms_ = 2.0 * c0
+        return own_of
+
+    @staticmethod
+    def _tensors(k: DetectedKernel) -> list[tuple[str, int]]:
+        """A lone kernel's boundary tensors: its activation inputs and its outputs."""
+        return list(k.kernel.inputs) + list(k.kernel.outputs)
+
+    def boundary_ms(self, kernels: Sequence[DetectedKernel], graph_outputs: Sequence[str] | None = None) -> np.ndarray:
+        """Per kernel, the boundary cost it pays in this model: ``c0 + c1 · KB`` for each
+        tensor by which a boundary kernel enters its domain (from a graph input or a kernel
+        outside it) or leaves it (to a graph output or a kernel outside it). Kernels of
+        the other types join the domain when all their inputs come from it, except those
+        that need the plain layout (:data:`_PLAIN`). ``graph_outputs`` default: tensors no kernel reads."""
+        out = np.zeros(len(kernels))
+        types = getattr(self, "boundary_types_", None)
+        if not types or not kernels:
+            return out
+        producer: dict[str, int] = {}
+        readers: dict[str, list[int]] = {}
+        for i, k in enumerate(kernels):
+            for name, _ in k.kernel.inputs:
+                readers.setdefault(name, []).append(i)
+            for name, _ in k.kernel.outputs:
+                producer[name] = i
+        finals = set(graph_outputs) if graph_outputs is not None else \
+            {n for k in kernels for n, _ in k.kernel.outputs if n not in readers}
+        inside = np.zeros(len(kernels), dtype=bool)
+        coef: list[tuple[float, float]] = []
+        for i, k in enumerate(kernels):
+            if k.type in types:
+                inside[i] = True
+                coef.append(types[k.type])
+                continue
+            src = [producer.get(n) for n, _ in k.kernel.inputs]
+            inside[i] = k.type in FEATURES and k.type not in _PLAIN and bool(src) and \
+                all(p is not None and inside[p] for p in src)
+            first = next((p for p in src if p is not None), None)
+            coef.append(coef[first] if inside[i] and first is not None else (self.boundary_pooled_ or (0.0, 0.0)))
+        charged: set[str] = set()
+        for i, k in enumerate(kernels):
+            if not inside[i]:
+                continue
+            c0, c1 = coef[i]
+            for name, size in k.kernel.inputs:
+                p = producer.get(name)
+                if (p is None or not inside[p]) and name not in charged:
+                    charged.add(name)
+                    out[i] += c0 + c1 * size / 1024.0
+            for name, size in k.kernel.outputs:
+                if name in finals or any(not inside[j] for j in readers.get(name, [])):
+                    out[i] += c0 + c1 * size / 1024.0
+        return out
 
     @staticmethod
     def _overhead(tiny: list[tuple[int, float]], singles: list[tuple[DetectedKernel, float]], ys: np.ndarray) -> float:
@@ -303,8 +482,9 @@ class KernelLevelPredictor:
 
     def kernel_quantiles(self, graphs: Sequence[Graph]) -> tuple[list[list[DetectedKernel]], list[np.ndarray],
                                                                 list[np.ndarray]]:
-        """Kernels of every graph, their (n, 3) cost quantiles and fallback flags, with each
-        type's model run once over the unique feature rows of all graphs."""
+        """Kernels of every graph, their (n, 3) cost quantiles (boundary costs included)
+        and fallback flags, with each type's model run once over the unique feature rows of
+        all graphs."""
         self._check()
         kernels = [detect_kernels(g, self.rules) for g in graphs]
         rows: dict[str, list[list[float]]] = {}
@@ -324,13 +504,16 @@ class KernelLevelPredictor:
             for (gi, ki), v in zip(where[t], q, strict=True):
                 out[gi][ki] = v
                 fb[gi][ki] = t == "fallback"
+        if getattr(self, "boundary_types_", None):
+            for gi, ks in enumerate(kernels):
+                out[gi] += self.boundary_ms(ks)[:, None]
         return kernels, out, fb
 
     def model_overhead(self, graphs: Sequence[Graph]) -> np.ndarray:
         """Each graph's cost outside its kernels: the per-inference overhead plus its boundary term."""
         self._check()
         io = getattr(self, "io_", IoCost())
-        return np.array([self.overhead_ + io.cost_ms(g) for g in graphs])
+        return np.array([self.base_ms + io.cost_ms(g) for g in graphs])
 
     def predict_many(self, graphs: Sequence[Graph]) -> np.ndarray:
         """(n, 3): low, point and high whole-model cost for each graph."""
@@ -357,7 +540,10 @@ class KernelLevelPredictor:
             types[t] = meta
         state = {"target": self.target, "threads": self.threads, "overhead": self.overhead_,
                  "n_null": self.n_null_, "rules": self.rules.to_dict(), "types": types,
-                 "io": getattr(self, "io_", IoCost()).to_dict()}
+                 "io": getattr(self, "io_", IoCost()).to_dict(),
+                 "boundary": {"types": {t: list(c) for t, c in self.boundary_types_.items()},
+                              "pooled": list(self.boundary_pooled_) if self.boundary_pooled_ else None,
+                              "offset_ms": self.boundary_offset_ms_}}
         return state, files
 
     @classmethod
@@ -366,6 +552,11 @@ class KernelLevelPredictor:
         self.overhead_ = float(state["overhead"])
         self.n_null_ = int(state.get("n_null", 0))
         self.io_ = IoCost.from_dict(state.get("io"))
+        b = state.get("boundary") or {}
+        self.boundary_types_ = {str(t): (float(c[0]), float(c[1])) for t, c in (b.get("types") or {}).items()}
+        pooled = b.get("pooled")
+        self.boundary_pooled_ = (float(pooled[0]), float(pooled[1])) if pooled else None
+        self.boundary_offset_ms_ = float(b.get("offset_ms", 0.0))
         self.models_, self.n_samples_ = {}, {}
         for t, meta in state["types"].items():
             if list(meta["features"]) != list(FEATURES.get(t, FALLBACK_FEATURES)):

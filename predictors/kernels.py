@@ -111,7 +111,14 @@ def fusion_rules_for(spec: DeviceSpec, store: SqliteStore | None = None, *, runt
     if store is not None:
         found = _detected(store, spec.name)
         if found:
-            return FusionRules(found, rt == "litert", "detected", dedupe=rt in _CSE_RUNTIMES)
+            # The A, B, A+B test finds fusion patterns, not whether the converter folds
+            # constants and dedupes: that comes from the runtime, or a simulator's profile.
+            fold = rt == "litert"
+            if spec.kind == "sim":
+                from farm.sim.profile import load_profile
+
+                fold = load_profile(spec.parsed_url.host).fold_constants
+            return FusionRules(found, fold, "detected", dedupe=rt in _CSE_RUNTIMES)
     if spec.kind == "sim":
         from farm.sim.profile import load_profile
 

@@ -48,7 +48,7 @@ from farm.zoo.ir import IRBuilder
 __all__ = [
     "KERNEL_TYPES", "OVERHEAD", "TYPE_WEIGHTS", "STAGES", "KernelSpec", "Plan", "variants_for", "build_graph",
     "to_onnx_bytes", "kernel_type_of", "sample_spec", "make_plan", "overhead_specs", "parse_kernels",
-    "refine_plan", "perturb", "DEFAULT_BUDGET", "MAX_MACS",
+    "refine_plan", "perturb", "DEFAULT_BUDGET", "MAX_MACS", "CHAIN_LENGTHS", "chainable", "chain_specs",
 ]
 
 KERNEL_TYPES: tuple[str, ...] = ("conv", "dwconv", "gemm", "pool", "gpool", "eltwise", "act", "bn", "concat",
@@ -98,14 +98,23 @@ class KernelSpec:
     stride: int = 1
     groups: int = 1
     rows: int = 1  # gemm: rows of the input matrix (batch); concat: number of inputs
+    repeat: int = 1  # a chain of this many identical kernels (see chain_specs); 1: one kernel
+    w: int = 0  # the input's width where it differs from its height (audio features: 49×10); 0: square
+    kw: int = 0  # conv: the kernel's width where it differs from k (DS-CNN's 10×4); 0: square
 
     @property
     def name(self) -> str:
+        base = self._base_name()
+        return f"{base}-x{self.repeat}" if self.repeat > 1 else base
+
+    def _base_name(self) -> str:
         t = self.kernel_type
         v = f"-{self.variant}" if self.variant else ""
         if t == "conv":
             g = f"g{self.groups}" if self.groups > 1 else ""
-            return f"conv-k{self.k}s{self.stride}{g}-c{self.cin}x{self.cout}-h{self.hw}{v}"
+            k = f"{self.k}x{self.kw}" if self.kw else f"{self.k}"
+            w = f"w{self.w}" if self.w else ""
+            return f"conv-k{k}s{self.stride}{g}-c{self.cin}x{self.cout}-h{self.hw}{w}{v}"
         if t == "dwconv":
             return f"dwconv-k{self.k}s{self.stride}-c{self.cin}-h{self.hw}{v}"
         if t == "gemm":
@@ -123,7 +132,8 @@ class KernelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kernel_type": self.kernel_type, "variant": self.variant, "cin": self.cin, "cout": self.cout,
-                "hw": self.hw, "k": self.k, "stride": self.stride, "groups": self.groups, "rows": self.rows}
+                "hw": self.hw, "k": self.k, "stride": self.stride, "groups": self.groups, "rows": self.rows,
+                "repeat": self.repeat, "w": self.w, "kw": self.kw}
 
 
 Plan = list[KernelSpec]
@@ -171,98 +181,112 @@ def _node(b: IRBuilder, name: str, op: str, inputs: list[str], out_shape: tuple[
 
 
 def _extra_input(b: IRBuilder, name: str, shape: tuple[int, ...]) -> str:
+    if name in b.tensors:  # a chain's copies share it
+        return name
     t = TensorInfo(name, shape, b.dtype)
     b.tensors[name] = t
     b.inputs = (*b.inputs, t)  # type: ignore[assignment]  # IRBuilder declares one input
     return name
 
 
-def _post_ops(b: IRBuilder, x: str, variant: str) -> str:
+def _post_ops(b: IRBuilder, x: str, variant: str, sfx: str = "") -> str:
     """Append the fused ops of a head variant (bn, relu, relu6, add with a second graph input)."""
     for i, op in enumerate(variant.split("+") if variant else []):
         if op == "bn":
-            x = b.bn(f"bn{i}", x)
+            x = b.bn(f"bn{i}{sfx}", x)
         elif op == "relu":
-            x = b.relu(f"relu{i}", x)
+            x = b.relu(f"relu{i}{sfx}", x)
         elif op == "relu6":
-            x = _node(b, f"relu6_{i}", "Clip", [x], b.shape(x), {"min": ((), b.dtype), "max": ((), b.dtype)})
+            x = _node(b, f"relu6_{i}{sfx}", "Clip", [x], b.shape(x), {"min": ((), b.dtype), "max": ((), b.dtype)})
         elif op == "add":
-            x = b.add(f"add{i}", x, _extra_input(b, "residual", b.shape(x)))
+            x = b.add(f"add{i}{sfx}", x, _extra_input(b, "residual", b.shape(x)))
         else:
             raise ValueError(f"unknown fused op {op!r} in variant {variant!r}")
     return x
 
 
+_FLAT_TYPES = ("act", "bn", "eltwise")  # with hw = 0: on [1, C], as in an MLP
 _ACT_OPS = {"relu": "Relu", "relu6": "Clip", "sigmoid": "Sigmoid", "hardswish": "HardSwish"}
 
 
 def build_graph(spec: KernelSpec) -> Graph:
-    """The single-kernel model of a spec as graph IR (NCHW float32, batch 1)."""
-    t, v = spec.kernel_type, spec.variant
+    """The single-kernel model of a spec as graph IR (NCHW float32, batch 1); with
+    ``repeat`` > 1, a chain of that many copies of the kernel (extra graph inputs such as a
+    residual are shared by the copies)."""
+    t = spec.kernel_type
     if t == "gemm":
         b = IRBuilder((spec.rows, spec.cin))
-        x = b.gemm("gemm", "input", spec.cout)
-        return b.build(spec.name, _post_ops(b, x, v))
-    if t == OVERHEAD:  # "relu": one tiny op; "relu+relu": two (fusion detection's overhead estimate)
+    elif t == OVERHEAD:
         b = IRBuilder((1, spec.cin))
-        x = "input"
+    elif t == "reshape" and spec.variant == "transpose":
+        b = IRBuilder((1, spec.groups, spec.cin // spec.groups, spec.hw, spec.hw))
+    elif spec.hw == 0 and t in _FLAT_TYPES:  # an MLP's [1, C] activations
+        b = IRBuilder((1, spec.cin))
+    else:
+        b = IRBuilder((1, spec.cin, spec.hw, spec.w or spec.hw))
+    x = "input"
+    for i in range(max(1, spec.repeat)):
+        x = _body(b, x, spec, f"_{i}" if i else "")
+    return b.build(spec.name, x)
+
+
+def _body(b: IRBuilder, x: str, spec: KernelSpec, sfx: str) -> str:
+    """One copy of a spec's kernel on ``x``; node names end in ``sfx`` (empty for the first)."""
+    t, v = spec.kernel_type, spec.variant
+    if t == "gemm":
+        return _post_ops(b, b.gemm("gemm" + sfx, x, spec.cout), v, sfx)
+    if t == OVERHEAD:  # "relu": one tiny op; "relu+relu": two (fusion detection's overhead estimate)
         for i, _ in enumerate(spec.variant.split("+")):
-            x = b.relu(f"relu{i}", x)
-        return b.build(spec.name, x)
+            x = b.relu(f"relu{i}{sfx}", x)
+        return x
     if t == "reshape" and v == "transpose":  # the middle of a channel shuffle: [1, g, C/g, H, W] → [1, C/g, g, H, W]
         g = spec.groups
-        b = IRBuilder((1, g, spec.cin // g, spec.hw, spec.hw))
-        x = _node(b, "transpose", "Transpose", ["input"], (1, spec.cin // g, g, spec.hw, spec.hw), perm=[0, 2, 1, 3, 4])
-        return b.build(spec.name, x)
-    b = IRBuilder((1, spec.cin, spec.hw, spec.hw))
-    x = "input"
+        return _node(b, "transpose" + sfx, "Transpose", [x], (1, spec.cin // g, g, spec.hw, spec.hw),
+                     perm=[0, 2, 1, 3, 4])
     if t == "conv":
-        x = b.conv("conv", x, spec.cout, spec.k, spec.stride, bias="bn" not in v.split("+"), group=spec.groups)
-        x = _post_ops(b, x, v)
-    elif t == "dwconv":
-        x = b.conv("dwconv", x, spec.cin, spec.k, spec.stride, bias="bn" not in v.split("+"), group=spec.cin)
-        x = _post_ops(b, x, v)
-    elif t == "pool":
+        k = (spec.k, spec.kw) if spec.kw else spec.k
+        x = b.conv("conv" + sfx, x, spec.cout, k, spec.stride, bias="bn" not in v.split("+"), group=spec.groups)
+        return _post_ops(b, x, v, sfx)
+    if t == "dwconv":
+        x = b.conv("dwconv" + sfx, x, spec.cin, spec.k, spec.stride, bias="bn" not in v.split("+"), group=spec.cin)
+        return _post_ops(b, x, v, sfx)
+    if t == "pool":
+        hw = b.shape(x)[-1]
         pad = (spec.k - 1) // 2 if spec.stride == 1 or spec.k % 2 == 1 else 0
-        ho = (spec.hw + 2 * pad - spec.k) // spec.stride + 1
+        ho = (hw + 2 * pad - spec.k) // spec.stride + 1
         op = "MaxPool" if v == "max" else "AveragePool"
         attrs: dict[str, object] = {"kernel_shape": [spec.k, spec.k], "strides": [spec.stride, spec.stride],
                                     "pads": [pad] * 4} | ({} if v == "max" else {"count_include_pad": 0})
-        x = _node(b, "pool", op, [x], (1, spec.cin, ho, ho), None, **attrs)
-    elif t == "gpool":
-        x = b.global_avgpool("gpool", x)
-    elif t == "eltwise":
+        return _node(b, "pool" + sfx, op, [x], (1, spec.cin, ho, ho), None, **attrs)
+    if t == "gpool":
+        return b.global_avgpool("gpool" + sfx, x)
+    if t == "eltwise":
         if v == "mul_se":  # squeeze-excite scaling: [1, C, H, W] * [1, C, 1, 1]
             other = _extra_input(b, "scale", (1, spec.cin, 1, 1))
-            x = _node(b, "mul", "Mul", [x, other], b.shape(x))
-        else:
-            other = _extra_input(b, "other", b.shape(x))
-            op = "Mul" if v == "mul" else "Add"
-            x = _node(b, op.lower(), op, [x, other], b.shape(x))
-            if v == "add+relu":
-                x = b.relu("relu", x)
-    elif t == "act":
+            return _node(b, "mul" + sfx, "Mul", [x, other], b.shape(x))
+        other = _extra_input(b, "other", b.shape(x))
+        op = "Mul" if v == "mul" else "Add"
+        x = _node(b, op.lower() + sfx, op, [x, other], b.shape(x))
+        return b.relu("relu" + sfx, x) if v == "add+relu" else x
+    if t == "act":
         op = _ACT_OPS[v]
         scalar: tuple[int, ...] = ()
         weights = {"min": (scalar, b.dtype), "max": (scalar, b.dtype)} if op == "Clip" else None
-        x = _node(b, v, op, [x], b.shape(x), weights)
-    elif t == "bn":
-        x = _post_ops(b, b.bn("bn", x), v)  # a variant ("relu") only in fusion tests
-    elif t == "concat":
+        return _node(b, v + sfx, op, [x], b.shape(x), weights)
+    if t == "bn":
+        return _post_ops(b, b.bn("bn" + sfx, x), v, sfx)  # a variant ("relu") only in fusion tests
+    if t == "concat":
         parts = [x] + [_extra_input(b, f"input{i}", (1, spec.cin, spec.hw, spec.hw)) for i in range(1, spec.rows)]
-        x = _node(b, "concat", "Concat", parts, (1, spec.cin * spec.rows, spec.hw, spec.hw), axis=1)
-    elif t == "reshape":
+        return _node(b, "concat" + sfx, "Concat", parts, (1, spec.cin * spec.rows, spec.hw, spec.hw), axis=1)
+    if t == "reshape":
         if v == "flatten":
-            x = b.flatten("flatten", x)
-        elif v == "reshape":  # the first Reshape of a channel shuffle: [1, C, H, W] → [1, g, C/g, H, W]
+            return b.flatten("flatten" + sfx, x)
+        if v == "reshape":  # the first Reshape of a channel shuffle: [1, C, H, W] → [1, g, C/g, H, W]
             g = spec.groups
-            x = _node(b, "reshape", "Reshape", [x], (1, g, spec.cin // g, spec.hw, spec.hw),
-                      {"shape": ((5,), "int64")})
-        else:
-            raise ValueError(f"unknown reshape variant {v!r}")
-    else:
-        raise ValueError(f"unknown kernel type {t!r}")
-    return b.build(spec.name, x)
+            return _node(b, "reshape" + sfx, "Reshape", [x], (1, g, spec.cin // g, spec.hw, spec.hw),
+                         {"shape": ((5,), "int64")})
+        raise ValueError(f"unknown reshape variant {v!r}")
+    raise ValueError(f"unknown kernel type {t!r}")
 
 
 def to_onnx_bytes(graph: Graph) -> bytes:
@@ -458,6 +482,93 @@ def overhead_specs() -> list[KernelSpec]:
         [KernelSpec(OVERHEAD, "+".join(["relu"] * n), cin=8) for n in (2, 4)]
 
 
+CHAIN_LENGTHS = (1, 2, 4)  # a chain configuration is measured as 1, 2 and 4 identical kernels
+EXTRA_SHARE = 0.03  # of a plan's budget: layers of real networks the stage priors miss (extra_prior_specs)
+CHAIN_SHARE = 0.15  # of a plan's budget: chain models (each configuration costs len(CHAIN_LENGTHS))
+_CHAIN_MAX_MACS = 60_000_000  # per kernel: chains stay cheap to measure; the boundary shows best on small kernels
+_CHAIN_TYPES = ("conv", "dwconv", "gemm", "pool", "eltwise", "act", "bn")
+
+
+def chainable(spec: KernelSpec) -> KernelSpec | None:
+    """The shape-preserving neighbour of a configuration (stride 1, as many channels out as
+    in), whose copies can follow each other; None for types whose output shape cannot feed
+    the same kernel again (gpool, concat, reshape)."""
+    t = spec.kernel_type
+    if t in ("act", "bn", "eltwise"):
+        return replace(spec, repeat=1)
+    if t == "conv" and spec.cin % 8 == 0:  # not a stem (3 channels in)
+        return replace(spec, cout=spec.cin, stride=1, k=spec.k if spec.k % 2 else spec.k + 1, repeat=1)
+    if t == "dwconv":
+        return replace(spec, stride=1, repeat=1)
+    if t == "pool":
+        return replace(spec, stride=1, k=3, repeat=1)
+    if t == "gemm":
+        return replace(spec, cout=spec.cin, repeat=1)
+    return None
+
+
+def chain_specs(n_models: int, *, kernels: Sequence[str] = KERNEL_TYPES, seed: int = 0,
+                fusion: Iterable[Sequence[str]] = ()) -> Plan:
+    """Chains of 1, 2 and 4 identical kernels (:data:`CHAIN_LENGTHS`) from the real-network
+    priors, about ``n_models`` models in all. A chain costs overhead + boundary + n × kernel:
+    what a kernel pays once per model (moving the model's input and output, a layout reorder,
+    a host↔accelerator copy) separates from what it pays per copy, which is what the kernel
+    costs inside a network."""
+    types = [t for t in _CHAIN_TYPES if t in kernels]
+    if not types or n_models < len(CHAIN_LENGTHS):
+        return []
+    rng = np.random.default_rng([seed, 11])
+    out: Plan = []
+    seen: set[str] = set()
+    for _ in range(50 * n_models):
+        if len(out) + len(CHAIN_LENGTHS) > n_models:
+            break
+        t = types[len(out) // len(CHAIN_LENGTHS) % len(types)]  # every type alike: each needs its boundary
+        base = chainable(sample_spec(t, rng, fusion))
+        if base is None or base.name in seen or _macs(base) > _CHAIN_MAX_MACS:
+            continue
+        seen.add(base.name)
+        out += [replace(base, repeat=n) for n in CHAIN_LENGTHS]
+    return out
+
+
+# Layers real networks have that the stage priors miss: keyword-spotting stems on audio
+# features (MLPerf Tiny DS-CNN: 10×4 kernels, stride 2, on 49×10 MFCCs; 1 channel in) and an
+# MLP's activations, BN and adds on [1, C] (MLPerf Tiny FC-AutoEncoder: 640 → 128 → … → 8).
+_AUDIO_INPUTS = ((49, 10), (98, 40), (49, 40), (124, 129))
+_AUDIO_KERNELS = ((10, 4), (3, 3), (5, 5), (10, 8), (4, 10))
+_MLP_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 640, 1024)
+
+
+def extra_prior_specs(n_models: int, *, kernels: Sequence[str] = KERNEL_TYPES, seed: int = 0,
+                      fusion: Iterable[Sequence[str]] = ()) -> Plan:
+    """About ``n_models`` configurations of the layers :data:`STAGES` does not cover (see
+    :data:`_AUDIO_INPUTS`, :data:`_MLP_WIDTHS`)."""
+    rng = np.random.default_rng([seed, 13])
+    kinds = [t for t in ("conv", "act", "bn", "eltwise") if t in kernels]
+    out: Plan = []
+    seen: set[str] = set()
+    for i in range(20 * n_models):
+        if len(out) >= n_models or not kinds:
+            break
+        t = kinds[i % len(kinds)]
+        if t == "conv":  # the first ones: the reference stem (49×10 in, 10×4, stride 2, 64 out) in each variant
+            (h, w), (kh, kw) = (_AUDIO_INPUTS[0], _AUDIO_KERNELS[0]) if i < 4 * len(kinds) else \
+                (_pick(rng, _AUDIO_INPUTS), _pick(rng, _AUDIO_KERNELS))
+            spec = KernelSpec("conv", _pick(rng, variants_for("conv", fusion)), cin=1,
+                              cout=64 if i < 4 * len(kinds) else _pick(rng, (64, 172, 276, 32, 16)), hw=h, w=w,
+                              k=kh, kw=kw, stride=2 if i < 4 * len(kinds) else _pick(rng, (2, 1)))
+        elif t == "eltwise":
+            spec = KernelSpec("eltwise", _pick(rng, ("add", "mul")), cin=_pick(rng, _MLP_WIDTHS))
+        else:
+            spec = KernelSpec(t, _pick(rng, ("relu", "relu", "sigmoid", "relu6")) if t == "act" else "",
+                              cin=_pick(rng, _MLP_WIDTHS))
+        if spec.name not in seen:
+            seen.add(spec.name)
+            out.append(spec)
+    return out
+
+
 def parse_kernels(text: str | None) -> tuple[str, ...]:
     """``--kernels conv,dwconv`` → the kernel types (all when None); unknown names are an InputError."""
     if text is None or not text.strip():
@@ -483,11 +594,14 @@ def make_plan(*, budget: int | None = None, kernels: Sequence[str] = KERNEL_TYPE
     extra = extra[:max(0, min(len(extra), n_total - len(kernels)))] if n_total > len(kernels) else []
     n = n_total - len(extra)
     w = np.array([TYPE_WEIGHTS[k] for k in kernels])
+    chains = chain_specs(int(CHAIN_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else []
+    chains += extra_prior_specs(int(EXTRA_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else []
+    n -= len(chains)
     share = w / w.sum() * n
     counts = np.floor(share).astype(int)
     for i in np.argsort(-(share - counts))[: n - int(counts.sum())]:  # largest remainders
         counts[i] += 1
-    plan: Plan = list(extra)
+    plan: Plan = list(extra) + chains
     seen = {s.name for s in plan}
     for kt, count in zip(kernels, counts, strict=True):
         rng = np.random.default_rng([seed, KERNEL_TYPES.index(kt)])
@@ -579,7 +693,7 @@ def refine_plan(specs: Sequence[KernelSpec], latency_ms: Sequence[float], *, n: 
     names in ``exclude`` and ones already chosen."""
     if len(specs) != len(latency_ms):
         raise ValueError("specs and latency_ms differ in length")
-    pool = [(s, y) for s, y in zip(specs, latency_ms, strict=True) if s.kernel_type != OVERHEAD]
+    pool = [(s, y) for s, y in zip(specs, latency_ms, strict=True) if s.kernel_type != OVERHEAD and s.repeat == 1]
     if n <= 0 or not pool:
         return []
     ys = [y for _, y in pool]

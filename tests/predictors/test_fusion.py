@@ -48,6 +48,11 @@ def test_detection_recovers_the_sim_profiles_rules(tmp_path):
     assert not by["conv+add"].fused and not by["conv+add"].evidence["conclusive"]
     shape = by["conv+bn"].evidence["shapes"][0]
     assert shape["chain_ms"] < shape["unfused_sum_ms"] and shape["conclusive"]
+    # detected patterns; constant folding (which the A, B, A+B test cannot see) from the profile
+    from predictors.kernels import fusion_rules_for
+
+    rules = fusion_rules_for(SIM, store)
+    assert rules.source == "detected" and rules.fold_constants == load_profile("raspi4").fold_constants is True
 
 
 def test_detection_follows_whatever_rules_the_device_has(tmp_path, monkeypatch):

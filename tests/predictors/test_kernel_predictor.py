@@ -144,6 +144,34 @@ def test_kernel_predictor_sums_kernels_and_learns_overhead():
     np.testing.assert_allclose(p.predict(nets[:3]), [p.predict([g])[0] for g in nets[:3]])
 
 
+def test_chains_separate_the_boundary_a_network_pays_once():
+    """On a phone GPU every lone kernel pays the host↔GPU copies of its input and output; a
+    network pays them once. The chains of the plan let the predictor learn that."""
+    from farm.zoo.nets import build_net
+    from predictors.sampling import build_graph, make_plan
+
+    gpu = load_profile("adreno_gpu")
+    rules = FusionRules(tuple(tuple(r) for r in gpu.fusion), gpu.fold_constants)
+    graphs = [build_graph(s) for s in make_plan(budget=500, seed=0, fusion=gpu.fusion)]
+    y = [simulate(g, gpu).latency_ms for g in graphs]
+    p = KernelLevelPredictor(rules=rules).fit(graphs, y)
+    assert {"conv", "dwconv", "act", "eltwise"} <= set(p.boundary_types_)
+    c0, c1 = p.boundary_types_["conv"]
+    acc = gpu.accelerator
+    assert acc is not None
+    assert c1 == pytest.approx(1 / (acc.transfer_gbs * 1e6) * 1024, rel=0.25)  # ms per KB over the link
+    assert c0 == pytest.approx(acc.transfer_overhead_us / 1e3, rel=0.25)
+    nets = [build_net(n) for n in ("mobilenet_v2", "squeezenet1_1", "resnet8")]
+    truth = np.array([simulate(g, gpu).latency_ms for g in nets])
+    assert np.all(np.abs(p.predict(nets) / truth - 1) < 0.10)
+    state, files = p.to_state()
+    back = KernelLevelPredictor.from_state(json.loads(json.dumps(state)), files)
+    np.testing.assert_allclose(back.predict(nets), p.predict(nets))
+    # a CPU without boundaries: none learned, nothing charged
+    cpu = KernelLevelPredictor(rules=RULES).fit(graphs, [simulate(g, RASPI4).latency_ms for g in graphs])
+    assert cpu.boundary_types_ == {} and cpu.base_ms == cpu.overhead_
+
+
 # ---------------------------------------------------------------------------- the loop through the CLI
 
 

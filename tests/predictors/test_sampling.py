@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -17,6 +18,7 @@ from farm.onnx_graph import graph_from_onnx
 from farm.sim.model import form_kernels
 from farm.sim.profile import load_profile
 from predictors.sampling import (
+    CHAIN_LENGTHS,
     DEFAULT_BUDGET,
     KERNEL_TYPES,
     MAX_MACS,
@@ -25,6 +27,7 @@ from predictors.sampling import (
     TYPE_WEIGHTS,
     KernelSpec,
     build_graph,
+    chainable,
     kernel_type_of,
     make_plan,
     parse_kernels,
@@ -99,11 +102,37 @@ def test_variants_follow_the_devices_rules():
     assert variants_for("gemm", RASPI4) == ("", "relu")
     assert variants_for("pool", ALL_RULES) == ("",)
     plan = make_plan(budget=300, seed=3, fusion=RASPI4)
-    for s in plan:  # every planned model is one kernel on raspi4, but the overhead chains
+    for s in plan:  # every planned model is one kernel on raspi4, but the overhead and kernel chains
         if s.kernel_type == "overhead" and "+" in s.variant:
+            continue
+        if s.repeat > 1:
+            assert len(form_kernels(build_graph(s), RASPI4)) == s.repeat, s.name
             continue
         assert single_kernel(build_graph(s), RASPI4) is not None, s.name
     assert not any(s.variant in ("relu6", "add") for s in plan if s.kernel_type == "conv")
+
+
+def test_chains_are_identical_copies_of_a_planned_kernel():
+    from predictors.kernel_model import chain_length
+    from predictors.kernels import FusionRules, detect_kernels
+
+    plan = make_plan(budget=400, seed=1, fusion=RASPI4)
+    chains = [s for s in plan if s.repeat > 1]
+    assert chains and {s.repeat for s in chains} == set(CHAIN_LENGTHS) - {1}
+    assert {s.kernel_type for s in chains} >= {"conv", "dwconv", "act", "eltwise", "pool"}
+    rules = FusionRules(RASPI4)
+    for s in chains:
+        one = replace(s, repeat=1)
+        assert one in plan and s.name == f"{one.name}-x{s.repeat}"  # the chain's one-kernel model is measured too
+        assert chain_length(detect_kernels(build_graph(s), rules)) == s.repeat, s.name
+        g = build_graph(s)
+        assert len(g.inputs) == len(build_graph(one).inputs)  # a residual or second operand is shared
+    assert chainable(KernelSpec("concat", cin=8, hw=4, rows=2)) is None
+    assert chainable(KernelSpec("conv", cin=16, cout=32, hw=8, k=3, stride=2)) == \
+        KernelSpec("conv", cin=16, cout=16, hw=8, k=3, stride=1)
+    # chains never feed refinement, whose perturbations are single kernels
+    lat = [1.0 + 0.1 * i for i in range(len(plan))]
+    assert all(s.repeat == 1 for s in refine_plan(plan, lat, n=20, seed=0))
 
 
 def test_constants_that_are_data_are_exported_exactly():
@@ -131,10 +160,13 @@ def test_plans_are_seeded_sized_and_split_by_type():
     b = make_plan(budget=200, seed=2, fusion=RASPI4)
     assert len({s.name for s in a} & {s.name for s in b}) < 60
     assert len(a) == 200 and len({s.name for s in a}) == 200
-    counts = Counter(s.kernel_type for s in a)
+    counts = Counter(s.kernel_type for s in a if s.repeat == 1)
     assert counts[OVERHEAD] == 5  # 1 op on 1, 8, 64 numbers; chains of 2 and 4
-    for kt, w in TYPE_WEIGHTS.items():
-        assert abs(counts[kt] - w * 195) <= 1, (kt, counts[kt])
+    n_chains = sum(1 for s in a if s.repeat > 1)
+    assert n_chains >= 10
+    for kt, w in TYPE_WEIGHTS.items():  # the chains' one-kernel models come on top of the type's share
+        single = counts[kt] - sum(1 for s in a if s.kernel_type == kt and s.repeat > 1) // 2
+        assert abs(single - w * (195 - n_chains * 3 // 2)) <= 1, (kt, counts[kt])
     only = make_plan(budget=30, kernels=("conv", "gemm"), seed=0)
     assert {s.kernel_type for s in only} == {"conv", "gemm", OVERHEAD}
     assert len(make_plan(budget=2, seed=0)) == 2  # tiny budgets: no room for the minimal models
@@ -142,7 +174,14 @@ def test_plans_are_seeded_sized_and_split_by_type():
 
 
 def test_priors_produce_real_network_shapes():
-    plan = make_plan(budget=1500, seed=0, fusion=RASPI4)
+    full = make_plan(budget=1500, seed=0, fusion=RASPI4)
+    extra = [s for s in full if s.w or s.kw or (s.hw == 0 and s.kernel_type in ("act", "bn", "eltwise"))]
+    # the layers the stage tables miss: audio stems (DS-CNN's 10×4 on 49×10) and an MLP's [1, C]
+    assert any(s.kernel_type == "conv" and (s.k, s.kw, s.hw, s.w, s.cin) == (10, 4, 49, 10, 1) for s in extra)
+    assert {s.kernel_type for s in extra} == {"conv", "act", "bn", "eltwise"}
+    assert all(build_graph(s).macs <= MAX_MACS for s in extra)
+    assert build_graph(KernelSpec("bn", cin=128)).inputs[0].shape == (1, 128)
+    plan = [s for s in full if s not in extra]
     convs = [s for s in plan if s.kernel_type == "conv"]
     known_res = {max(1, round(r * i / (224 if inputs[0] == 224 else inputs[0]))) * m
                  for _, _, ins, _, stages in STAGES for i in ins for r, _ in stages
