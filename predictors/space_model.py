@@ -22,7 +22,7 @@ import numpy as np
 from farm.errors import InputError
 from farm.graph import Graph
 
-from .encodings import SPACES, encode
+from .encodings import SPACES, encode, feature_names
 from .kernel_model import KernelRegressor
 
 __all__ = ["SpaceModel", "arch_of_graph", "sample_archs", "build_arch"]
@@ -99,11 +99,16 @@ class SpaceModel:
     def to_state(self) -> tuple[dict[str, Any], bytes | None]:
         meta, raw = self.regressor_.to_state()
         return {"space": self.space, "n_train": self.n_train_, "regressor": meta,
+                "features": feature_names(self.space),
                 "params": {"n_estimators": self.n_estimators, "random_state": self.random_state}}, raw
 
     @classmethod
     def from_state(cls, state: dict[str, Any], raw: bytes | None) -> SpaceModel:
         self = cls(space=state["space"], **state.get("params", {}))
+        if list(state.get("features") or []) != feature_names(self.space):
+            # the encoding changed since this model was trained: its columns would be misread
+            raise ValueError(f"its architecture features are not this hwfarm's encoding of {self.space!r}; "
+                             "train the predictor again (hwfarm predictor train --space ...)")
         self.regressor_ = KernelRegressor.from_state(state["regressor"], raw)
         self.n_train_ = int(state.get("n_train", 0))
         return self

@@ -57,8 +57,9 @@ def test_profile_over_ssh_matches_local_run(sshd, known_hosts, tmp_path):
     r, lo = json.loads(remote.stdout), json.loads(local.stdout)
     assert r["device"] == "board" and r["provenance"]["device_url"] == sshd.url()
     assert r["workload"] == lo["workload"]
-    # Same machine behind both: the medians agree (loosely: two processes, shared cores).
-    assert 0.5 < r["latency_ms"] / lo["latency_ms"] < 2.0
+    # Same machine behind both: the medians agree within a factor 4 (two processes on shared,
+    # loaded cores). Timing the SSH round trip instead of the model would be >10x off.
+    assert 0.25 < r["latency_ms"] / lo["latency_ms"] < 4.0
     # The model was cached on the board by content hash, the agent by its digest.
     cache = Path.home() / ".cache" / "hwfarm"
     assert (cache / "models" / f"{r['workload']}.onnx").exists()

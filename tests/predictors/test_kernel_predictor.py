@@ -282,6 +282,10 @@ def test_space_model_learns_additive_costs_and_round_trips():
     state, raw = m.to_state()
     json.dumps(state)
     np.testing.assert_allclose(SpaceModel.from_state(state, raw).predict(archs[300:]), pred)
+    # a model trained on another encoding of the space (columns added, removed or reordered) is refused
+    stale = dict(state, features=state["features"][::-1])
+    with pytest.raises(ValueError, match="train the predictor again"):
+        SpaceModel.from_state(stale, raw)
     assert arch_of_graph(build_nb201(archs[0])) == ("nb201", archs[0])
     from farm.zoo.fbnet import build_fbnet
 
