@@ -37,13 +37,15 @@ def export(
                               "`hwfarm zoo list` (mobilenet_v2, resnet18, ds_cnn, ...)."),
     arch: str = typer.Option(..., "--arch", help="Architecture string or index (with a table); for a "
                              "reference net, its options (alpha=0.5,resolution=160) or 'default'."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .onnx file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .onnx, or .tflite (LiteRT's layout: NHWC, BN "
+                             "folded, activations fused)."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, or int8 (full-integer .tflite, what int8-only "
+                              "accelerators and MCUs take)."),
     table: Optional[Path] = typer.Option(None, "--table", help="CSV to look indices up in (default: the "
                                          "space's table in ../shared/data when present)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
 ) -> None:
-    """Write one architecture of a space (or one reference net) as an ONNX file any tool can profile."""
-    import onnx
+    """Write one architecture of a space (or one reference net) as an ONNX or .tflite file any tool can profile."""
 
     from farm.errors import InputError
     from farm.onnx_export import graph_to_onnx
@@ -67,12 +69,22 @@ def export(
         raise InputError(f"unknown space {space!r}; known: {', '.join(SPACES)} or a reference net: "
                          f"{', '.join(NETS)}")
     if graph.inputs[0].dtype != "float32":
-        raise InputError(f"{what}: only float32 graphs export to ONNX (dtype={graph.inputs[0].dtype})")
-    model = graph_to_onnx(graph, seed=seed)
+        raise InputError(f"{what}: only float32 graphs export (dtype={graph.inputs[0].dtype})")
+    if out.suffix not in (".onnx", ".tflite"):
+        raise InputError(f"--out {out}: expected a .onnx or .tflite file name")
+    if dtype not in ("float32", "int8") or (dtype != "float32" and out.suffix == ".onnx"):
+        raise InputError(f"--dtype {dtype!r}: expected float32, or int8 with a .tflite --out")
+    if out.suffix == ".tflite":
+        from farm.tflite_export import graph_to_tflite
+
+        data = graph_to_tflite(graph, dtype=dtype, seed=seed)
+        what += f", {dtype} .tflite"
+    else:
+        data = graph_to_onnx(graph, seed=seed).SerializeToString()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        onnx.save(model, tmp)
+        tmp.write_bytes(data)
         os.replace(tmp, out)
     finally:
         if tmp.exists():

@@ -32,6 +32,14 @@ step hwfarm predict demo_models/nb201-cell.onnx demo_models/mobilenet_v2.onnx --
 note "…and what the device measures for them:"
 step hwfarm profile demo_models/nb201-cell.onnx demo_models/mobilenet_v2.onnx --device sim-raspi4
 
+note "An int8-only accelerator: a kernel dataset of int8 .tflite kernels on the simulated Edge TPU, its predictor
+(with the USB link's per-network boundary term), and an int8 MobileNetV2 predicted, then measured."
+step hwfarm dataset build --device sim-edgetpu --budget 200
+step hwfarm predictor train --device sim-edgetpu
+step hwfarm nas export --space mobilenet_v2 --arch default --dtype int8 --out demo_models/mobilenet_v2-int8.tflite
+step hwfarm predict demo_models/mobilenet_v2-int8.tflite --device sim-edgetpu
+step hwfarm profile demo_models/mobilenet_v2-int8.tflite --device sim-edgetpu
+
 if [ -f ../shared/data/nb201-latency/latency_ms.csv ]; then
     note "Few-shot transfer on real NB201 latencies: 10 measured cells of the Raspberry Pi 4 column."
     step hwfarm predictor bench --csv ../shared/data/nb201-latency/latency_ms.csv --space nb201 --target raspi4 \

@@ -54,3 +54,21 @@ def test_space_samples_valid_architectures():
     space, rng = NB201Space(), np.random.default_rng(0)
     archs = {space.sample(rng) for _ in range(50)}
     assert len(archs) > 40 and all(space.resolve(a) == a for a in archs)
+
+
+def test_export_tflite_int8_then_profile_on_an_int8_accelerator(tmp_path):
+    from farm.tflite_graph import graph_from_tflite
+
+    out = tmp_path / "cell.tflite"
+    p = run_cli("nas", "export", "--space", "nb201", "--arch", ARCH, "--dtype", "int8", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    g = graph_from_tflite(out.read_bytes())
+    assert g.macs == build_nb201(ARCH).macs and g.inputs[0].dtype == "int8"
+    reg = tmp_path / "devices.yaml"
+    reg.write_text(REGISTRY + "  - name: sim-edgetpu\n    url: sim://edgetpu?seed=0\n")
+    r = run_cli("--registry", str(reg), "--db", str(tmp_path / "h.db"), "profile", str(out), "--device", "sim-edgetpu",
+                "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["latency_ms"] > 0
+    bad = run_cli("nas", "export", "--space", "nb201", "--arch", ARCH, "--dtype", "int8", "--out", str(tmp_path / "x.onnx"))
+    assert bad.returncode == 2 and "--dtype" in bad.stderr and not (tmp_path / "x.onnx").exists()
