@@ -112,7 +112,8 @@ class SshPipe:
             *elines, err = err.split(b"\n")
             for raw in elines:
                 self._on_err(raw.decode("utf-8", "replace"))
-            if not got and (chan.exit_status_ready() or chan.closed) and not chan.recv_ready():
+            # the end is EOF (or a closed channel), not the exit status, which can overtake the last output
+            if not got and ((chan.exit_status_ready() and chan.eof_received) or chan.closed) and not chan.recv_ready():
                 break
         self._on_line(None)
 
@@ -215,7 +216,10 @@ class SshTransport:
                     out += chan.recv(65536)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                # done at EOF, not at the exit status: sshd may send the status while the last
+                # output is still on its way (the tail of a 3 MB stdout was lost that way)
+                done = chan.exit_status_ready() and (chan.eof_received or chan.closed)
+                if done and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 if time.monotonic() > deadline:
                     raise DeviceTimeout(f"device {self.spec.name!r}: `{command[:60]}` ran past {timeout_s:g} s")
