@@ -132,6 +132,13 @@ class Graph:
             counts[n.op] = counts.get(n.op, 0) + 1
         return counts
 
+    def consumer_counts(self) -> dict[str, int]:
+        """How many times each tensor is read: by nodes, and once more if it is a graph output."""
+        out: dict[str, int] = {}
+        for t in (*(t for n in self.nodes for t in n.inputs), *self.outputs):
+            out[t.name] = out.get(t.name, 0) + 1
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -136,16 +136,6 @@ class _Writer:
         return y, s.Padding.VALID
 
 
-def _consumers(graph: Graph) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for n in graph.nodes:
-        for t in n.inputs:
-            out[t.name] = out.get(t.name, 0) + 1
-    for t in graph.outputs:
-        out[t.name] = out.get(t.name, 0) + 1
-    return out
-
-
 def _follows(nodes: list[Node], j: int, last: Node, ops: set[str], uses: dict[str, int]) -> bool:
     """Is ``nodes[j]`` one of ``ops`` reading ``last``'s output, its only consumer?"""
     return (j < len(nodes) and nodes[j].op in ops and uses.get(last.outputs[0].name, 0) == 1
@@ -155,7 +145,7 @@ def _follows(nodes: list[Node], j: int, last: Node, ops: set[str], uses: dict[st
 def _plan(graph: Graph) -> list[tuple[Node, list[Node]]]:
     """Nodes grouped as the converter emits them: a Conv/Gemm with the BN and ReLU/ReLU6 it
     absorbs, an Add with its ReLU; Identity nodes dropped (their output aliases the input)."""
-    uses = _consumers(graph)
+    uses = graph.consumer_counts()
     nodes = list(graph.nodes)
     out: list[tuple[Node, list[Node]]] = []
     i = 0

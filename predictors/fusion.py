@@ -39,7 +39,7 @@ from farm.scheduler import JobEvent
 from farm.store import FusionRecord, SqliteStore
 
 from .dataset import DATASET_POLICY, SpecResult, measure_specs
-from .sampling import KernelSpec, build_graph
+from .sampling import KernelSpec, build_graph, parse_names
 
 __all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records",
            "detect_fusion_graph", "check_graph_method", "detect_fusion", "detected_fusion_rules",
@@ -72,12 +72,7 @@ _MINIMAL2 = KernelSpec("overhead", "relu+relu", cin=1)
 def parse_candidates(text: str | None) -> tuple[str, ...]:
     if text is None or not text.strip():
         return tuple(CANDIDATES)
-    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    bad = [n for n in names if n not in CANDIDATES]
-    if bad or not names:
-        raise InputError(f"--candidates {text!r}: unknown candidate(s) {', '.join(bad) or '(none)'}; "
-                         f"known: {', '.join(CANDIDATES)}")
-    return names
+    return parse_names(text, tuple(CANDIDATES), option="--candidates", noun="candidate")
 
 
 def candidate_ops(name: str) -> tuple[str, ...]:

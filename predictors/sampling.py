@@ -573,12 +573,7 @@ def parse_kernels(text: str | None) -> tuple[str, ...]:
     """``--kernels conv,dwconv`` → the kernel types (all when None); unknown names are an InputError."""
     if text is None or not text.strip():
         return KERNEL_TYPES
-    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    bad = [n for n in names if n not in KERNEL_TYPES]
-    if bad or not names:
-        raise InputError(f"--kernels {text!r}: unknown kernel type(s) {', '.join(bad) or '(none)'}; "
-                         f"known: {', '.join(KERNEL_TYPES)}")
-    return names
+    return parse_names(text, KERNEL_TYPES, option="--kernels", noun="kernel type")
 
 
 def make_plan(*, budget: int | None = None, kernels: Sequence[str] = KERNEL_TYPES, seed: int = 0,
@@ -723,3 +718,13 @@ def refine_plan(specs: Sequence[KernelSpec], latency_ms: Sequence[float], *, n: 
         taken.add(cand.name)
         out.append(cand)
     return out
+
+
+def parse_names(text: str, known: Sequence[str], *, option: str, noun: str) -> tuple[str, ...]:
+    """``a,b,a`` → ``("a", "b")``, each one of ``known``; else one InputError naming the option."""
+    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise InputError(f"{option} {text!r}: unknown {noun}(s) {', '.join(bad) or '(none)'}; "
+                         f"known: {', '.join(known)}")
+    return names

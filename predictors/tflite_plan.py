@@ -33,7 +33,16 @@ import numpy as np
 from farm.errors import InputError
 from farm.graph import Graph
 
-from .sampling import KERNEL_TYPES, TYPE_WEIGHTS, KernelSpec, build_graph, overhead_specs, refine_plan, sample_spec
+from .sampling import (
+    KERNEL_TYPES,
+    TYPE_WEIGHTS,
+    KernelSpec,
+    build_graph,
+    overhead_specs,
+    parse_names,
+    refine_plan,
+    sample_spec,
+)
 
 if TYPE_CHECKING:
     from farm.registry import DeviceSpec
@@ -115,11 +124,7 @@ def parse_dtypes(text: str | None, device: DeviceSpec) -> tuple[str, ...]:
 
     if text is None or not text.strip():
         return plan_dtypes(device)
-    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    bad = [n for n in names if n not in TFLITE_DTYPES]
-    if bad or not names:
-        raise InputError(f"--dtype {text!r}: unknown dtype(s) {', '.join(bad) or '(none)'}; "
-                         f"known: {', '.join(TFLITE_DTYPES)}")
+    names = parse_names(text, TFLITE_DTYPES, option="--dtype", noun="dtype")
     if device.kind == "sim":
         allowed = _profile(device).dtypes
         refused = [n for n in names if n not in allowed]

@@ -235,12 +235,7 @@ def form_kernels(graph: Graph, fusion: tuple[tuple[str, ...], ...], vector_width
         graph = dedupe(graph)
         keep = live_nodes(graph)
         graph = replace(graph, nodes=tuple(n for n in graph.nodes if n.name in keep))
-    consumers: dict[str, int] = {}
-    for n in graph.nodes:
-        for t in n.inputs:
-            consumers[t.name] = consumers.get(t.name, 0) + 1
-    for t in graph.outputs:
-        consumers[t.name] = consumers.get(t.name, 0) + 1
+    consumers = graph.consumer_counts()
     patterns = sorted(fusion, key=len, reverse=True)
     nodes = graph.nodes
     kernels: list[Kernel] = []
