@@ -276,6 +276,9 @@ def profile(
     target_ci: float = typer.Option(0.01, "--target-ci", min=0.0,
                                     help="Stop when the median's 95%% CI is within ±this fraction (0: always --runs)."),
     max_time: float = typer.Option(10.0, "--max-time", min=0.01, help="Seconds of timed runs per model at most."),
+    gate: float = typer.Option(1.25, "--gate", min=0.0,
+                               help="Contention gate: time runs only while a speed probe reads within this factor "
+                                    "of its fastest, and leave out runs it saw slowed (0: off)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Per-job deadline in seconds (default: the entry's timeout_s)."),
     force: bool = typer.Option(False, "--force", help="Measure again even if the dataset has this measurement."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout."),
@@ -285,8 +288,10 @@ def profile(
     from .measurement import Policy
     from .scheduler import JobEvent
 
+    if 0 < gate <= 1:
+        raise InputError(f"--gate {gate}: give 0 (off) or a factor above 1 (default 1.25)")
     policy = Policy(warmup=warmup, warmup_s=warmup_time, min_runs=min(min_runs, runs), min_time_s=min_time,
-                    max_runs=runs, max_time_s=max_time, target_ci=target_ci)
+                    max_runs=runs, max_time_s=max_time, target_ci=target_ci, gate=gate)
     with _progress(len(models)) as bar:
         task = bar.add_task(f"profiling on {device}", total=len(models))
 

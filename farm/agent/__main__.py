@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from .facts import host_facts, temperature_c
-from .measure import Policy, run_protocol, summarize
+from .measure import Policy, run_protocol, speed_probe, summarize
 from .meters import Meter, MeterError, open_meter
 from .runners import RUNNERS, ModelLoadError, RunnerUnavailable, get_runner
 
@@ -115,9 +115,11 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     energy: dict[str, Any] | None = None
     try:
         sampled = run_protocol(run_once, policy, on_timed_start=meter.start if meter else None,
-                               on_timed_end=meter.stop if meter else None)
+                               on_timed_end=meter.stop if meter else None,
+                               probe=speed_probe() if policy.gate > 0 else None)
         if meter is not None:
-            energy = meter.result(len(sampled.samples_ms), summarize(list(sampled.samples_ms)).median_ms)
+            energy = meter.result(len(sampled.samples_ms),
+                                  summarize(list(sampled.samples_ms), contended=sampled.contended).median_ms)
     except MeterError as err:
         return {"ok": False, "kind": "meter", "error": f"energy meter {meter.name if meter else ''} failed "
                 f"during the run: {err}"}
@@ -142,11 +144,14 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         "delegate": getattr(runner, "delegation", None),
         "temperature_c_before": temp_before,
         "temperature_c_after": facts["temperature_c"],
+        # The contention gate: the probe's fast level, how many runs it saw slowed, time waited.
+        "contention": sampled.gate,
         "agent_protocol": PROTOCOL,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     reply = {"ok": True, "samples_ms": list(sampled.samples_ms), "warmup_ms": list(sampled.warmup_ms),
              "stop_reason": sampled.stop_reason, "elapsed_s": sampled.elapsed_s,
+             "contended": list(sampled.contended),
              "provenance": provenance}
     if energy is not None:
         reply["energy"] = energy

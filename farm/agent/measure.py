@@ -13,6 +13,16 @@ Rules:
   first; ``stop_reason`` says which. The time floor matters for fast models: on a shared
   VM the first few milliseconds after warm-up can sit 20% off the steady state, and 20
   runs of a 10 µs model would see only that.
+- Contention gate (``gate`` > 0, real devices): a shared machine's CPU can run at two
+  speeds that switch every fraction of a second (on this project's 2-core VM a noisy
+  neighbour makes everything ~1.6x slower for 30-80% of the time). A kernel measured in 4 ms
+  sees one speed, a network measured for a second sees both: their medians disagree by
+  the share of time the machine was slow. With the gate, a :class:`SpeedProbe` (a fixed
+  pure-Python loop) is read before and after each timed run; a run goes ahead only when
+  the probe reads within ``gate`` x its fastest reading (waiting for that up to half the
+  time budget), and a run whose after-probe reads slow is *contended*: recorded, and left
+  out of the statistics like an outlier. On a machine to itself the probe always reads fast
+  and the gate costs ~20 µs per run.
 - Outliers are flagged with the MAD rule (modified z-score > 3.5, Iglewicz & Hoaglin; MAD
   floored at 1% of the median) and
   *recorded*, never silently dropped: statistics use the inliers, the store keeps all
@@ -33,8 +43,11 @@ __all__ = [
     "Policy",
     "LatencyStats",
     "Sampled",
+    "SpeedProbe",
     "median_ci",
     "mad_outliers",
+    "rejected",
+    "speed_probe",
     "percentile",
     "summarize",
     "converged",
@@ -56,6 +69,7 @@ class Policy:
     max_time_s: float = 10.0
     target_ci: float = 0.01
     confidence: float = 0.95
+    gate: float = 1.25  # contention gate: a run counts when the speed probe is within this of its fastest; 0: off
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.warmup_s < 0 or self.min_time_s < 0 or self.min_runs < 1 or self.max_runs < 1:
@@ -64,6 +78,8 @@ class Policy:
             raise ValueError("max_time_s must be > 0 and target_ci >= 0")
         if self.confidence not in _Z:
             raise ValueError(f"confidence must be one of {sorted(_Z)}")
+        if self.gate != 0 and self.gate <= 1:
+            raise ValueError("gate must be 0 (off) or > 1 (e.g. 1.25)")
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,71 @@ class Sampled:
     warmup_ms: tuple[float, ...]
     stop_reason: str  # "converged" | "max_runs" | "max_time"
     elapsed_s: float
+    contended: tuple[int, ...] = ()  # indices of timed runs the speed probe saw slowed (contention gate)
+    gate: dict[str, float] | None = None  # what the gate saw: fastest probe, slow share, time waited
+
+
+class SpeedProbe:
+    """How fast this CPU runs right now, relative to the fastest it was seen running.
+
+    ``read()`` times a fixed pure-Python loop (about 4 µs on a 2020s x86 core; the best of
+    three), ``fast(gate)`` says whether it is within ``gate`` x the fastest reading of the
+    last ``memory_s`` seconds of fast readings: the baseline follows a machine that slows
+    for good (a throttled board) instead of waiting for a speed it no longer reaches."""
+
+    def __init__(self, *, loops: int = 200, memory_s: float = 20.0, clock: Callable[[], float] = time.perf_counter):
+        self.loops = loops
+        self.memory_s = memory_s
+        self.clock = clock
+        self.best_us = math.inf
+        self._best_at = -math.inf
+        self._recent = math.inf  # the fastest reading since the baseline was last confirmed
+        self.readings = 0
+
+    def read(self) -> float:
+        clock, loops = self.clock, self.loops
+        best = math.inf
+        for _ in range(3):
+            t0 = clock()
+            x = 0
+            for i in range(loops):
+                x += i
+            best = min(best, clock() - t0)
+        us = best * 1e6
+        now = clock()
+        self.readings += 1
+        if us <= self.best_us:
+            self.best_us, self._best_at, self._recent = us, now, math.inf
+        elif us <= 1.1 * self.best_us:  # as fast, within the probe's own noise: the baseline holds
+            self._best_at, self._recent = now, math.inf
+        else:
+            self._recent = min(self._recent, us)
+            if now - self._best_at > self.memory_s:  # not seen that fast for a while: re-baseline
+                self.best_us, self._best_at, self._recent = self._recent, now, math.inf
+        return us
+
+    def fast(self, gate: float) -> bool:
+        us = self.read()
+        return us <= gate * self.best_us
+
+    def calibrate(self, seconds: float = 0.2) -> float:
+        """Read for ``seconds`` to find the fast level; returns it in µs."""
+        end = self.clock() + seconds
+        while self.clock() < end:
+            self.read()
+        return self.best_us
+
+
+_PROBE: SpeedProbe | None = None
+
+
+def speed_probe() -> SpeedProbe:
+    """The process's probe: its fastest reading carries over from one measurement to the next."""
+    global _PROBE
+    if _PROBE is None:
+        _PROBE = SpeedProbe()
+        _PROBE.calibrate()
+    return _PROBE
 
 
 def percentile(sorted_xs: list[float], q: float) -> float:
@@ -132,11 +213,22 @@ def mad_outliers(samples: list[float], threshold: float = 3.5, *, mad_floor: flo
     return [i for i, x in enumerate(samples) if 0.6745 * abs(x - med) / mad > threshold]
 
 
-def summarize(samples: list[float], confidence: float = 0.95) -> LatencyStats:
-    """Statistics of the inliers; outliers are counted in ``n_outliers``."""
+def rejected(samples: list[float], contended: tuple[int, ...] | list[int] = ()) -> list[int]:
+    """Indices of the samples the statistics leave out: the contended runs (when at least 6
+    others remain; else none of them), then the MAD outliers among the rest."""
+    drop = set(contended)
+    if len(samples) - len(drop) < min(6, len(samples)):
+        drop = set()
+    kept = [i for i in range(len(samples)) if i not in drop]
+    return sorted(drop | {kept[j] for j in mad_outliers([samples[i] for i in kept])})
+
+
+def summarize(samples: list[float], confidence: float = 0.95, contended: tuple[int, ...] | list[int] = ()
+              ) -> LatencyStats:
+    """Statistics of the inliers; outliers (and contended runs) are counted in ``n_outliers``."""
     if not samples:
         raise ValueError("summarize of no samples")
-    out = set(mad_outliers(samples))
+    out = set(rejected(samples, contended))
     inl = sorted(x for i, x in enumerate(samples) if i not in out)
     mean = statistics.fmean(inl)
     std = statistics.stdev(inl) if len(inl) > 1 else 0.0
@@ -155,11 +247,11 @@ def summarize(samples: list[float], confidence: float = 0.95) -> LatencyStats:
     )
 
 
-def converged(samples: list[float], policy: Policy) -> bool:
+def converged(samples: list[float], policy: Policy, contended: tuple[int, ...] | list[int] = ()) -> bool:
     """True when the inliers' median CI lies within ±target_ci of their median."""
-    if policy.target_ci <= 0 or len(samples) < max(policy.min_runs, 6):
+    if policy.target_ci <= 0 or len(samples) - len(contended) < max(policy.min_runs, 6):
         return False
-    out = set(mad_outliers(samples))
+    out = set(rejected(samples, contended))
     inl = [x for i, x in enumerate(samples) if i not in out]
     if len(inl) < 6:
         return False
@@ -175,11 +267,17 @@ def run_protocol(
     clock: Callable[[], float] = time.perf_counter,
     on_timed_start: Callable[[], object] | None = None,
     on_timed_end: Callable[[], object] | None = None,
+    probe: SpeedProbe | None = None,
 ) -> Sampled:
     """Warm up, then time ``run_once`` call by call until :func:`converged` or a budget ends.
 
+    With a ``probe`` (and ``policy.gate`` > 0), runs wait for the machine's fast state and
+    the runs it saw slowed are returned in ``contended`` (see the module's rules).
+
     ``on_timed_start`` / ``on_timed_end`` bracket the timed runs (an energy meter starts and
     stops there: warm-up is not metered)."""
+    if policy.gate <= 0:
+        probe = None
     start = clock()
     warm: list[float] = []
     while policy.warmup > 0:
@@ -195,19 +293,36 @@ def run_protocol(
         on_timed_start()
     timed_start = clock()
     samples: list[float] = []
+    contended: list[int] = []
+    waited = 0.0
     reason = "max_runs"
-    while len(samples) < policy.max_runs:
+    # With the gate, max_runs counts the runs the statistics use; all runs stay bounded.
+    while len(samples) - len(contended) < policy.max_runs and len(samples) < 5 * policy.max_runs:
+        fast_before = True
+        if probe is not None:
+            # Wait (reading the probe) for the machine's fast state, for at most half the budget.
+            t_wait = clock()
+            while not (fast_before := probe.fast(policy.gate)) and clock() - timed_start < policy.max_time_s / 2:
+                pass
+            waited += clock() - t_wait
         t0 = clock()
         run_once()
         t1 = clock()
         samples.append((t1 - t0) * 1e3)
+        if probe is not None and not (fast_before and probe.fast(policy.gate)):
+            contended.append(len(samples) - 1)
         if t1 - timed_start >= policy.max_time_s:
             reason = "max_time"
             break
         # Checking costs a sort; every 5th run is plenty.
-        if len(samples) % 5 == 0 and t1 - timed_start >= policy.min_time_s and converged(samples, policy):
+        if len(samples) % 5 == 0 and t1 - timed_start >= policy.min_time_s and converged(samples, policy, contended):
             reason = "converged"
             break
     if on_timed_end is not None:
         on_timed_end()
-    return Sampled(tuple(samples), tuple(warm), reason, clock() - start)
+    gate = None
+    if probe is not None:
+        gate = {"gate": policy.gate, "probe_fast_us": round(probe.best_us, 3), "contended_runs": len(contended),
+                "contended_share": round(len(contended) / len(samples), 4) if samples else 0.0,
+                "waited_s": round(waited, 4)}
+    return Sampled(tuple(samples), tuple(warm), reason, clock() - start, tuple(contended), gate)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from .. import __version__
-from ..agent.measure import mad_outliers, summarize
+from ..agent.measure import rejected, summarize
 from ..errors import DeviceError, DeviceUnauthorized, DeviceUnavailable, InputError, ModelError, RuntimeFailure
 from ..measurement import Measurement, Settings
 from ..registry import DeviceSpec
@@ -200,6 +200,7 @@ def measurement_from_reply(spec: DeviceSpec, workload: Workload, settings: Setti
     samples = [float(x) for x in reply["samples_ms"]]
     if not samples:
         raise RuntimeFailure(f"device {spec.name!r}: agent returned no samples")
+    contended = [int(i) for i in reply.get("contended", ()) if 0 <= int(i) < len(samples)]
     provenance = dict(reply.get("provenance", {})) | {
         "device": spec.name, "device_url": spec.url, "hwfarm_version": __version__,
         "simulated": False, "stop_reason": reply.get("stop_reason"), "elapsed_s": reply.get("elapsed_s"),
@@ -216,9 +217,9 @@ def measurement_from_reply(spec: DeviceSpec, workload: Workload, settings: Setti
         device=spec.name,
         workload=workload.hash,
         settings=settings,
-        stats=summarize(samples, settings.policy.confidence),
+        stats=summarize(samples, settings.policy.confidence, contended),
         samples_ms=tuple(samples),
-        outliers=tuple(mad_outliers(samples)),
+        outliers=tuple(rejected(samples, contended)),
         warmup_ms=tuple(float(x) for x in reply.get("warmup_ms", ())),
         stop_reason=str(reply.get("stop_reason")),
         provenance=provenance,

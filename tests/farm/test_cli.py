@@ -69,6 +69,25 @@ def test_profile_json_contract_store_and_cache(farm, onnx_file):
     assert json.loads(t2.stdout)["provenance"]["threads"] == 2
 
 
+def test_profile_records_the_contention_gate_and_leaves_contended_runs_out(farm, onnx_file):
+    a = onnx_file("a", 16)
+    p = farm("profile", str(a), "--device", "host-cpu", *FAST, "--json")
+    o = json.loads(p.stdout)
+    gate = o["provenance"]["contention"]
+    assert gate["gate"] == 1.25 and gate["probe_fast_us"] > 0 and 0 <= gate["contended_share"] <= 1
+    con = sqlite3.connect(farm.db)
+    samples, outliers = con.execute("SELECT samples_json, outliers_json FROM measurements").fetchone()
+    samples, outliers = json.loads(samples), json.loads(outliers)
+    # Every contended run is recorded with the others and counted out (unless fewer than 6 are left).
+    if len(samples) - gate["contended_runs"] >= 6:
+        assert len(outliers) >= gate["contended_runs"]
+    assert o["latency_stats"]["n"] == len(samples) - len(outliers)
+    off = farm("profile", str(a), "--device", "host-cpu", *FAST, "--json", "--gate", "0", "--force")
+    assert json.loads(off.stdout)["provenance"]["contention"] is None
+    bad = farm("profile", str(a), "--device", "host-cpu", "--gate", "0.5")
+    assert bad.returncode == 2 and "--gate 0.5" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_profile_table_output(farm, onnx_file):
     p = farm("profile", str(onnx_file("a")), "--device", "host-cpu", *FAST)
     assert p.returncode == 0, p.stderr

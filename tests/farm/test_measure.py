@@ -12,7 +12,9 @@ from farm.agent.measure import (
     converged,
     mad_outliers,
     median_ci,
+    SpeedProbe,
     percentile,
+    rejected,
     run_protocol,
     summarize,
 )
@@ -136,3 +138,93 @@ def test_converged_ignores_outliers():
 def test_policy_rejects_nonsense(bad):
     with pytest.raises(ValueError):
         Policy(**bad)
+
+
+# ---------------------------------------------------------------- the contention gate
+
+
+class TwoSpeedMachine:
+    """A CPU that runs 1.6x slower during scripted intervals (a noisy neighbour), with a
+    fake clock, a model that takes ``ms`` when fast, and a speed probe that costs 10 µs."""
+
+    def __init__(self, slow: list[tuple[float, float]], ms: float = 1.0):
+        self.t, self.slow, self.ms = 0.0, slow, ms
+        self.best_us = 4.0
+        self.probe_reads = 0
+
+    def is_slow(self) -> bool:
+        return any(a <= self.t < b for a, b in self.slow)
+
+    def __call__(self) -> float:
+        return self.t
+
+    def run_once(self) -> None:
+        self.t += self.ms / 1e3 * (1.6 if self.is_slow() else 1.0)
+
+    def fast(self, gate: float) -> bool:
+        self.probe_reads += 1
+        self.t += 10e-6
+        return not self.is_slow()
+
+
+def test_gate_waits_for_the_fast_state_and_drops_runs_it_saw_slowed():
+    # Slow from 0.05 s to 0.25 s and 0.30-0.40 s: ungated, the median of a 0.5 s window is a mix.
+    m = TwoSpeedMachine([(0.05, 0.25), (0.30, 0.40)])
+    pol = Policy(warmup=0, min_runs=10, min_time_s=0.5, max_runs=10_000, max_time_s=0.5, target_ci=0)
+    res = run_protocol(m.run_once, pol, clock=m, probe=m)
+    stats = summarize(list(res.samples_ms), contended=res.contended)
+    assert stats.median_ms == pytest.approx(1.0)
+    assert all(x == pytest.approx(1.0) for i, x in enumerate(res.samples_ms) if i not in set(res.contended))
+    assert res.gate is not None and res.gate["waited_s"] > 0.2  # it waited through the slow spells
+    # The same window without the gate: slow runs in the statistics.
+    m2 = TwoSpeedMachine([(0.05, 0.25), (0.30, 0.40)])
+    plain = run_protocol(m2.run_once, pol, clock=m2, probe=None)
+    assert plain.contended == () and plain.gate is None
+    assert max(plain.samples_ms) == pytest.approx(1.6)
+
+
+def test_gate_off_never_reads_the_probe():
+    m = TwoSpeedMachine([(0.0, 1.0)])
+    res = run_protocol(m.run_once, Policy(warmup=0, max_runs=20, target_ci=0, gate=0), clock=m, probe=m)
+    assert m.probe_reads == 0 and res.gate is None and len(res.samples_ms) == 20
+
+
+def test_a_machine_slow_throughout_still_measures_within_its_budget():
+    # Never fast: the gate waits half the budget, then measures; every run is contended and
+    # the statistics fall back to all of them rather than to none.
+    m = TwoSpeedMachine([(0.0, 100.0)])
+    pol = Policy(warmup=0, min_runs=10, min_time_s=0, max_runs=50, max_time_s=0.2)
+    res = run_protocol(m.run_once, pol, clock=m, probe=m)
+    assert len(res.samples_ms) >= 10 and len(res.contended) == len(res.samples_ms)
+    assert summarize(list(res.samples_ms), contended=res.contended).median_ms == pytest.approx(1.6)
+    assert res.elapsed_s <= 0.2 + 0.01
+
+
+def test_rejected_keeps_contended_runs_out_unless_too_few_remain():
+    xs = [1.0] * 10 + [1.6] * 5 + [9.0]
+    assert rejected(xs, contended=list(range(10, 15))) == list(range(10, 16))
+    assert rejected([1.6] * 5 + [1.61], contended=[0, 1, 2, 3, 4]) == []  # one left: keep them all
+
+
+def test_speed_probe_rebaselines_after_a_lasting_slowdown():
+    class Clock:
+        t, step = 0.0, 1e-6
+
+        def __call__(self):
+            self.t += self.step
+            return self.t
+
+    clock = Clock()
+    probe = SpeedProbe(loops=1, memory_s=1.0, clock=clock)
+    fast = probe.read()
+    assert probe.fast(1.25)
+    clock.step = 2e-6  # everything twice as slow from now on
+    assert not probe.fast(1.25)
+    clock.t += 2.0  # longer than memory_s without a fast reading
+    probe.read()
+    assert probe.best_us == pytest.approx(2 * fast, rel=0.01) and probe.fast(1.25)
+
+
+def test_policy_rejects_a_gate_at_or_below_one():
+    with pytest.raises(ValueError, match="gate"):
+        Policy(gate=1.0)
