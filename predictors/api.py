@@ -142,16 +142,26 @@ class TrainingSet:
     single: tuple[bool, ...]  # one kernel on this device, a minimal model or a generated chain (training data)
     dataset_hash: str
     generated: tuple[bool, ...] = ()  # a test model of `dataset build`/`fusion` (never evaluation data)
+    slowed: tuple[bool, ...] = ()  # every timed run contended: the gate never saw the machine's fast state
 
     @property
     def n_kernels(self) -> int:
         return sum(self.single)
 
+    @property
+    def n_slowed_kernels(self) -> int:
+        """Kernel measurements left out of training: the contention gate saw every run slowed."""
+        return sum(1 for s, w in zip(self.single, self.slowed, strict=False) if s and w)
+
     def subset(self, single: bool) -> tuple[list[Graph], list[float], list[float | None], list[str]]:
         """Single-kernel models (training), or whole models the dataset builder did not
         generate (evaluation)."""
         gen = self.generated or (False,) * len(self.single)
-        idx = [i for i, s in enumerate(self.single) if s == single and (single or not gen[i])]
+        slowed = self.slowed or (False,) * len(self.single)
+        # A kernel measured only while the machine was slowed is left out of training (its
+        # network would be measured at the machine's fast speed); networks are all kept.
+        idx = [i for i, s in enumerate(self.single) if s == single and (not single or not slowed[i])
+               and (single or not gen[i])]
         return ([self.graphs[i] for i in idx], [self.latency_ms[i] for i in idx], [self.energy_mj[i] for i in idx],
                 [self.names[i] for i in idx])
 
@@ -175,7 +185,7 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
         latest[m.workload] = m
     rules = fusion_rules_for(spec, store, runtime=runtime)
     models_dir = _models_dir(store)
-    graphs, lat, en, names, single, generated = [], [], [], [], [], []
+    graphs, lat, en, names, single, generated, slowed = [], [], [], [], [], [], []
     h = hashlib.sha256()
     for wh, m in sorted(latest.items()):
         rec = store.get_workload(wh)
@@ -187,12 +197,16 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
         en.append(m.energy_mj)
         names.append(rec.source_path or rec.name)
         generated.append(bool(models_dir and rec.source_path and Path(rec.source_path).is_relative_to(models_dir)))
+        gate = m.provenance.get("contention") or {}
+        slowed.append(bool(gate) and gate.get("contended_share", 0.0) >= 1.0)
         ks = detect_kernels(g, rules)
         single.append(len(ks) == 1 or is_minimal_model(g) or (generated[-1] and chain_length(ks, thr) > 0))
         h.update(f"{wh}:{m.id}:{m.stats.median_ms:.9g};".encode())
     simulated = any(bool(m.provenance.get("simulated")) for m in latest.values())
+    if sum(w for s, w in zip(single, slowed, strict=True) if s) > 0.5 * max(sum(single), 1):
+        slowed = [False] * len(slowed)  # slowed for good (a throttled board): that speed is the device's
     return TrainingSet(spec.name, runtime, thr, simulated, rules, tuple(graphs), tuple(lat), tuple(en), tuple(names),
-                       tuple(single), h.hexdigest(), tuple(generated))
+                       tuple(single), h.hexdigest(), tuple(generated), tuple(slowed))
 
 
 def _models_dir(store: SqliteStore) -> Path | None:
@@ -258,7 +272,8 @@ def train(store: SqliteStore, spec: Any, *, db: str | os.PathLike[str], threads:
     if not g:
         raise InputError(f"device {spec.name!r}: none of its {len(ts.graphs)} measured models forms a single kernel; "
                          f"build a kernel dataset first: hwfarm dataset build --device {spec.name}")
-    say(f"training on {len(g)} kernel measurements of {spec.name} ({ts.runtime}, {ts.threads} thread(s))")
+    say(f"training on {len(g)} kernel measurements of {spec.name} ({ts.runtime}, {ts.threads} thread(s))"
+        + (f"; {ts.n_slowed_kernels} left out: every run of them was slowed by contention" if ts.n_slowed_kernels else ""))
     try:
         lat = KernelLevelPredictor(rules=ts.rules, target="latency_ms", threads=ts.threads, io_boundary=io).fit(g, y)
     except ValueError as err:
@@ -269,7 +284,8 @@ def train(store: SqliteStore, spec: Any, *, db: str | os.PathLike[str], threads:
         energy = KernelLevelPredictor(rules=ts.rules, target="energy_mj", threads=ts.threads, io_boundary=io).fit(
             g, [float(v) for v in e if v is not None])
     nets, ny, ne, _ = ts.subset(False)
-    metrics: dict[str, Any] = {"kernels": {t: n for t, n in lat.n_samples_.items()}, "n_train": len(g)}
+    metrics: dict[str, Any] = {"kernels": {t: n for t, n in lat.n_samples_.items()}, "n_train": len(g),
+                               "n_slowed_left_out": ts.n_slowed_kernels}
     if nets:
         say(f"evaluating on {len(nets)} whole models")
         metrics["networks"] = accuracy_metrics(lat.predict(nets), ny)

@@ -9,10 +9,10 @@ import pytest
 
 from farm.agent.measure import (
     Policy,
+    SpeedProbe,
     converged,
     mad_outliers,
     median_ci,
-    SpeedProbe,
     percentile,
     rejected,
     run_protocol,

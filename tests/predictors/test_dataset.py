@@ -191,3 +191,57 @@ def test_device_that_cannot_run_onnx_exits_2_before_writing(tmp_path, reg):
     r = _cli(reg, db, "fusion", "--device", "phone")
     assert r.returncode == 2 and "takes .tflite models" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not db.exists() and not (tmp_path / "farm-models").exists()
+
+
+def _slow_provenance(db: Path, ids: list[int]) -> None:
+    """Mark measurements as the contention gate reports a run it saw slowed throughout."""
+    con = sqlite3.connect(db)
+    for i in ids:
+        (prov,) = con.execute("SELECT provenance_json FROM measurements WHERE id = ?", (i,)).fetchone()
+        p = json.loads(prov) | {"contention": {"gate": 1.25, "contended_share": 1.0, "contended_runs": 20}}
+        con.execute("UPDATE measurements SET provenance_json = ? WHERE id = ?", (json.dumps(p), i))
+    con.commit()
+    con.close()
+
+
+def test_kernels_slowed_throughout_are_left_out_of_training_but_not_for_good(tmp_path, reg):
+    from farm.registry import load_registry
+    from predictors.api import training_set
+
+    db = tmp_path / "farm.db"
+    assert _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "30", "--seed", "4", "--json").returncode == 0
+    spec = load_registry(reg).get("sim-raspi4")
+    before = training_set(SqliteStore(db), spec)
+    n_train = len(before.subset(True)[0])
+    ids = [i for i, _ in _rows(db)]
+    _slow_provenance(db, ids[:5])
+    ts = training_set(SqliteStore(db), spec)
+    n = ts.n_slowed_kernels  # the first rows hold fusion-test models too: those are not training kernels
+    assert 0 < n <= 5 and len(ts.subset(True)[0]) == n_train - n
+    assert len(ts.subset(False)[0]) == len(before.subset(False)[0])  # evaluation data is never left out
+    # Slowed for most of the dataset: that is the device's speed (a throttled board), kept.
+    _slow_provenance(db, ids)
+    ts = training_set(SqliteStore(db), spec)
+    assert ts.n_slowed_kernels == 0 and len(ts.subset(True)[0]) == n_train
+
+
+def test_remeasure_slowed_replaces_only_the_slowed_results():
+    from types import SimpleNamespace
+
+    from predictors.dataset import SpecResult, remeasure_slowed
+
+    def result(name: str, share: float | None, source: str = "measured") -> SpecResult:
+        prov = {"contention": {"contended_share": share}} if share is not None else {}
+        return SpecResult(name, name, "", source, SimpleNamespace(provenance=prov, latency_ms=1.0))  # type: ignore[arg-type]
+
+    results = [result("a", 1.0), result("b", 0.2), result("c", None), result("d", 1.0, "cached"),
+               result("e", 1.0, "failed")]
+    asked: list[object] = []
+
+    def measure(specs):
+        asked.extend(specs)
+        return [result(f"{s}-again", 0.1) for s in specs]
+
+    out = remeasure_slowed(results, measure)
+    assert asked == ["a", "d"] and [r.spec for r in out] == ["a-again", "b", "c", "d-again", "e"]
+    assert remeasure_slowed(out, measure) == out and asked == ["a", "d"]  # nothing left to redo
