@@ -82,6 +82,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     kernels = m.get("kernels", {})
     c.out.print(f"  trained on {m.get('n_train', 0)} kernel measurements: "
                 + ", ".join(f"{t} {n}" for t, n in sorted(kernels.items())))
+    if m.get("n_slowed_left_out"):
+        c.out.print(f"  left out {m['n_slowed_left_out']} kernel measurements contention slowed throughout")
     nets = m.get("networks")
     if nets:
         c.out.print(f"  on {nets['n']} whole models never seen in training: ±10% accuracy {_pct(nets.get('acc10'))}, "

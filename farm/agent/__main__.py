@@ -116,7 +116,9 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     try:
         sampled = run_protocol(run_once, policy, on_timed_start=meter.start if meter else None,
                                on_timed_end=meter.stop if meter else None,
-                               probe=speed_probe() if policy.gate > 0 else None)
+                               # An energy meter integrates over the timed window: waiting and
+                               # probe reads inside it would be charged to the model. No gate then.
+                               probe=speed_probe() if policy.gate > 0 and meter is None else None)
         if meter is not None:
             energy = meter.result(len(sampled.samples_ms),
                                   summarize(list(sampled.samples_ms), contended=sampled.contended).median_ms)

@@ -365,3 +365,17 @@ def test_profile_over_ssh_with_ina2xx_on_the_board(sshd, tmp_path, onnx_file):
     r = json.loads(p.stdout.splitlines()[0])
     assert r["provenance"]["energy"]["mean_power_mw"] == pytest.approx(3000.0)
     assert r["energy_mj"] == pytest.approx(3000.0 * r["latency_ms"] / 1000, rel=1e-6)
+
+
+def test_an_energy_meter_turns_the_contention_gate_off(tmp_path, onnx_file):
+    # The meter integrates over the timed window: the gate's waiting would be charged to the model.
+    from farm.agent.__main__ import handle
+
+    model = str(onnx_file("g", 8))
+    policy = {"warmup": 0, "min_time_s": 0, "max_runs": 5, "target_ci": 0}
+    metered = handle({"op": "run", "model": model, "policy": policy,
+                      "energy": {"meter": "rapl", "path": str(_rapl_tree(tmp_path, 1_000_000))}})
+    assert metered["ok"], metered
+    assert metered["provenance"]["contention"] is None and metered["contended"] == []
+    plain = handle({"op": "run", "model": model, "policy": policy})
+    assert plain["provenance"]["contention"]["gate"] == 1.25
