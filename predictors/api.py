@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from farm.agent.measure import slowed_throughout
 from farm.errors import InputError
 from farm.graph import Graph
 from farm.onnx_graph import read_onnx_structure
@@ -197,8 +198,7 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
         en.append(m.energy_mj)
         names.append(rec.source_path or rec.name)
         generated.append(bool(models_dir and rec.source_path and Path(rec.source_path).is_relative_to(models_dir)))
-        gate = m.provenance.get("contention") or {}
-        slowed.append(bool(gate) and gate.get("contended_share", 0.0) >= 1.0)
+        slowed.append(slowed_throughout(m.provenance.get("contention")))
         ks = detect_kernels(g, rules)
         single.append(len(ks) == 1 or is_minimal_model(g) or (generated[-1] and chain_length(ks, thr) > 0))
         h.update(f"{wh}:{m.id}:{m.stats.median_ms:.9g};".encode())

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from farm.agent.measure import slowed_throughout
 from farm.devices import open_device
 from farm.errors import InputError
 from farm.graph import Graph
@@ -68,8 +69,7 @@ class SpecResult:
     @property
     def slowed(self) -> bool:
         """Every timed run contended: the gate never saw the machine's fast state."""
-        gate = (self.measurement.provenance.get("contention") if self.measurement is not None else None) or {}
-        return bool(gate) and gate.get("contended_share", 0.0) >= 1.0
+        return self.measurement is not None and slowed_throughout(self.measurement.provenance.get("contention"))
 
 
 def remeasure_slowed(results: list[SpecResult], measure: Callable[[list[Any]], list[SpecResult]]) -> list[SpecResult]:

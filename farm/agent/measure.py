@@ -15,13 +15,13 @@ Rules:
   runs of a 10 µs model would see only that.
 - Contention gate (``gate`` > 0, real devices): a shared machine's CPU can run at two
   speeds that switch every fraction of a second (on this project's 2-core VM a noisy
-  neighbour makes everything ~1.6x slower for 30-80% of the time). A kernel measured in 4 ms
+  neighbour makes everything ~1.6x slower for 30-90% of the time). A kernel measured in 4 ms
   sees one speed, a network measured for a second sees both: their medians disagree by
   the share of time the machine was slow. With the gate, a :class:`SpeedProbe` (a fixed
   pure-Python loop) is read before and after each timed run; a run goes ahead only when
   the probe reads within ``gate`` x its fastest reading (waiting for that up to half the
-  time budget), and a run whose after-probe reads slow is *contended*: recorded, and left
-  out of the statistics like an outlier. On a machine to itself the probe always reads fast
+  time budget), and a run with a slow reading before or after it is *contended*: recorded,
+  and left out of the statistics like an outlier. On a machine to itself the probe always reads fast
   and the gate costs ~20 µs per run.
 - Outliers are flagged with the MAD rule (modified z-score > 3.5, Iglewicz & Hoaglin; MAD
   floored at 1% of the median) and
@@ -47,6 +47,7 @@ __all__ = [
     "median_ci",
     "mad_outliers",
     "rejected",
+    "slowed_throughout",
     "speed_probe",
     "percentile",
     "summarize",
@@ -126,7 +127,6 @@ class SpeedProbe:
         self.best_us = math.inf
         self._best_at = -math.inf
         self._recent = math.inf  # the fastest reading since the baseline was last confirmed
-        self.readings = 0
 
     def read(self) -> float:
         clock, loops = self.clock, self.loops
@@ -139,7 +139,6 @@ class SpeedProbe:
             best = min(best, clock() - t0)
         us = best * 1e6
         now = clock()
-        self.readings += 1
         if us <= self.best_us:
             self.best_us, self._best_at, self._recent = us, now, math.inf
         elif us <= 1.1 * self.best_us:  # as fast, within the probe's own noise: the baseline holds
@@ -172,6 +171,12 @@ def speed_probe() -> SpeedProbe:
         _PROBE = SpeedProbe()
         _PROBE.calibrate()
     return _PROBE
+
+
+def slowed_throughout(gate: dict[str, float] | None) -> bool:
+    """Whether a measurement's gate record (``Sampled.gate``, stored as
+    ``provenance["contention"]``) says every timed run was contended."""
+    return bool(gate) and float((gate or {}).get("contended_share", 0.0)) >= 1.0
 
 
 def percentile(sorted_xs: list[float], q: float) -> float:
