@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from farm.agent.measure import slowed_throughout
 from farm.devices import open_device
 from farm.errors import InputError
 from farm.graph import Graph
@@ -44,7 +43,7 @@ from farm.workload import Workload, load_workload
 
 from .sampling import KernelSpec, build_graph, kernel_type_of, single_kernel, to_onnx_bytes
 
-__all__ = ["DATASET_POLICY", "SpecResult", "remeasure_slowed", "KernelSample", "kernel_samples", "models_dir_for", "write_models", "dataset_settings", "measure_specs",
+__all__ = ["DATASET_POLICY", "SpecResult", "KernelSample", "kernel_samples", "models_dir_for", "write_models", "dataset_settings", "measure_specs",
            "summarize_results"]
 
 DATASET_POLICY = Policy(warmup=5, warmup_s=0.05, min_runs=10, min_time_s=0.15, max_runs=200, max_time_s=2.0,
@@ -66,25 +65,6 @@ class SpecResult:
     def latency_ms(self) -> float | None:
         return self.measurement.latency_ms if self.measurement is not None else None
 
-    @property
-    def slowed(self) -> bool:
-        """Every timed run contended: the gate never saw the machine's fast state."""
-        return self.measurement is not None and slowed_throughout(self.measurement.provenance.get("contention"))
-
-
-def remeasure_slowed(results: list[SpecResult], measure: Callable[[list[Any]], list[SpecResult]]) -> list[SpecResult]:
-    """``results`` with the kernels a noisy neighbour slowed throughout measured once more
-    (``measure(specs)`` with ``force``): a second try usually finds the machine's fast state.
-    Stored ones count too, so running `dataset build` again retries those still slowed."""
-    idx = [i for i, r in enumerate(results) if r.source in ("measured", "cached") and r.slowed]
-    if not idx:
-        return results
-    again = measure([results[i].spec for i in idx])
-    out = list(results)
-    for i, r in zip(idx, again, strict=True):
-        if r.measurement is not None:
-            out[i] = r
-    return out
 
 
 def models_dir_for(db: str | os.PathLike[str]) -> Path:

@@ -151,7 +151,7 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
 ) -> None:
     """Measure single-kernel models on a device (resumable: run it again to finish)."""
-    from .dataset import measure_specs, remeasure_slowed
+    from .dataset import measure_specs
     from .fusion import detect_fusion_graph, detected_fusion_rules
     from .sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
     from .tflite_plan import plan_format
@@ -206,19 +206,13 @@ def build(
             results += measure_specs(store, spec, extra, models_dir=mdir, on_event=bar.on_event,
                                      on_cached=bar.on_cached, on_requeue=_requeued, force=force)
 
-    def again(specs: list[Any]) -> list[Any]:
-        with _Bar(f"re-measuring {len(specs)} kernels contention slowed throughout", len(specs)) as bar:
-            return measure_specs(store, spec, specs, models_dir=mdir, on_event=bar.on_event, on_requeue=_requeued,
-                                 force=True)
-
-    results = remeasure_slowed(results, again)
     _report(ctx, spec, results, mdir, keep_models, started, [list(r) for r in rules], as_json)
 
 
 def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | None, total: int, n_refine: int,
                   seed: int, dtype: str | None, force: bool) -> tuple[list[Any], str]:
     """The TFLite plan (float32 / int8 .tflite kernels) measured on a device, with refinement."""
-    from .dataset import measure_specs, remeasure_slowed
+    from .dataset import measure_specs
     from .tflite_plan import (
         TFLITE_KERNEL_TYPES,
         bit_serial,
@@ -238,10 +232,10 @@ def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | No
     def writer(t: Any) -> tuple[bytes, str]:
         return tflite_bytes(t), ".tflite"
 
-    def measure(specs: list[Any], title: str, again: bool = False) -> list[Any]:
+    def measure(specs: list[Any], title: str) -> list[Any]:
         with _Bar(title, len(specs)) as bar:
             return measure_specs(store, spec, specs, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
-                                 on_requeue=_requeued, force=force or again, writer=writer, model_format="tflite")
+                                 on_requeue=_requeued, force=force, writer=writer, model_format="tflite")
 
     results = measure(plan, f"tflite kernels on {spec.name}")
     rounds = 2 if n_refine >= 100 else 1
@@ -252,8 +246,6 @@ def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | No
                                    seed=seed + 1 + r, fits=fits, bits=bits)
         extra = [t for t in extra if t.name not in {x.spec.name for x in results}]
         results += measure(extra, f"refinement {r + 1}/{rounds} on {spec.name}")
-    results = remeasure_slowed(results, lambda specs: measure(
-        specs, f"re-measuring {len(specs)} kernels contention slowed throughout", again=True))
     return results, f"TFLite plan on {spec.name}: {describe(plan)}; activations fused in the files"
 
 

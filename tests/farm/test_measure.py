@@ -189,15 +189,27 @@ def test_gate_off_never_reads_the_probe():
     assert m.probe_reads == 0 and res.gate is None and len(res.samples_ms) == 20
 
 
-def test_a_machine_slow_throughout_still_measures_within_its_budget():
-    # Never fast: the gate waits half the budget, then measures; every run is contended and
-    # the statistics fall back to all of them rather than to none.
+def test_a_machine_slow_throughout_still_measures_within_two_budgets():
+    # Never fast: the gate waits half the budget, then measures; every run is contended, so a
+    # second budget goes the same way, and the statistics fall back to all runs, not none.
     m = TwoSpeedMachine([(0.0, 100.0)])
     pol = Policy(warmup=0, min_runs=10, min_time_s=0, max_runs=50, max_time_s=0.2)
     res = run_protocol(m.run_once, pol, clock=m, probe=m)
     assert len(res.samples_ms) >= 10 and len(res.contended) == len(res.samples_ms)
+    assert res.gate is not None and res.gate["budgets"] == 2
     assert summarize(list(res.samples_ms), contended=res.contended).median_ms == pytest.approx(1.6)
-    assert res.elapsed_s <= 0.2 + 0.01  # the fake clock's seconds: the budget holds, waits included
+    assert res.elapsed_s <= 2 * 0.2 + 0.01  # the fake clock's seconds: the budgets hold, waits included
+
+
+def test_a_slow_spell_longer_than_the_budget_gets_a_second_budget():
+    # Slow for the whole first budget (0.2 s), fast after 0.25 s: the second budget waits it
+    # out and measures fast runs, in the same measurement.
+    m = TwoSpeedMachine([(0.0, 0.25)])
+    pol = Policy(warmup=0, min_runs=10, min_time_s=0, max_runs=20, max_time_s=0.2, target_ci=0)
+    res = run_protocol(m.run_once, pol, clock=m, probe=m)
+    assert res.gate is not None and res.gate["budgets"] == 2
+    assert len(res.samples_ms) - len(res.contended) == 20
+    assert summarize(list(res.samples_ms), contended=res.contended).median_ms == pytest.approx(1.0)
 
 
 def test_rejected_keeps_contended_runs_out_unless_too_few_remain():

@@ -224,24 +224,3 @@ def test_kernels_slowed_throughout_are_left_out_of_training_but_not_for_good(tmp
     ts = training_set(SqliteStore(db), spec)
     assert ts.n_slowed_kernels == 0 and len(ts.subset(True)[0]) == n_train
 
-
-def test_remeasure_slowed_replaces_only_the_slowed_results():
-    from types import SimpleNamespace
-
-    from predictors.dataset import SpecResult, remeasure_slowed
-
-    def result(name: str, share: float | None, source: str = "measured") -> SpecResult:
-        prov = {"contention": {"contended_share": share}} if share is not None else {}
-        return SpecResult(name, name, "", source, SimpleNamespace(provenance=prov, latency_ms=1.0))  # type: ignore[arg-type]
-
-    results = [result("a", 1.0), result("b", 0.2), result("c", None), result("d", 1.0, "cached"),
-               result("e", 1.0, "failed")]
-    asked: list[object] = []
-
-    def measure(specs):
-        asked.extend(specs)
-        return [result(f"{s}-again", 0.1) for s in specs]
-
-    out = remeasure_slowed(results, measure)
-    assert asked == ["a", "d"] and [r.spec for r in out] == ["a-again", "b", "c", "d-again", "e"]
-    assert remeasure_slowed(out, measure) == out and asked == ["a", "d"]  # nothing left to redo
