@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -30,9 +31,10 @@ from farm.store import SqliteStore
 from farm.workload import Workload, load_workload
 
 from .boundary import io_boundary
+from .calibration import CALIBRATION_DIR
 from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
 from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, chain_length, is_minimal_model
-from .kernels import FusionRules, detect_kernels, fusion_rules_for
+from .kernels import FusionRules, detect_kernels, fusion_rules_for, layout_block
 from .space_model import SpaceModel, arch_of_graph, build_arch, sample_archs
 
 __all__ = ["DevicePredictor", "TrainingSet", "load", "training_set", "train", "train_space", "evaluate",
@@ -144,6 +146,7 @@ class TrainingSet:
     dataset_hash: str
     generated: tuple[bool, ...] = ()  # a test model of `dataset build`/`fusion` (never evaluation data)
     slowed: tuple[bool, ...] = ()  # every timed run contended: the gate never saw the machine's fast state
+    calibration: tuple[bool, ...] = ()  # a calibration network of `dataset build` (training, never evaluation)
 
     @property
     def n_kernels(self) -> int:
@@ -153,6 +156,11 @@ class TrainingSet:
     def n_slowed_kernels(self) -> int:
         """Kernel measurements left out of training: the contention gate saw every run slowed."""
         return sum(1 for s, w in zip(self.single, self.slowed, strict=False) if s and w)
+
+    def calibration_nets(self) -> tuple[list[Graph], list[float], list[float | None]]:
+        """The calibration networks (predictors.calibration) with their latency and energy."""
+        idx = [i for i, c in enumerate(self.calibration) if c]
+        return ([self.graphs[i] for i in idx], [self.latency_ms[i] for i in idx], [self.energy_mj[i] for i in idx])
 
     def subset(self, single: bool) -> tuple[list[Graph], list[float], list[float | None], list[str]]:
         """Single-kernel models (training), or whole models the dataset builder did not
@@ -185,8 +193,10 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
     for m in ms:  # one measurement per workload: the newest
         latest[m.workload] = m
     rules = fusion_rules_for(spec, store, runtime=runtime)
+    simd = Counter(m.provenance.get("simd") for m in latest.values()).most_common(1)[0][0]
+    rules = dataclasses.replace(rules, layout_block=layout_block(runtime, simd))
     models_dir = _models_dir(store)
-    graphs, lat, en, names, single, generated, slowed = [], [], [], [], [], [], []
+    graphs, lat, en, names, single, generated, slowed, calibration = [], [], [], [], [], [], [], []
     h = hashlib.sha256()
     for wh, m in sorted(latest.items()):
         rec = store.get_workload(wh)
@@ -201,12 +211,14 @@ def training_set(store: SqliteStore, spec: Any, *, threads: int | None = None) -
         slowed.append(slowed_throughout(m.provenance.get("contention")))
         ks = detect_kernels(g, rules)
         single.append(len(ks) == 1 or is_minimal_model(g) or (generated[-1] and chain_length(ks, thr) > 0))
+        calibration.append(bool(generated[-1] and not single[-1] and rec.source_path
+                                and Path(rec.source_path).parent.name == CALIBRATION_DIR))
         h.update(f"{wh}:{m.id}:{m.stats.median_ms:.9g};".encode())
     simulated = any(bool(m.provenance.get("simulated")) for m in latest.values())
     if sum(w for s, w in zip(single, slowed, strict=True) if s) > 0.5 * max(sum(single), 1):
         slowed = [False] * len(slowed)  # slowed for good (a throttled board): that speed is the device's
     return TrainingSet(spec.name, runtime, thr, simulated, rules, tuple(graphs), tuple(lat), tuple(en), tuple(names),
-                       tuple(single), h.hexdigest(), tuple(generated), tuple(slowed))
+                       tuple(single), h.hexdigest(), tuple(generated), tuple(slowed), tuple(calibration))
 
 
 def _models_dir(store: SqliteStore) -> Path | None:
@@ -274,18 +286,25 @@ def train(store: SqliteStore, spec: Any, *, db: str | os.PathLike[str], threads:
                          f"build a kernel dataset first: hwfarm dataset build --device {spec.name}")
     say(f"training on {len(g)} kernel measurements of {spec.name} ({ts.runtime}, {ts.threads} thread(s))"
         + (f"; {ts.n_slowed_kernels} left out: every run of them was slowed by contention" if ts.n_slowed_kernels else ""))
+    cg, cy, ce = ts.calibration_nets()
+    if cg:
+        say(f"{len(cg)} calibration networks")
     try:
-        lat = KernelLevelPredictor(rules=ts.rules, target="latency_ms", threads=ts.threads, io_boundary=io).fit(g, y)
+        lat = KernelLevelPredictor(rules=ts.rules, target="latency_ms", threads=ts.threads, io_boundary=io).fit(
+            g, y, calibration=list(zip(cg, cy, strict=True)))
     except ValueError as err:
         raise InputError(f"device {spec.name!r}: {err}") from None
     energy = None
     if all(v is not None and v > 0 for v in e):
         say("training the energy model")
+        cal_e = [(gr, float(v)) for gr, v in zip(cg, ce, strict=True) if v is not None]
         energy = KernelLevelPredictor(rules=ts.rules, target="energy_mj", threads=ts.threads, io_boundary=io).fit(
-            g, [float(v) for v in e if v is not None])
+            g, [float(v) for v in e if v is not None], calibration=cal_e if len(cal_e) == len(cg) else None)
     nets, ny, ne, _ = ts.subset(False)
     metrics: dict[str, Any] = {"kernels": {t: n for t, n in lat.n_samples_.items()}, "n_train": len(g),
-                               "n_slowed_left_out": ts.n_slowed_kernels}
+                               "n_slowed_left_out": ts.n_slowed_kernels, "n_calibration": len(cg)}
+    if lat.calibration_:
+        metrics["calibration"] = lat.calibration_
     if nets:
         say(f"evaluating on {len(nets)} whole models")
         metrics["networks"] = accuracy_metrics(lat.predict(nets), ny)

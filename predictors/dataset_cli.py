@@ -148,9 +148,14 @@ def build(
                                         help="TFLite plans: float32, int8 or both, comma-separated (default: what the "
                                              "device takes: int8 on int8-only simulated devices, float32,int8 on "
                                              "LiteRT devices, float32 with the GPU delegate)."),
+    calibration: Optional[int] = typer.Option(None, "--calibration", min=0,
+                                              help="Whole networks measured after the kernels, to fit what a "
+                                                   "kernel costs inside a network (default: 32 with the default "
+                                                   "plan, about one per 60 kernels of --budget, none below 300)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
 ) -> None:
     """Measure single-kernel models on a device (resumable: run it again to finish)."""
+    from .calibration import calibration_plan, default_calibration, write_calibration
     from .dataset import measure_specs
     from .fusion import detect_fusion_graph, detected_fusion_rules
     from .sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
@@ -205,6 +210,11 @@ def build(
         with _Bar(f"refinement {r + 1}/{rounds} on {spec.name}", len(extra)) as bar:
             results += measure_specs(store, spec, extra, models_dir=mdir, on_event=bar.on_event,
                                      on_cached=bar.on_cached, on_requeue=_requeued, force=force)
+    cal = calibration_plan(default_calibration(budget) if calibration is None else calibration)
+    if cal:
+        with _Bar(f"calibration networks on {spec.name}", len(cal)) as bar:
+            results += measure_specs(store, spec, cal, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
+                                     on_requeue=_requeued, force=force, writer=write_calibration)
 
     _report(ctx, spec, results, mdir, keep_models, started, [list(r) for r in rules], as_json)
 

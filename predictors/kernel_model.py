@@ -44,6 +44,8 @@ _PLAIN = frozenset({"gemm", "reshape"})
 _BOUNDARY_SHARE = 0.10  # a type pays a boundary when its chains show it as ≥10% of a kernel's cost…
 _BOUNDARY_NOISE = 0.03  # …and ≥3% of the chain's intercept (below that it is timing noise)
 _MIN_CHAINS = 3  # chain configurations a type needs for its own boundary coefficient
+_MIN_CALIBRATION = 5  # calibration networks needed to fit the in-network boundary rate
+_CHAIN_NOISE = 0.02  # a chain's intercept is known to about 2% of its longest model's time
 
 
 def chain_length(kernels: Sequence[DetectedKernel], threads: int = 1) -> int:
@@ -63,6 +65,43 @@ def is_minimal_model(graph: Graph) -> bool:
     """A model of a few ops on at most 64 numbers and no MACs: what it costs is the
     per-inference overhead plus a dispatch per kernel (training data for both)."""
     return graph.macs == 0 and all(t.numel <= _TINY_NUMEL for n in graph.nodes for t in (*n.inputs, *n.outputs))
+
+
+def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Share of predictions within ±10%."""
+    return float(np.mean(np.abs(np.asarray(pred) / np.asarray(truth) - 1.0) <= 0.10)) if len(truth) else 0.0
+
+
+def _channels(k: DetectedKernel) -> int | None:
+    """The channel count of a kernel's first activation input (NCHW), if it has one."""
+    head = k.nodes[0] if k.nodes else None
+    if head is None or not head.inputs or len(head.inputs[0].shape) != 4:
+        return None
+    return int(head.inputs[0].shape[1])
+
+
+def blocked_layout(k: DetectedKernel, block: int) -> bool | None:
+    """Can this kernel run on ``block``-channel blocked tensors (onnxruntime's NCHWc rules)?
+    True/False for the types the layout pass decides itself; None for the types that follow
+    their inputs' layout (activations, batch norms, binary element-wise ops)."""
+    c = _channels(k)
+    if k.type == "conv":  # group 1; a grouped convolution stays plain
+        head = k.nodes[0] if k.nodes else None
+        return head is None or int(head.attrs.get("group", 1)) == 1
+    if k.type == "dwconv":
+        return True
+    if k.type in ("pool", "gpool"):  # blocked only when the channels fill whole blocks
+        return c is not None and c % block == 0
+    if k.type in ("act", "bn") or (k.type == "eltwise" and len(k.kernel.inputs) >= 2):
+        return None
+    return False  # a Mul/Add by a constant, Gemm, Reshape, Concat, unknown ops: the plain layout
+
+
+def reads_plain_input(k: DetectedKernel, block: int) -> bool:
+    """A blocked convolution whose input has fewer channels than a block reads it in the
+    plain layout (no reorder in front of it: the network's first convolution on RGB)."""
+    c = _channels(k)
+    return k.type == "conv" and c is not None and c < block
 
 
 class NotFittedError(RuntimeError):
@@ -261,7 +300,11 @@ class KernelLevelPredictor:
         self.regressor_params = regressor_params
 
     # ------------------------------------------------------------------ training
-    def fit(self, graphs: Sequence[Graph], y: Sequence[float]) -> KernelLevelPredictor:
+    def fit(self, graphs: Sequence[Graph], y: Sequence[float], *,
+            calibration: Sequence[tuple[Graph, float]] | None = None) -> KernelLevelPredictor:
+        """``calibration``: (graph, cost) of whole networks measured on the device, never
+        evaluation networks; with enough of them (and a boundary the chains show), the
+        in-network boundary rate is fitted on them (:meth:`_calibrate_boundary`)."""
         if len(graphs) != len(y):
             raise ValueError("KernelLevelPredictor.fit: one target per graph")
         singles: list[tuple[DetectedKernel, float]] = []
@@ -291,6 +334,18 @@ class KernelLevelPredictor:
         own_of_chain = self._fit_boundary(chains)
         self.io_ = (fit_io_cost([(k, g, v) for (k, v), g in zip(singles, single_graphs, strict=True)], self.base_ms,
                                 self.io_boundary) if self.io_boundary is not None else IoCost())
+        self.calibration_: dict[str, Any] | None = None
+        cal = [(g, float(v)) for g, v in (calibration or ()) if v > 0 and math.isfinite(v)]
+        if self.boundary_types_ and len(cal) >= _MIN_CALIBRATION:
+            self._calibrate_boundary(singles, single_graphs, cal)
+            own_of_chain = {}  # the calibrated rate, not the chains', prices every lone kernel's boundary
+        self._fit_models(singles, single_graphs, own_of_chain)
+        return self
+
+    def _fit_models(self, singles: list[tuple[DetectedKernel, float]], single_graphs: list[Graph],
+                    own_of_chain: dict[tuple[str, tuple[float, ...]], float]) -> None:
+        """One regressor per kernel type (and the fallback roofline) on each lone kernel's own
+        cost: its time less the overhead, its boundary and its link transfers."""
         net = np.empty(len(singles))
         for i, ((k, v), g) in enumerate(zip(singles, single_graphs, strict=True)):
             own = own_of_chain.get(self._key(k))
@@ -313,7 +368,43 @@ class KernelLevelPredictor:
             self.n_samples_[t] = len(idx)
         Xf = np.array([feature_row(k, "fallback", self.threads) for k, _ in singles])
         self.fallback_ = KernelRegressor(base_columns=(0, 1), min_samples_boost=10**9).fit(Xf, net)
-        return self
+
+    def _calibrate_boundary(self, singles: list[tuple[DetectedKernel, float]], single_graphs: list[Graph],
+                            cal: list[tuple[Graph, float]]) -> None:
+        """The in-network boundary rate from calibration networks measured on the device.
+
+        A lone kernel of a boundary type pays its layout conversions on every tensor; inside
+        a network it pays them where the layout changes, and its own cost there differs from
+        the lone kernel's by what the caches hold. The chains measure the conversions
+        themselves; what a network saves is smaller (onnxruntime on this host: chains 25–31
+        ns/KB, networks about half). So one rate ``r`` per KB, shared by the boundary types,
+        is fitted on the calibration networks by least relative squares: with the kernels
+        trained on their time less the overhead (``r`` = 0), a network's prediction moves by
+        ``-r · D``, D = Σ the lone kernels' boundary KB - the network's own boundary KB."""
+        chain_types = dict(self.boundary_types_)
+        unit = {t: (0.0, 1.0) for t in chain_types}
+        self.boundary_types_, pooled, self.boundary_pooled_ = unit, self.boundary_pooled_, (0.0, 1.0)
+        kernels = [detect_kernels(g, self.rules) for g, _ in cal]
+        d = np.array([sum(float(self.boundary_ms([k]).sum()) for k in ks) - float(self.boundary_ms(ks).sum())
+                      for ks in kernels])  # KB (the unit rate)
+        self.boundary_types_, self.boundary_pooled_ = {}, None
+        self.boundary_offset_ms_ = 0.0
+        self._fit_models(singles, single_graphs, {})
+        y = np.array([v for _, v in cal])
+        p0 = self.predict([g for g, _ in cal])
+        top = max(c1 for _, c1 in chain_types.values())
+        x0 = p0 - self.base_ms
+        A = np.stack([x0, -d], axis=1) / y[:, None]
+        scale, rate = map(float, np.linalg.lstsq(A, (y - self.base_ms) / y, rcond=None)[0])
+        w = 1.0 / y ** 2
+        rate = float(np.clip(np.sum(w * d * (p0 - y)) / max(np.sum(w * d * d), 1e-30), 0.0, top))
+        self.boundary_types_ = {t: (0.0, rate) for t in chain_types}
+        self.boundary_pooled_ = (0.0, rate) if pooled else None
+        before = accuracy(p0, y)
+        after = accuracy(p0 - rate * d, y)
+        self.calibration_ = {"n": len(cal), "rate_ns_per_kb": rate * 1e6, "chain_rates_ns_per_kb":
+                             {t: c1 * 1e6 for t, (_, c1) in chain_types.items()},
+                             "acc10_uncalibrated": before, "acc10": after}
 
     def _key(self, k: DetectedKernel) -> tuple[str, tuple[float, ...]]:
         return k.type, tuple(feature_row(k, k.type if k.type in FEATURES else "fallback", self.threads))
@@ -335,7 +426,7 @@ class KernelLevelPredictor:
         that enters or leaves their domain (the run of boundary types and the layout-
         types that run in any layout between them). Returns each chain configuration's per-copy cost;
         refines ``overhead_``."""
-        rows = []  # (type, kernel, own per copy, intercept, boundary tensors - 2, boundary KB)
+        rows = []  # (type, kernel, own per copy, intercept, boundary tensors - 2, boundary KB, noise scale)
         for (t, _), (k, by_n) in chains.items():
             if len(by_n) < 2:
                 continue
@@ -343,8 +434,14 @@ class KernelLevelPredictor:
             v = np.array([float(np.median(by_n[int(i)])) for i in n])
             slope, icpt = np.polyfit(n, v, 1)
             tens = self._tensors(k)
-            rows.append((t, k, max(float(slope), 0.02 * float(v[0])), max(float(icpt), 1e-9), len(tens) - 2.0,
-                         sum(b for _, b in tens) / 1024.0))
+            own = max(float(slope), 0.02 * float(v[0]))
+            if icpt < 0.5 * self.overhead_:
+                # below the per-inference overhead: the copies slow each other down (a
+                # chain of heavy kernels outgrowing the caches), not a boundary to learn
+                continue
+            # the intercept's timing noise grows with the chain's total time
+            rows.append((t, k, own, max(float(icpt), 1e-9), len(tens) - 2.0,
+                         sum(b for _, b in tens) / 1024.0, float(icpt) + _CHAIN_NOISE * float(v[-1])))
         self.boundary_types_: dict[str, tuple[float, float]] = {}
         self.boundary_pooled_: tuple[float, float] | None = None
         self.boundary_offset_ms_ = 0.0
@@ -358,7 +455,7 @@ class KernelLevelPredictor:
             pinned by the minimal models, or given)."""
             A = [[max(r[4], 0.0)] + [r[5] if r[0] == t else 0.0 for t in types] for r in rows]
             b = [r[3] - (overhead or 0.0) for r in rows]
-            w = [1.0 / r[3] for r in rows]
+            w = [1.0 / r[6] for r in rows]
             if overhead is None:
                 A = [[1.0] + a for a in A] + [[1.0] + [0.0] * (len(types) + 1)] * 3
                 b += [self.overhead_] * 3
@@ -407,10 +504,14 @@ class KernelLevelPredictor:
         self.boundary_offset_ms_ = 2.0 * c0
         return own_of
 
-    @staticmethod
-    def _tensors(k: DetectedKernel) -> list[tuple[str, int]]:
-        """A lone kernel's boundary tensors: its activation inputs and its outputs."""
-        return list(k.kernel.inputs) + list(k.kernel.outputs)
+    def _tensors(self, k: DetectedKernel) -> list[tuple[str, int]]:
+        """A lone kernel's boundary tensors: its activation inputs and its outputs (none
+        when it runs in the plain layout; no input when it reads that layout itself)."""
+        block = self.rules.layout_block
+        if block and blocked_layout(k, block) is False:
+            return []
+        ins = [] if block and reads_plain_input(k, block) else list(k.kernel.inputs)
+        return ins + list(k.kernel.outputs)
 
     def boundary_ms(self, kernels: Sequence[DetectedKernel], graph_outputs: Sequence[str] | None = None) -> np.ndarray:
         """Per kernel, the boundary cost it pays in this model: ``c0 + c1 · KB`` for each
@@ -433,13 +534,15 @@ class KernelLevelPredictor:
             {n for k in kernels for n, _ in k.kernel.outputs if n not in readers}
         inside = np.zeros(len(kernels), dtype=bool)
         coef: list[tuple[float, float]] = []
+        block = self.rules.layout_block
         for i, k in enumerate(kernels):
-            if k.type in types:
+            layout = blocked_layout(k, block) if block else None
+            if k.type in types and layout is not False:
                 inside[i] = True
                 coef.append(types[k.type])
                 continue
             src = [producer.get(n) for n, _ in k.kernel.inputs]
-            inside[i] = k.type in FEATURES and k.type not in _PLAIN and bool(src) and \
+            inside[i] = layout is None and k.type in FEATURES and k.type not in _PLAIN and bool(src) and \
                 all(p is not None and inside[p] for p in src)
             first = next((p for p in src if p is not None), None)
             coef.append(coef[first] if inside[i] and first is not None else (self.boundary_pooled_ or (0.0, 0.0)))
@@ -448,9 +551,10 @@ class KernelLevelPredictor:
             if not inside[i]:
                 continue
             c0, c1 = coef[i]
+            plain_in = bool(block) and reads_plain_input(k, block)
             for name, size in k.kernel.inputs:
                 p = producer.get(name)
-                if (p is None or not inside[p]) and name not in charged:
+                if (p is None or not inside[p]) and name not in charged and not plain_in:
                     charged.add(name)
                     out[i] += c0 + c1 * size / 1024.0
             for name, size in k.kernel.outputs:
@@ -543,7 +647,8 @@ class KernelLevelPredictor:
                  "io": getattr(self, "io_", IoCost()).to_dict(),
                  "boundary": {"types": {t: list(c) for t, c in self.boundary_types_.items()},
                               "pooled": list(self.boundary_pooled_) if self.boundary_pooled_ else None,
-                              "offset_ms": self.boundary_offset_ms_}}
+                              "offset_ms": self.boundary_offset_ms_,
+                              "calibration": getattr(self, "calibration_", None)}}
         return state, files
 
     @classmethod
@@ -557,6 +662,7 @@ class KernelLevelPredictor:
         pooled = b.get("pooled")
         self.boundary_pooled_ = (float(pooled[0]), float(pooled[1])) if pooled else None
         self.boundary_offset_ms_ = float(b.get("offset_ms", 0.0))
+        self.calibration_ = b.get("calibration")
         self.models_, self.n_samples_ = {}, {}
         for t, meta in state["types"].items():
             if list(meta["features"]) != list(FEATURES.get(t, FALLBACK_FEATURES)):

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from farm.store import SqliteStore
 
 __all__ = ["FusionRules", "RUNTIME_FUSION", "KERNEL_TYPES", "DetectedKernel", "kernel_type", "detect_kernels",
-           "fusion_rules_for"]
+           "fusion_rules_for", "layout_block"]
 
 FusionPattern = tuple[str, ...]
 
@@ -58,17 +58,22 @@ class FusionRules:
     fold_constants: bool = False  # the converter drops input-independent and dead subgraphs (implies dedupe)
     source: str = "default"  # "detected" | "profile" | "runtime:<name>" | "default"
     dedupe: bool = False  # common-subexpression elimination: the same op on the same input runs once
+    # Channels per block of the runtime's blocked layout (onnxruntime's NCHWc: 16 under
+    # AVX-512, 8 under AVX/AVX2); 0: none, or not known. Which kernels can run blocked
+    # depends on it (predictors.kernel_model.KernelLevelPredictor.boundary_ms).
+    layout_block: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {"patterns": [list(p) for p in self.patterns], "fold_constants": self.fold_constants,
-                "source": self.source, "dedupe": self.dedupe}
+                "source": self.source, "dedupe": self.dedupe, "layout_block": self.layout_block}
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> FusionRules:
         pats = d.get("patterns", [])
         assert isinstance(pats, list)
+        block = d.get("layout_block", 0)
         return cls(tuple(tuple(p) for p in pats), bool(d.get("fold_constants", False)), str(d.get("source", "")),
-                   bool(d.get("dedupe", False)))
+                   bool(d.get("dedupe", False)), int(block) if isinstance(block, int | float | str) else 0)
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,16 @@ def fusion_rules_for(spec: DeviceSpec, store: SqliteStore | None = None, *, runt
         p = load_profile(spec.parsed_url.host)
         return FusionRules(tuple(tuple(x) for x in p.fusion), p.fold_constants, f"profile:{p.name}")
     return FusionRules(RUNTIME_FUSION.get(rt, _ORT_CPU), rt == "litert", f"runtime:{rt}", dedupe=rt in _CSE_RUNTIMES)
+
+
+# onnxruntime's MLAS blocks NCHWc tensors by the vector width in floats, and only on x86.
+_ORT_LAYOUT_BLOCK = {"avx512f": 16, "avx2": 8, "avx": 8}
+
+
+def layout_block(runtime: str, simd: object) -> int:
+    """The blocked-layout channel count ``runtime`` uses on a CPU with widest SIMD
+    extension ``simd`` (the agent's provenance field); 0 for none or unknown."""
+    return _ORT_LAYOUT_BLOCK.get(str(simd), 0) if runtime == "onnxruntime" else 0
 
 
 def _detected(store: SqliteStore, device: str) -> tuple[FusionPattern, ...] | None:
