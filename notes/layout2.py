@@ -27,11 +27,13 @@ def analyse(ks, block=BLOCK):
                         and len(readers.get(ks[i].kernel.inputs[a][0], [])) == 1:
                     ok = True
             bl[i] = ok
+        elif t in ("act",):
+            bl[i] = bool(srcs) and all(s is not None and bl[s] for s in srcs)  # runs on whatever layout it gets
         else:
             bl[i] = False
     alone_kb = change_kb = 0.0; n_in = n_out = 0; seen = set()
     for i, k in enumerate(ks):
-        if not bl[i]: continue
+        if not bl[i] or k.type == "act": continue
         ins = sum(b for _, b in k.kernel.inputs) / 1024; outs = sum(b for _, b in k.kernel.outputs) / 1024
         alone_kb += ins + outs
         for n, b in k.kernel.inputs:
