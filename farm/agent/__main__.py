@@ -140,6 +140,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         "os": facts["os"],
         "machine": facts["machine"],
         "cpu_model": facts["cpu_model"],
+        "simd": facts["simd"],
         "hostname": facts["hostname"],
         "governor": facts["governor"],
         # LiteRT: which delegate ran, which nodes it took and which stayed on the CPU.

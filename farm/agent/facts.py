@@ -11,7 +11,7 @@ import platform
 import socket
 import sys
 
-__all__ = ["cpu_model", "temperature_c", "governor", "mem_available_mb", "host_facts"]
+__all__ = ["cpu_model", "simd", "temperature_c", "governor", "mem_available_mb", "host_facts"]
 
 
 def _read(path: str) -> str | None:
@@ -30,6 +30,24 @@ def cpu_model() -> str | None:
                 if line.startswith(key) and ":" in line:
                     return line.split(":", 1)[1].strip()
     return platform.processor() or None
+
+
+# The widest vector extension first: what a runtime's kernels pick (onnxruntime's MLAS blocks
+# NCHWc tensors by 16 floats under AVX-512, by 8 under AVX/AVX2, and not at all elsewhere).
+_SIMD_ORDER = ("avx512f", "avx2", "avx", "sse4_2", "sve", "asimd", "neon")
+
+
+def simd() -> str | None:
+    """The CPU's widest SIMD extension by /proc/cpuinfo's flags (x86) or features (ARM)."""
+    text = _read("/proc/cpuinfo")
+    if not text:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return next((f for f in _SIMD_ORDER if f in flags), None)
 
 
 def temperature_c() -> float | None:
@@ -72,6 +90,7 @@ def host_facts() -> dict[str, object]:
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "cpu_model": cpu_model(),
+        "simd": simd(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "governor": governor(),
