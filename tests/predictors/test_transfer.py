@@ -129,6 +129,18 @@ def test_cost_prior_members_learn_a_device_from_its_peers_cost_coefficients():
     assert TransferRegressor(n_cost_features=nc).fit(X[:20], y[:20], pool_X=X).members_ == []
 
 
+def test_booster_sees_the_sources_non_additive_residuals():
+    _, X, S, y = _synthetic(n=200)
+    m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=5)
+    m.fit(X[:60], y[:60], sources_ms=S[:60], pool_X=X, pool_sources_ms=S)
+    F = m._boost_features(X[:5], S[:5], np.ones(5))
+    assert F.shape == (5, X.shape[1] + 1 + 2 * S.shape[1])
+    add = np.hstack([X[:5], np.ones((5, 1))]) @ m.source_coef_ / m.source_mean_ms_
+    assert np.allclose(F[:, -S.shape[1]:], S[:5] / m.source_mean_ms_ - add)
+    # the synthetic sources are additive in the one-hot ops: their residuals are ~0
+    assert np.abs(F[:, -S.shape[1]:]).max() < 1e-6
+
+
 def test_transfer_boost_kicks_in_with_many_shots():
     _, X, S, y = _synthetic(n=200)
     m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=10)
