@@ -7,7 +7,10 @@ For each device, through the `hwfarm` command exactly as a user runs it:
    ResNet-18/50, SqueezeNet, GoogLeNet, the MLPerf Tiny nets) and random NB201 and FBNet
    architectures — measured on D,
 3. `hwfarm predictor train --device D`, then `hwfarm predictor eval --device D`: each
-   network's prediction against its measured median.
+   network's prediction against its measured median,
+4. `hwfarm profile NETS --device D` once more, into a scratch dataset: how often two
+   measurements of the same network agree within ±10% (what bounds any predictor's score
+   against one measurement; `--no-repeat` skips it).
 
 Prints ±10% accuracy (the share of networks predicted within ±10% of the measured median),
 median error and Spearman ρ per device. The dataset is kept (default /tmp/hwfarm-accuracy),
@@ -31,14 +34,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 NETS = ("mobilenet_v1", "mobilenet_v2", "resnet18", "resnet50", "squeezenet1_1", "googlenet", "resnet8", "ds_cnn",
         "mobilenet_v1_vww", "fc_autoencoder")
 
 
-def hwfarm(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def hwfarm(work: Path, *args: str, db: str = "hwfarm.db") -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "farm.cli", "--registry", str(ROOT / "devices.yaml"), "--db",
-           str(work / "hwfarm.db"), *args]
+           str(work / db), *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
 
 
@@ -155,12 +160,38 @@ def baseline(work: Path, dev: str) -> dict[str, float]:
     return accuracy_metrics(p.predict(nets), ny)
 
 
+def medians(stdout: str) -> dict[str, float]:
+    """model → median ms from `hwfarm profile --json` (one object per line)."""
+    out = {}
+    for line in stdout.splitlines():
+        o = json.loads(line)
+        if o.get("latency_ms"):
+            out[str(Path(o["model"]).name)] = float(o["latency_ms"])
+    return out
+
+
+def repeatability(work: Path, dev: str, nets: list[Path], first: dict[str, float]) -> dict[str, float]:
+    """The held-out networks profiled once more, into a scratch dataset (the first dataset is
+    left as it was): the share whose two medians agree within ±10% bounds what any predictor
+    can score against one measurement of each."""
+    (work / "repeat.db").unlink(missing_ok=True)
+    again = medians(hwfarm(work, "profile", *map(str, nets), "--device", dev, "--json", db="repeat.db").stdout)
+    ratio = np.array([again[n] / first[n] for n in first if n in again])
+    if not len(ratio):
+        return {"n": 0}
+    return {"n": int(len(ratio)), "acc10": float(np.mean(np.abs(ratio - 1) <= 0.10)),
+            "median_diff": float(np.median(np.abs(ratio - 1))), "p10": float(np.percentile(ratio - 1, 10)),
+            "p90": float(np.percentile(ratio - 1, 90))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", default="host-cpu", help="comma-separated device names from devices.yaml")
     ap.add_argument("--budget", type=int, default=None, help="kernel models per device (default: the default plan)")
     ap.add_argument("--space-nets", type=int, default=12, help="random NB201 and FBNet networks each")
     ap.add_argument("--work", type=Path, default=Path("/tmp/hwfarm-accuracy"))
+    ap.add_argument("--no-repeat", action="store_true",
+                    help="skip profiling the held-out networks a second time (the repeatability column)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     from farm.registry import load_registry
@@ -183,6 +214,7 @@ def main() -> None:
         print(f"[{dev}] profiling {len(nets)} held-out networks…", file=sys.stderr)
         r = hwfarm(a.work, "profile", *map(str, nets), "--device", dev, "--json")
         measured = len(r.stdout.splitlines())
+        first = medians(r.stdout)
         r = hwfarm(a.work, "predictor", "train", "--device", dev, "--json")
         if r.returncode != 0:
             rows.append((dev, f"train failed: {r.stderr.strip()}"))
@@ -193,22 +225,27 @@ def main() -> None:
         m = ev["metrics"]
         worst = max(ev["models"], key=lambda x: abs(x["error"]))
         m["baseline_acc10"] = roofline_baseline(a.work, dev, ev["models"])
-        rows.append((dev, info["metrics"]["n_train"], measured, m, baseline(a.work, dev)))
+        if not a.no_repeat:
+            print(f"[{dev}] profiling the held-out networks again (repeatability)…", file=sys.stderr)
+        rep = {"n": 0} if a.no_repeat else repeatability(a.work, dev, nets, first)
+        rows.append((dev, info["metrics"]["n_train"], measured, m, baseline(a.work, dev), rep))
         print(f"[{dev}] worst: {Path(worst['model']).name} {100 * worst['error']:+.1f}%", file=sys.stderr)
         for x in sorted(ev["models"], key=lambda x: x["model"]):
             print(f"    {Path(x['model']).name:48s} measured {x['measured_ms']:9.4f} ms  predicted "
                   f"{x['predicted_ms']:9.4f} ms  {100 * x['error']:+6.1f}%", file=sys.stderr)
     print("\n| device | kernel models | held-out networks | ±10% accuracy | median error | Spearman ρ "
-          "| roofline baseline ±10% | without boundary costs (same run): ±10% / median error |")
-    print("|---|---|---|---|---|---|---|")
+          "| roofline baseline ±10% | without boundary costs (same run): ±10% / median error "
+          "| measured twice: within ±10% / median difference |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         if len(row) == 2:
-            print(f"| {row[0]} | {row[1]} | | | | | |")
+            print(f"| {row[0]} | {row[1]} | | | | | | |")
             continue
-        dev, n_train, n_nets, m, base = row
+        dev, n_train, n_nets, m, base, rep = row
+        again = f"{100 * rep['acc10']:.0f}% / {100 * rep['median_diff']:.1f}%" if rep["n"] else "–"
         print(f"| {dev} | {n_train} | {m['n']} | {100 * m['acc10']:.0f}% | {100 * m['median_ape']:.1f}% "
               f"| {m.get('spearman', float('nan')):.3f} | {100 * m['baseline_acc10']:.0f}% "
-              f"| {100 * base['acc10']:.0f}% / {100 * base['median_ape']:.1f}% |")
+              f"| {100 * base['acc10']:.0f}% / {100 * base['median_ape']:.1f}% | {again} |")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from farm.zoo.ir import IRBuilder
 
 __all__ = [
     "KERNEL_TYPES", "OVERHEAD", "TYPE_WEIGHTS", "STAGES", "KernelSpec", "Plan", "variants_for", "build_graph",
-    "to_onnx_bytes", "kernel_type_of", "sample_spec", "make_plan", "overhead_specs", "parse_kernels",
+    "to_onnx_bytes", "kernel_type_of", "sample_spec", "make_plan", "draw_unique", "overhead_specs", "parse_kernels",
     "refine_plan", "perturb", "DEFAULT_BUDGET", "MAX_MACS", "CHAIN_LENGTHS", "chainable", "chain_specs",
 ]
 
@@ -600,15 +600,27 @@ def make_plan(*, budget: int | None = None, kernels: Sequence[str] = KERNEL_TYPE
     seen = {s.name for s in plan}
     for kt, count in zip(kernels, counts, strict=True):
         rng = np.random.default_rng([seed, KERNEL_TYPES.index(kt)])
-        got, tries = 0, 0
-        while got < count and tries < 50 * count + 100:
-            tries += 1
-            spec = sample_spec(kt, rng, fusion)
-            if spec.name not in seen:
-                seen.add(spec.name)
-                plan.append(spec)
-                got += 1
+
+        def draw(kt: str = kt, rng: np.random.Generator = rng) -> KernelSpec:
+            return sample_spec(kt, rng, fusion)
+
+        plan += draw_unique(draw, count, seen, tries=50 * count + 100)
     return plan
+
+
+def draw_unique(draw: Callable[[], Any], count: int, seen: set[str], *, tries: int) -> list[Any]:
+    """Up to ``count`` results of ``draw()`` whose ``name`` is not in ``seen`` (each taken is
+    added to it), from at most ``tries`` calls; a call that returns None is a try that failed.
+    Calls stop as soon as ``count`` are taken, so a seeded ``draw`` gives the same plan."""
+    out: list[Any] = []
+    for _ in range(tries):
+        if len(out) >= count:
+            break
+        x = draw()
+        if x is not None and x.name not in seen:
+            seen.add(x.name)
+            out.append(x)
+    return out
 
 
 # ---------------------------------------------------------------------------- adaptive refinement

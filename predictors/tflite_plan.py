@@ -38,6 +38,7 @@ from .sampling import (
     TYPE_WEIGHTS,
     KernelSpec,
     build_graph,
+    draw_unique,
     overhead_specs,
     parse_names,
     refine_plan,
@@ -203,17 +204,15 @@ def make_tflite_plan(*, budget: int, kernels: Sequence[str] = TFLITE_KERNEL_TYPE
         bit_rng = np.random.default_rng([seed, 99, di]) if bits else None
         for kt, count in zip(kernels, _split(n_dtype - len(extra), [TYPE_WEIGHTS[k] for k in kernels]), strict=True):
             rng = np.random.default_rng([seed, KERNEL_TYPES.index(kt), di])
-            got, tries = 0, 0
-            while got < count and tries < 200 * count + 100:
-                tries += 1
+
+            def draw(kt: str = kt, rng: np.random.Generator = rng, dtype: str = dtype,
+                     bit_rng: np.random.Generator | None = bit_rng) -> TfliteSpec | None:
                 spec = sample_spec(kt, rng, TFLITE_FUSION)
                 if fits is not None and not fits(build_graph(spec), dtype):
-                    continue
-                t = _wrap(spec, dtype, bit_rng)
-                if t.name not in seen:
-                    seen.add(t.name)
-                    plan.append(t)
-                    got += 1
+                    return None
+                return _wrap(spec, dtype, bit_rng)
+
+            plan += draw_unique(draw, count, seen, tries=200 * count + 100)
     return plan
 
 
@@ -236,15 +235,14 @@ def refine_tflite_plan(specs: Sequence[TfliteSpec], latency_ms: Sequence[float],
         cands = refine_plan([specs[i].spec for i in idx], ys, n=3 * want, seed=seed + di,
                             exclude={specs[i].spec.name for i in idx})
         bit_rng = np.random.default_rng([seed, 98, di]) if bits else None
-        got = 0
-        for c in cands:
-            if got >= want or (fits is not None and not fits(build_graph(c), dtype)):
-                continue
-            t = _wrap(c, dtype, bit_rng)
-            if t.name not in taken:
-                taken.add(t.name)
-                out.append(t)
-                got += 1
+        it = iter(cands)
+
+        def next_fitting(it: Any = it, dtype: str = dtype,
+                         bit_rng: np.random.Generator | None = bit_rng) -> TfliteSpec | None:
+            c = next(it)
+            return None if fits is not None and not fits(build_graph(c), dtype) else _wrap(c, dtype, bit_rng)
+
+        out += draw_unique(next_fitting, want, taken, tries=len(cands))
     return out
 
 

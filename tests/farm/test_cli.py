@@ -67,6 +67,10 @@ def test_profile_json_contract_store_and_cache(farm, onnx_file):
     # Different threads → a different key → measured.
     t2 = farm("profile", str(a), "--device", "host-cpu", *FAST, "--json", "--threads", "2")
     assert json.loads(t2.stdout)["provenance"]["threads"] == 2
+    # The machine's widest SIMD extension, as /proc/cpuinfo names it (what a runtime's kernels pick).
+    from farm.agent.facts import simd
+
+    assert o["provenance"]["simd"] == simd()
 
 
 def test_profile_records_the_contention_gate_and_leaves_contended_runs_out(farm, onnx_file):

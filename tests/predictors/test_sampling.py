@@ -253,3 +253,23 @@ def test_refinement_without_a_predictor_uses_cross_validation():
     assert len(new) == 20
     assert Counter(s.kernel_type for s in new)["conv"] >= 15
     assert refine_plan(plan, measured, n=0) == []
+
+
+def test_draw_unique_takes_new_names_only_and_stops_when_it_has_enough():
+    from types import SimpleNamespace
+
+    from predictors.sampling import draw_unique
+
+    names = iter(["a", "b", "a", None, "c", "d", "e"])
+    calls = []
+
+    def draw():
+        calls.append(1)
+        n = next(names)
+        return None if n is None else SimpleNamespace(name=n)
+
+    seen = {"b"}
+    got = draw_unique(draw, 2, seen, tries=100)
+    assert [x.name for x in got] == ["a", "c"]  # "b" was seen, the second "a" a repeat, None a failed try
+    assert seen == {"a", "b", "c"} and len(calls) == 5  # no draw after the second is taken
+    assert draw_unique(lambda: SimpleNamespace(name="a"), 3, seen, tries=4) == []  # out of tries, not stuck

@@ -129,6 +129,40 @@ def test_cost_prior_members_learn_a_device_from_its_peers_cost_coefficients():
     assert TransferRegressor(n_cost_features=nc).fit(X[:20], y[:20], pool_X=X).members_ == []
 
 
+def test_nearest_source_member_follows_a_sibling_device():
+    """A target that is one source scaled (plus 2% noise), beside sources that are not: the
+    nearest-source member finds that source, gets weight in the blend, and ranks the target
+    better than the ensemble alone; on a target no source resembles it keeps a small weight."""
+    _, X, S, _ = _synthetic(n=400, d=3, seed=2)
+    rng = np.random.default_rng(5)
+    sibling = 0.5 * rng.uniform(0.1, 1.0, 400) ** 3 * 40 + 1.0  # not additive in the ops
+    S = np.column_stack([S, sibling])
+    y = 3.0 * sibling * rng.normal(1.0, 0.02, 400)
+    nc = n_cost_features("nb201")
+    kw = dict(sources_ms=S[:10], pool_X=X, pool_sources_ms=S)
+    m = TransferRegressor(n_cost_features=nc).fit(X[:10], y[:10], **kw)
+    off = TransferRegressor(n_cost_features=nc, nearest_source=False).fit(X[:10], y[:10], **kw)
+    assert m.nearest_source_ == 3 and m.nearest_weight_ >= 0.5 and m.nearest_coef_ == pytest.approx(3.0, rel=0.05)
+    assert off.nearest_source_ == -1 and off.nearest_weight_ == 0.0
+    ours = metrics(y[10:], m.predict(X[10:], sources_ms=S[10:]))
+    alone = metrics(y[10:], off.predict(X[10:], sources_ms=S[10:]))
+    assert ours["spearman"] > 0.95 and ours["spearman"] > alone["spearman"] + 0.05 and ours["acc10"] > 0.9
+    # no sources: no nearest-source member
+    assert TransferRegressor(n_cost_features=nc).fit(X[:20], y[:20], pool_X=X).nearest_weight_ == 0.0
+
+
+def test_booster_sees_the_sources_non_additive_residuals():
+    _, X, S, y = _synthetic(n=200)
+    m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=5)
+    m.fit(X[:60], y[:60], sources_ms=S[:60], pool_X=X, pool_sources_ms=S)
+    F = m._boost_features(X[:5], S[:5], np.ones(5))
+    assert F.shape == (5, X.shape[1] + 1 + 2 * S.shape[1])
+    add = np.hstack([X[:5], np.ones((5, 1))]) @ m.source_coef_ / m.source_mean_ms_
+    assert np.allclose(F[:, -S.shape[1]:], S[:5] / m.source_mean_ms_ - add)
+    # the synthetic sources are additive in the one-hot ops: their residuals are ~0
+    assert np.abs(F[:, -S.shape[1]:]).max() < 1e-6
+
+
 def test_transfer_boost_kicks_in_with_many_shots():
     _, X, S, y = _synthetic(n=200)
     m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=10)
