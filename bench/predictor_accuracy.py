@@ -56,8 +56,12 @@ def export_nets(folder: Path, n_space: int) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     graphs = [build_net(n) for n in NETS]
+    from predictors.calibration import calibration_plan
+
+    calibration = {(s.space, s.arch) for n in range(33) for s in calibration_plan(n)}  # what `dataset build` may train on
     for space in ("nb201", "fbnet"):
-        graphs += [build_arch(space, a) for a in sample_archs(space, n_space, seed=123)]
+        graphs += [build_arch(space, a) for a in sample_archs(space, n_space, seed=123)
+                   if (space, a) not in calibration]
     paths = []
     for i, g in enumerate(graphs):
         p = folder / f"{i:02d}-{g.name[:40].replace('|', '_').replace('~', '')}.onnx"
@@ -95,8 +99,12 @@ def export_tflite_nets(folder: Path, n_space: int, dev: str) -> list[Path]:
     dtypes, bits = plan_dtypes(spec), bit_serial(spec)
     mcu = load_profile(spec.parsed_url.host).mcu if spec.kind == "sim" else None
     graphs = [build_net(n) for n in NETS] + ([build_net(n, **o) for n, o in MCU_NETS] if mcu else [])
+    from predictors.calibration import calibration_plan
+
+    calibration = {(s.space, s.arch) for n in range(33) for s in calibration_plan(n)}  # what `dataset build` may train on
     for space in ("nb201", "fbnet"):
-        graphs += [build_arch(space, a) for a in sample_archs(space, n_space, seed=123)]
+        graphs += [build_arch(space, a) for a in sample_archs(space, n_space, seed=123)
+                   if (space, a) not in calibration]
     paths = []
     for dtype in dtypes:
         sub = folder / (f"{dtype}-{dev}" if mcu is not None or bits else dtype)

@@ -31,8 +31,8 @@ from farm.store import SqliteStore
 from farm.workload import Workload, load_workload
 
 from .boundary import io_boundary
-from .calibration import CALIBRATION_DIR
 from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
+from .calibration import CALIBRATION_DIR
 from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, chain_length, is_minimal_model
 from .kernels import FusionRules, detect_kernels, fusion_rules_for, layout_block
 from .space_model import SpaceModel, arch_of_graph, build_arch, sample_archs

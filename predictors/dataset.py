@@ -107,7 +107,7 @@ def dataset_settings(spec: DeviceSpec, policy: Policy = DATASET_POLICY, *, model
                     affinity=spec.affinity, policy=policy)
 
 
-def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[KernelSpec], *, models_dir: Path,
+def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Any], *, models_dir: Path,
                   policy: Policy = DATASET_POLICY, subdir: str | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_cached: Callable[[int], None] | None = None,

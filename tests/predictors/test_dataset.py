@@ -224,3 +224,26 @@ def test_kernels_slowed_throughout_are_left_out_of_training_but_not_for_good(tmp
     ts = training_set(SqliteStore(db), spec)
     assert ts.n_slowed_kernels == 0 and len(ts.subset(True)[0]) == n_train
 
+
+
+def test_calibration_networks_are_measured_for_training_never_for_evaluation(tmp_path, reg):
+    from farm.registry import load_registry
+    from predictors.api import training_set
+    from predictors.calibration import calibration_plan, default_calibration
+
+    assert default_calibration(None) == 32 and default_calibration(299) == 0 and default_calibration(600) == 10
+    assert [s.name for s in calibration_plan(4)] == [s.name for s in calibration_plan(4)]  # deterministic
+    assert {s.space for s in calibration_plan(4)} == {"nb201", "fbnet"}
+    db = tmp_path / "farm.db"
+    r = _cli(reg, db, "build", "--device", "sim-raspi4", "--budget", "30", "--seed", "2", "--calibration", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["kernels"]["calibration"]["models"] == 2 and out["kernels"]["calibration"]["failed"] == 0
+    ts = training_set(SqliteStore(db), load_registry(reg).get("sim-raspi4"))
+    graphs, lat, _ = ts.calibration_nets()
+    assert len(graphs) == 2 and all(v > 0 for v in lat)
+    assert not ts.subset(False)[0]  # generated: never evaluation data
+    assert ts.rules.layout_block == 0  # a simulated device has no blocked layout
+    # --calibration 0: none; a budget below 300 measures none by default
+    r0 = _cli(reg, tmp_path / "b.db", "build", "--device", "sim-raspi4", "--budget", "30", "--seed", "2", "--json")
+    assert "calibration" not in json.loads(r0.stdout)["kernels"]

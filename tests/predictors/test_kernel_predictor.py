@@ -315,3 +315,108 @@ def test_bundle_with_a_space_answers_archs_fast_path(farm_state, tmp_path):
     assert [x.latency_ms for x in p.predict_many(archs[:3], space="nb201")] == pytest.approx(fast[:3].tolist())
     with pytest.raises(Exception, match="no model of space 'fbnet'"):
         p.predict_archs(archs, space="fbnet")
+
+
+# ---------------------------------------------------------------------------- blocked layouts (onnxruntime's NCHWc)
+
+ORT = FusionRules((("Conv", "BatchNormalization", "Relu"), ("Conv", "BatchNormalization"), ("Conv", "Relu")),
+                  source="test", layout_block=16)
+
+
+def _one(build) -> "DetectedKernel":  # noqa: F821
+    b = IRBuilder((1, 32, 8, 8))
+    g = b.build("g", build(b))
+    ks = detect_kernels(g, ORT)
+    assert len(ks) == 1
+    return ks[0]
+
+
+def test_blocked_layout_follows_onnxruntimes_nchwc_rules():
+    from predictors.kernel_model import blocked_layout, reads_plain_input
+
+    assert blocked_layout(_one(lambda b: b.conv("c", "input", 32, 3)), 16) is True
+    assert blocked_layout(_one(lambda b: b.dwconv("d", "input", 3)), 16) is True
+    assert blocked_layout(_one(lambda b: b.conv("g", "input", 32, 3, group=2)), 16) is False  # grouped: plain
+    assert blocked_layout(_one(lambda b: b.avgpool("p", "input", 3, 1, 1)), 16) is True  # 32 channels: 2 blocks
+    assert blocked_layout(_one(lambda b: b.avgpool("p", "input", 3, 1, 1)), 64) is False  # not a whole block
+    assert blocked_layout(_one(lambda b: b.mul_zero("z", "input")), 16) is False  # by a constant: plain
+    assert blocked_layout(_one(lambda b: b.relu("r", "input")), 16) is None  # follows its input
+    assert blocked_layout(_one(lambda b: b.add("a", "input", "input")), 16) is None
+    assert reads_plain_input(_one(lambda b: b.conv("c", "input", 32, 3)), 64)  # 32 < 64 channels: reads NCHW
+    assert not reads_plain_input(_one(lambda b: b.conv("c", "input", 32, 3)), 16)
+    from predictors.kernels import layout_block
+
+    assert layout_block("onnxruntime", "avx512f") == 16 and layout_block("onnxruntime", "avx2") == 8
+    assert layout_block("onnxruntime", "asimd") == 0 and layout_block("onnxruntime", None) == 0
+    assert layout_block("litert", "avx512f") == 0  # only onnxruntime's MLAS blocks NCHWc
+
+
+def _blocked_truth(g: Graph, rate: float) -> float:
+    """A synthetic device with onnxruntime-like reorders, written independently of the
+    predictor: the raspi4 simulator's time scaled to a host CPU's speed (÷20), plus ``rate``
+    ms per KB for each tensor that crosses between a blocked kernel and a plain one (graph
+    inputs and outputs included)."""
+    ks = detect_kernels(g, ORT)
+    blocked: dict[str, bool] = {}  # tensor → produced blocked
+    cost = simulate(g, RASPI4).latency_ms / 20.0
+    readers_plain: set[str] = set()
+    for k in ks:
+        ins = [n for n, _ in k.kernel.inputs]
+        head = k.nodes[0]
+        cin = head.inputs[0].shape[1] if len(head.inputs[0].shape) == 4 else 0
+        if k.type == "conv":
+            b = int(head.attrs.get("group", 1)) == 1
+        elif k.type == "dwconv":
+            b = True
+        elif k.type in ("pool", "gpool"):
+            b = cin % 16 == 0
+        elif k.type in ("act", "bn") or (k.type == "eltwise" and len(ins) >= 2):
+            b = bool(ins) and all(blocked.get(n, False) for n in ins)
+        else:
+            b = False
+        for n, size in k.kernel.inputs:
+            if blocked.get(n, False) != b and not (k.type == "conv" and b and cin < 16):
+                cost += rate * size / 1024 if n not in readers_plain or b else 0.0
+                readers_plain.add(n)
+        for n, _ in k.kernel.outputs:
+            blocked[n] = b
+    out = g.outputs[0].name if hasattr(g, "outputs") else None
+    for k in ks[-1:]:
+        for n, size in k.kernel.outputs:
+            if blocked.get(n) and n == (out or n):
+                cost += rate * size / 1024
+    return cost
+
+
+def test_calibration_networks_fit_the_in_network_boundary_rate():
+    """Lone kernels of the plan pay their reorders in and out; networks pay them where the
+    layout changes. The chains show the boundary, the calibration networks fit its rate, and
+    networks with grouped convs, pools and constant multiplies come out right."""
+    from farm.zoo.nets import build_net
+    from predictors.calibration import calibration_plan
+    from predictors.sampling import build_graph, make_plan
+    from predictors.space_model import build_arch
+
+    rate = 200e-6  # ms per KB: enough against these kernels for the chains to show it (a tenth of it hides in their noise rule)
+    graphs = [build_graph(s) for s in make_plan(budget=600, seed=1, fusion=ORT.patterns)]
+    y = [_blocked_truth(g, rate) for g in graphs]
+    cal = [build_arch(s.space, s.arch) for s in calibration_plan(12)]
+    p = KernelLevelPredictor(rules=ORT).fit(graphs, y, calibration=[(g, _blocked_truth(g, rate)) for g in cal])
+    assert {"conv", "dwconv", "pool"} <= set(p.boundary_types_)
+    assert p.calibration_ is not None and p.calibration_["n"] == 12
+    assert p.calibration_["rate_ns_per_kb"] == pytest.approx(200.0, rel=0.3)
+    assert p.calibration_["acc10"] >= p.calibration_["acc10_uncalibrated"]
+    nets = [build_net("mobilenet_v2", alpha=0.5, resolution=96), build_net("resnet8"), build_arch("nb201", CELL),
+            build_arch("fbnet", "-".join(["1"] * 22))]  # k3_e1_g2 everywhere: grouped convs and shuffles
+    truth = np.array([_blocked_truth(g, rate) for g in nets])
+    err = np.abs(p.predict(nets) / truth - 1)
+    assert np.all(err < 0.10), err
+    # without the layout rules, every lone kernel's reorders are charged inside the network too
+    plain = KernelLevelPredictor(rules=RULES_NO_BLOCK).fit(graphs, y)
+    assert np.mean(np.abs(plain.predict(nets) / truth - 1)) > np.mean(err)
+    back = KernelLevelPredictor.from_state(json.loads(json.dumps(p.to_state()[0])), p.to_state()[1])
+    np.testing.assert_allclose(back.predict(nets), p.predict(nets))
+    assert back.calibration_ == p.calibration_
+
+
+RULES_NO_BLOCK = FusionRules(ORT.patterns, source="test")
