@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spac
 from .calibration import CALIBRATION_DIR
 from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, chain_length, is_minimal_model
 from .kernels import FusionRules, detect_kernels, fusion_rules_for, layout_block
+from .metrics import accuracy_metrics
 from .space_model import SpaceModel, arch_of_graph, build_arch, sample_archs
 
 __all__ = ["DevicePredictor", "TrainingSet", "load", "training_set", "train", "train_space", "evaluate",
@@ -228,23 +228,6 @@ def _models_dir(store: SqliteStore) -> Path | None:
     from .dataset import models_dir_for
 
     return models_dir_for(store.path).resolve()
-
-
-def accuracy_metrics(pred: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """±10% accuracy, median/mean absolute percentage error, RMSPE and Spearman ρ."""
-    p, t = np.asarray(pred, dtype=float), np.asarray(truth, dtype=float)
-    if len(t) == 0:
-        return {"n": 0}
-    ape = np.abs(p / t - 1.0)
-    m = {"n": int(len(t)), "acc10": float(np.mean(ape <= 0.10)), "acc5": float(np.mean(ape <= 0.05)),
-         "median_ape": float(np.median(ape)), "mape": float(np.mean(ape)),
-         "rmspe": float(np.sqrt(np.mean(((p - t) / t) ** 2)))}
-    if len(t) > 2:
-        from scipy.stats import spearmanr
-
-        rho = spearmanr(p, t).statistic
-        m["spearman"] = float(rho) if not math.isnan(rho) else 0.0
-    return m
 
 
 def train_space(space: str, lat: KernelLevelPredictor, ts: TrainingSet, *, distill: int = 600,

@@ -29,6 +29,7 @@ from farm.graph import Graph
 from .boundary import IoBoundary, IoCost, fit_io_cost
 from .features import FALLBACK_FEATURES, FEATURES, feature_row
 from .kernels import DetectedKernel, FusionRules, detect_kernels
+from .metrics import accuracy_metrics
 
 __all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "chain_length", "KernelPrediction", "Prediction", "NotFittedError"]
 
@@ -65,11 +66,6 @@ def is_minimal_model(graph: Graph) -> bool:
     """A model of a few ops on at most 64 numbers and no MACs: what it costs is the
     per-inference overhead plus a dispatch per kernel (training data for both)."""
     return graph.macs == 0 and all(t.numel <= _TINY_NUMEL for n in graph.nodes for t in (*n.inputs, *n.outputs))
-
-
-def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Share of predictions within ±10%."""
-    return float(np.mean(np.abs(np.asarray(pred) / np.asarray(truth) - 1.0) <= 0.10)) if len(truth) else 0.0
 
 
 def _channels(k: DetectedKernel) -> int | None:
@@ -405,8 +401,8 @@ class KernelLevelPredictor:
         rate = float(np.clip(np.sum(w * d * (p0 - y)) / max(np.sum(w * d * d), 1e-30), 0.0, top))
         self.boundary_types_ = {t: (0.0, rate) for t in chain_types}
         self.boundary_pooled_ = (0.0, rate) if pooled else None
-        before = accuracy(p0, y)
-        after = accuracy(p0 - rate * d, y)
+        before = accuracy_metrics(p0, y)["acc10"]
+        after = accuracy_metrics(p0 - rate * d, y)["acc10"]
         self.calibration_ = {"n": len(cal), "rate_ns_per_kb": rate * 1e6, "chain_rates_ns_per_kb":
                              {t: c1 * 1e6 for t, (_, c1) in chain_types.items()},
                              "acc10_uncalibrated": before, "acc10": after}

@@ -18,7 +18,7 @@ from farm.zoo.ir import IRBuilder
 from farm.zoo.nb201 import build_nb201
 from predictors.features import FEATURES, kernel_quantities
 from predictors.kernel_model import KernelLevelPredictor, KernelRegressor, NotFittedError
-from predictors.kernels import FusionRules, detect_kernels
+from predictors.kernels import DetectedKernel, FusionRules, detect_kernels
 
 from ..conftest import run_cli
 
@@ -321,9 +321,10 @@ def test_bundle_with_a_space_answers_archs_fast_path(farm_state, tmp_path):
 
 ORT = FusionRules((("Conv", "BatchNormalization", "Relu"), ("Conv", "BatchNormalization"), ("Conv", "Relu")),
                   source="test", layout_block=16)
+RULES_NO_BLOCK = FusionRules(ORT.patterns, source="test")
 
 
-def _one(build) -> "DetectedKernel":  # noqa: F821
+def _one(build) -> DetectedKernel:
     b = IRBuilder((1, 32, 8, 8))
     g = b.build("g", build(b))
     ks = detect_kernels(g, ORT)
@@ -358,8 +359,8 @@ def _blocked_truth(g: Graph, rate: float) -> float:
     inputs and outputs included)."""
     ks = detect_kernels(g, ORT)
     blocked: dict[str, bool] = {}  # tensor → produced blocked
+    converted: set[tuple[str, bool]] = set()  # (tensor, layout it was converted to): once each
     cost = simulate(g, RASPI4).latency_ms / 20.0
-    readers_plain: set[str] = set()
     for k in ks:
         ins = [n for n, _ in k.kernel.inputs]
         head = k.nodes[0]
@@ -375,16 +376,15 @@ def _blocked_truth(g: Graph, rate: float) -> float:
         else:
             b = False
         for n, size in k.kernel.inputs:
-            if blocked.get(n, False) != b and not (k.type == "conv" and b and cin < 16):
-                cost += rate * size / 1024 if n not in readers_plain or b else 0.0
-                readers_plain.add(n)
+            reads_nchw = k.type == "conv" and b and cin < 16
+            if blocked.get(n, False) != b and not reads_nchw and (n, b) not in converted:
+                converted.add((n, b))
+                cost += rate * size / 1024
         for n, _ in k.kernel.outputs:
             blocked[n] = b
-    out = g.outputs[0].name if hasattr(g, "outputs") else None
-    for k in ks[-1:]:
-        for n, size in k.kernel.outputs:
-            if blocked.get(n) and n == (out or n):
-                cost += rate * size / 1024
+    read = {n for k in ks for n, _ in k.kernel.inputs}
+    for k in ks:  # graph outputs leave blocked tensors through a conversion too
+        cost += sum(rate * size / 1024 for n, size in k.kernel.outputs if blocked[n] and n not in read)
     return cost
 
 
@@ -417,6 +417,3 @@ def test_calibration_networks_fit_the_in_network_boundary_rate():
     back = KernelLevelPredictor.from_state(json.loads(json.dumps(p.to_state()[0])), p.to_state()[1])
     np.testing.assert_allclose(back.predict(nets), p.predict(nets))
     assert back.calibration_ == p.calibration_
-
-
-RULES_NO_BLOCK = FusionRules(ORT.patterns, source="test")
