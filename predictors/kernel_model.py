@@ -47,6 +47,21 @@ _BOUNDARY_NOISE = 0.03  # …and ≥3% of the chain's intercept (below that it i
 _MIN_CHAINS = 3  # chain configurations a type needs for its own boundary coefficient
 _MIN_CALIBRATION = 5  # calibration networks needed to fit the in-network boundary rate
 _CHAIN_NOISE = 0.02  # a chain's intercept is known to about 2% of its longest model's time
+# activations a blocked convolution applies itself (MLAS's fused activation kinds)
+_FUSABLE_ACT = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid"})
+
+
+@dataclass(frozen=True)
+class _Domain:
+    """A model's boundary domain: who produces and reads each tensor, which kernels run
+    inside, each one's boundary coefficients, and which read the plain layout themselves."""
+
+    producer: dict[str, int]
+    readers: dict[str, list[int]]
+    finals: set[str]
+    inside: np.ndarray
+    coef: list[tuple[float, float]]
+    plain_in: np.ndarray
 
 
 def chain_length(kernels: Sequence[DetectedKernel], threads: int = 1) -> int:
@@ -82,16 +97,59 @@ def blocked_layout(k: DetectedKernel, block: int) -> bool | None:
     their inputs' layout (activations, batch norms, binary element-wise ops)."""
     c = _channels(k)
     head = k.nodes[0] if k.nodes else None
-    if k.type == "conv":  # group 1; a grouped convolution stays plain
-        return head is None or int(head.attrs.get("group", 1)) == 1
+    if k.type == "conv":
+        group = int(head.attrs.get("group", 1)) if head is not None else 1
+        if group == 1:
+            return True
+        # a grouped convolution runs blocked when each group's input and output channels
+        # fill whole blocks (two groups of 16 under AVX-512), else plain
+        w = head.inputs[1].shape if head is not None and len(head.inputs) > 1 else ()
+        return len(w) == 4 and w[0] % group == 0 and w[1] % block == 0 and (w[0] // group) % block == 0
     if k.type == "dwconv":
         return True
     if k.type in ("pool", "gpool"):  # blocked only when the channels fill whole blocks
         return c is not None and c % block == 0
-    n_act = len([t for t in head.inputs if t.name not in head.weights]) if head is not None else 0
-    if k.type in ("act", "bn") or (k.type == "eltwise" and n_act >= 2):
+    acts = [t for t in head.inputs if t.name not in head.weights] if head is not None else []
+    if k.type in ("act", "bn") or (k.type == "eltwise" and len(acts) >= 2):
         return None
-    return False  # a Mul/Add by a constant, Gemm, Reshape, Concat, unknown ops: the plain layout
+    if k.type == "concat" and head is not None and int(head.attrs.get("axis", 1)) in (1, -3) and \
+            all(len(t.shape) == 4 and t.shape[1] % block == 0 for t in acts):
+        return None  # a channel concat of whole blocks runs on blocked inputs
+    return False  # a Mul/Add by a constant, Gemm, Reshape, other concats, unknown ops: the plain layout
+
+
+_ALIAS_BYTES = 4096  # an x86 core's L1 set stride: planes this far apart land in the same cache sets
+
+
+def _tensor(k: DetectedKernel, name: str) -> Any:
+    for n in k.nodes:
+        for t in (*n.inputs, *n.outputs):
+            if t.name == name:
+                return t
+    return None
+
+
+def blocked_kb(k: DetectedKernel, name: str, size: int, block: int) -> float:
+    """KB a reorder of tensor ``name`` (``size`` bytes, NCHW) moves: a blocked tensor pads
+    its channels up to whole blocks (8 channels take a 16-channel block under AVX-512)."""
+    t = _tensor(k, name) if block else None
+    if t is None or len(t.shape) != 4 or t.shape[1] <= 0:
+        return size / 1024.0
+    c = int(t.shape[1])
+    return size / 1024.0 * (-(-c // block) * block) / c
+
+
+def plane_aliased(k: DetectedKernel, name: str) -> bool:
+    """Is tensor ``name`` of kernel ``k`` an NCHW tensor whose channel planes are a whole
+    multiple of 4 KB apart? A reorder to or from a blocked layout reads (or writes) a
+    block's planes at once; planes a multiple of 4 KB apart map to the same L1 sets and
+    evict each other. onnxruntime on this project's host: a lone 3×3 pool's reorders cost
+    36–55 ns/KB at 32×32 and 64×64 (4 KB and 16 KB planes), 21–28 ns/KB at 28–36 otherwise."""
+    t = _tensor(k, name)
+    if t is None or len(t.shape) != 4:
+        return False
+    plane = t.nbytes // max(t.shape[0] * t.shape[1], 1)
+    return plane > 0 and plane % _ALIAS_BYTES == 0
 
 
 def reads_plain_input(k: DetectedKernel, block: int) -> bool:
@@ -287,6 +345,8 @@ class KernelLevelPredictor:
 
     boundary_types_: dict[str, tuple[float, float]]  # type → (per-tensor ms, per-KB ms) a boundary costs
     boundary_pooled_: tuple[float, float] | None
+    boundary_alias_: float  # extra ms per KB a reorder of an aliased tensor costs (plane_aliased)
+    weight_rate_: float  # ms per KB of weights a network re-reads at each inference (calibrated)
 
     def __init__(self, *, rules: FusionRules, target: str = "latency_ms", threads: int = 1,
                  min_samples: int = 3, regressor_params: dict[str, Any] | None = None,
@@ -335,6 +395,7 @@ class KernelLevelPredictor:
         self.io_ = (fit_io_cost([(k, g, v) for (k, v), g in zip(singles, single_graphs, strict=True)], self.base_ms,
                                 self.io_boundary) if self.io_boundary is not None else IoCost())
         self.calibration_: dict[str, Any] | None = None
+        self.weight_rate_ = 0.0  # weights a network re-reads each inference (calibrated)
         cal = [(g, float(v)) for g, v in (calibration or ()) if v > 0 and math.isfinite(v)]
         if self.boundary_types_ and len(cal) >= _MIN_CALIBRATION:
             self._calibrate_boundary(singles, single_graphs, cal)
@@ -371,41 +432,80 @@ class KernelLevelPredictor:
 
     def _calibrate_boundary(self, singles: list[tuple[DetectedKernel, float]], single_graphs: list[Graph],
                             cal: list[tuple[Graph, float]]) -> None:
-        """The in-network boundary rate from calibration networks measured on the device.
+        """The in-network boundary rate and weight-cache term from calibration networks
+        measured on the device.
 
         A lone kernel of a boundary type pays its layout conversions on every tensor; inside
         a network it pays them only where the layout changes (:meth:`boundary_ms`). The
         chains measure the conversions per type; the networks say what a network actually
-        saves. One rate ``r`` per KB, shared by the boundary types and kept within
-        [0, the highest chain rate], is fitted on the calibration networks by least relative
-        squares: with the kernels trained on their time less the overhead (``r`` = 0), a
-        network's prediction moves by ``-r · D``, D = Σ the lone kernels' boundary KB - the
-        network's own boundary KB. (onnxruntime on this project's host: chains 24–33 ns/KB,
-        the networks' fit at the top of that range.) ``calibration_`` records the rate and
-        the calibration networks' ±10% accuracy before and after."""
+        saves. A lone kernel run back to back also finds its weights in cache; inside a
+        network the rest of the network has evicted them since the last inference.
+
+        One boundary rate ``r`` per KB, shared by the boundary types and kept within [0, the
+        highest chain rate], and one rate ``w`` per KB of weights are fitted on the
+        calibration networks by least relative squares: with the kernels trained on their
+        time less the overhead (``r`` = 0), a network's prediction moves by ``-r · D + w · W``,
+        D = Σ the lone kernels' boundary KB - the network's own boundary KB, W = the
+        network's weight KB (kernels the layout folds into a convolution count in neither).
+        (onnxruntime on this project's host: chains 21–29 ns/KB, the networks' fit at the
+        top of that range, w ≈ 7 ns/KB.) ``calibration_`` records both rates and the
+        calibration networks' ±10% accuracy before and after."""
         chain_types = dict(self.boundary_types_)
         pooled = self.boundary_pooled_
-        self.boundary_types_ = {t: (0.0, 1.0) for t in chain_types}
-        self.boundary_pooled_ = (0.0, 1.0)
-        kernels = [detect_kernels(g, self.rules) for g, _ in cal]
-        d = np.array([sum(float(self.boundary_ms([k]).sum()) for k in ks) - float(self.boundary_ms(ks).sum())
-                      for ks in kernels])  # KB (the unit rate)
+        # aliased planes keep the chains' extra cost relative to their pooled rate
+        alias = self.boundary_alias_ / pooled[1] if pooled and pooled[1] > 0 else 0.0
         self.boundary_types_ = {}
         self.boundary_pooled_ = None
         self.boundary_offset_ms_ = 0.0
+        self.boundary_alias_ = 0.0
+        self.weight_rate_ = 0.0
         self._fit_models(singles, single_graphs, {})
+        graphs = [g for g, _ in cal]
+        kernels = [detect_kernels(g, self.rules) for g in graphs]
+        self.boundary_types_ = {t: (0.0, 1.0) for t in chain_types}  # the unit rate: boundaries in KB
+        self.boundary_pooled_ = (0.0, 1.0)
+        self.boundary_alias_ = alias
+        fused = [self.fused_sums(ks) for ks in kernels]
+
+        def saved() -> tuple[np.ndarray, np.ndarray]:
+            """The network's boundary and Σ its lone kernels' (folded kernels free) at the current rates."""
+            net = np.array([float(self.boundary_ms(ks).sum()) for ks in kernels])
+            lone = np.array([sum(float(self.boundary_ms([k]).sum()) for k, f in zip(ks, fz, strict=True) if not f)
+                             for ks, fz in zip(kernels, fused, strict=True)])
+            return net, lone
+
+        b_net, b_lone = saved()
+        p0 = self.predict(graphs) - b_net  # Σ lone kernels less the overhead, folded kernels free
+        d = b_lone - b_net
+        # the per-tensor constant (a reorder's dispatch) stays the chains'
+        c0 = pooled[0] if pooled else 0.0
+        self.boundary_types_ = {t: (c0, 0.0) for t in chain_types}
+        self.boundary_pooled_ = (c0, 0.0)
+        self.boundary_alias_ = 0.0
+        k_net, k_lone = saved()
+        p0 -= k_lone - k_net
+        wkb = np.array([self._weight_kb(ks, fz).sum() for ks, fz in zip(kernels, fused, strict=True)])
         y = np.array([v for _, v in cal])
-        p0 = self.predict([g for g, _ in cal])
         top = max(c1 for _, c1 in chain_types.values())
-        w = 1.0 / y ** 2
-        rate = float(np.clip(np.sum(w * d * (p0 - y)) / max(np.sum(w * d * d), 1e-30), 0.0, top))
-        self.boundary_types_ = {t: (0.0, rate) for t in chain_types}
-        self.boundary_pooled_ = (0.0, rate) if pooled else None
+        wt = 1.0 / y
+        rate, wrate = (float(v) for v in _nnls(np.column_stack([-d, wkb]), y - p0, wt))
+        if rate > top:
+            rate = top
+            wrate = max(float(np.sum(wt**2 * wkb * (y - p0 + rate * d)) / max(np.sum(wt**2 * wkb**2), 1e-30)), 0.0)
+        self.boundary_types_ = {t: (c0, rate) for t in chain_types}
+        self.boundary_pooled_ = (c0, rate) if pooled else None
+        self.boundary_alias_ = alias * rate
+        self.weight_rate_ = wrate
         before = accuracy_metrics(p0, y)["acc10"]
-        after = accuracy_metrics(p0 - rate * d, y)["acc10"]
-        self.calibration_ = {"n": len(cal), "rate_ns_per_kb": rate * 1e6, "chain_rates_ns_per_kb":
+        after = accuracy_metrics(p0 - rate * d + wrate * wkb, y)["acc10"]
+        self.calibration_ = {"n": len(cal), "rate_ns_per_kb": rate * 1e6, "per_tensor_us": c0 * 1e3, "chain_rates_ns_per_kb":
                              {t: c1 * 1e6 for t, (_, c1) in chain_types.items()},
-                             "acc10_uncalibrated": before, "acc10": after}
+                             "weights_ns_per_kb": wrate * 1e6, "acc10_uncalibrated": before, "acc10": after}
+
+    @staticmethod
+    def _weight_kb(kernels: Sequence[DetectedKernel], fused: np.ndarray) -> np.ndarray:
+        """Each kernel's weights in KB (0 for a kernel folded into a convolution)."""
+        return np.array([0.0 if f else k.kernel.weight_bytes / 1024.0 for k, f in zip(kernels, fused, strict=True)])
 
     def _key(self, k: DetectedKernel) -> tuple[str, tuple[float, ...]]:
         return k.type, tuple(feature_row(k, k.type if k.type in FEATURES else "fallback", self.threads))
@@ -422,12 +522,16 @@ class KernelLevelPredictor:
         """What a kernel pays once per model rather than per copy, from chains of n identical
         kernels: T(n) = intercept + n · kernel, intercept = overhead + boundary. One fit over
         all chains (and the minimal models' overhead) gives the overhead, a per-tensor
-        constant ``c0`` and each type's per-KB boundary ``c1``. Types whose chains show a
+        constant ``c0`` and each type's per-KB boundary ``c1``. Under a blocked layout the
+        constant is that of a reorder (the minimal models hold none), and tensors whose
+        planes alias (:func:`plane_aliased`) add ``c2`` per KB. Types whose chains show a
         boundary are *boundary types*: in a model they pay ``c0 + c1 · KB`` for each tensor
         that enters or leaves their domain (the run of boundary types and the layout-
         types that run in any layout between them). Returns each chain configuration's per-copy cost;
         refines ``overhead_``."""
-        rows = []  # (type, kernel, own per copy, intercept, boundary tensors - 2, boundary KB, noise scale)
+        block = self.rules.layout_block
+        # (type, kernel, own per copy, intercept, boundary tensors - 2, boundary KB, noise scale, aliased KB, reorders)
+        rows = []
         for (t, _), (k, by_n) in chains.items():
             if len(by_n) < 2:
                 continue
@@ -435,45 +539,58 @@ class KernelLevelPredictor:
             v = np.array([float(np.median(by_n[int(i)])) for i in n])
             slope, icpt = np.polyfit(n, v, 1)
             tens = self._tensors(k)
+            # aliased planes cost more to reorder (plane_aliased): only kernels that run blocked reorder
+            reorders = bool(block) and blocked_layout(k, block) is True
+            kb = [blocked_kb(k, name, b, block) if reorders else b / 1024.0 for name, b in tens]
+            aliased_kb = sum(x for (name, _), x in zip(tens, kb, strict=True) if reorders and plane_aliased(k, name))
             own = max(float(slope), 0.02 * float(v[0]))
+            if block and reads_plain_input(k, block):
+                continue  # each copy reorders its output for the next one's plain read: no once-per-model term
             if icpt < 0.5 * self.overhead_:
                 # below the per-inference overhead: the copies slow each other down (a
                 # chain of heavy kernels outgrowing the caches), not a boundary to learn
                 continue
             # the intercept's timing noise grows with the chain's total time
             rows.append((t, k, own, max(float(icpt), 1e-9), len(tens) - 2.0,
-                         sum(b for _, b in tens) / 1024.0, float(icpt) + _CHAIN_NOISE * float(v[-1])))
+                         sum(kb), float(icpt) + _CHAIN_NOISE * float(v[-1]), aliased_kb,
+                         float(len(tens)) if reorders else 0.0))
         self.boundary_types_ = {}
         self.boundary_pooled_ = None
         self.boundary_offset_ms_ = 0.0
+        self.boundary_alias_ = 0.0
         own_of = {self._key(r[1]): r[2] for r in rows}
         if len(rows) < _MIN_CHAINS:
             return own_of
         types = sorted({r[0] for r in rows})
 
-        def fit(overhead: float | None) -> tuple[float, float, dict[str, float]]:
-            """intercept = overhead + c0 · (tensors - 2) + c1[type] · KB (the overhead free,
-            pinned by the minimal models, or given)."""
-            A = [[max(r[4], 0.0)] + [r[5] if r[0] == t else 0.0 for t in types] for r in rows]
+        alias = bool(block) and any(r[7] > 0 for r in rows)
+
+        def fit(overhead: float | None) -> tuple[float, float, dict[str, float], float]:
+            """intercept = overhead + c0 · (tensors - 2) + c1[type] · KB + c2 · aliased KB
+            (the overhead free, pinned by the minimal models, or given; c2 only under a
+            blocked layout, see :func:`plane_aliased`)."""
+            A = [[r[8] if block else max(r[4], 0.0)] + [r[5] if r[0] == t else 0.0 for t in types]
+                 + ([r[7]] if alias else []) for r in rows]
             b = [r[3] - (overhead or 0.0) for r in rows]
             w = [1.0 / r[6] for r in rows]
             if overhead is None:
-                A = [[1.0] + a for a in A] + [[1.0] + [0.0] * (len(types) + 1)] * 3
+                A = [[1.0] + a for a in A] + [[1.0] + [0.0] * (len(types) + 1 + alias)] * 3
                 b += [self.overhead_] * 3
                 w += [1.0 / self.overhead_] * 3 if self.overhead_ > 0 else [1.0] * 3
             coef = list(map(float, _nnls(np.array(A), np.array(b), np.array(w))))
             o = coef.pop(0) if overhead is None else overhead
-            return o, coef[0], dict(zip(types, coef[1:], strict=True))
+            c2 = coef.pop() if alias else 0.0
+            return o, coef[0], dict(zip(types, coef[1:], strict=True)), c2
 
         # The minimal models' overhead is an extrapolation to zero kernels; where the chains'
         # intercepts pin it better (within 10%), theirs is used.
-        joint, _, _ = fit(None)
+        joint, _, _, _ = fit(None)
         overhead = float(np.clip(joint, 0.9 * self.overhead_, 1.1 * self.overhead_))
-        overhead, c0, c1 = fit(overhead)
-        self.chain_fit_ = {"overhead": overhead, "c0": c0, "c1": c1}  # for inspection
+        overhead, c0, c1, c2 = fit(overhead)
+        self.chain_fit_ = {"overhead": overhead, "c0": c0, "c1": c1, "c2_aliased": c2}  # for inspection
         # Does the device pay a boundary at all? The chains' boundary must be a real share
         # of their cost (≥10%) and above timing noise (≥3% of their intercepts).
-        bnd = [c0 * max(r[4], 0.0) + c1[r[0]] * r[5] for r in rows]
+        bnd = [c0 * (r[8] if block else max(r[4], 0.0)) + c1[r[0]] * r[5] + c2 * r[7] for r in rows]
         total = sum(bnd)
         if total < _BOUNDARY_SHARE * (total + sum(r[2] for r in rows)) or total < _BOUNDARY_NOISE * sum(r[3] for r in rows):
             return own_of
@@ -496,13 +613,15 @@ class KernelLevelPredictor:
             return own_of
         pooled = float(np.median([c1[t] for t in domain]))
         self.boundary_pooled_ = (c0, pooled)
+        self.boundary_alias_ = c2
         for t in domain:
             self.boundary_types_[t] = (c0, c1[t] if member[t] else pooled)
         if device_wide:  # the whole device pays it (an accelerator): types without chains too
             for t in FEATURES:
                 self.boundary_types_.setdefault(t, self.boundary_pooled_)
-        # The overhead is that of a two-tensor model: its boundary constant is already in it.
-        self.boundary_offset_ms_ = 2.0 * c0
+        # The overhead is that of a two-tensor model: its boundary constant is already in it
+        # (a copy to an accelerator and back; the minimal models run no reorders).
+        self.boundary_offset_ms_ = 0.0 if block else 2.0 * c0
         return own_of
 
     def _tensors(self, k: DetectedKernel) -> list[tuple[str, int]]:
@@ -514,16 +633,12 @@ class KernelLevelPredictor:
         ins = [] if block and reads_plain_input(k, block) else list(k.kernel.inputs)
         return ins + list(k.kernel.outputs)
 
-    def boundary_ms(self, kernels: Sequence[DetectedKernel], graph_outputs: Sequence[str] | None = None) -> np.ndarray:
-        """Per kernel, the boundary cost it pays in this model: ``c0 + c1 · KB`` for each
-        tensor by which a boundary kernel enters its domain (from a graph input or a kernel
-        outside it) or leaves it (to a graph output or a kernel outside it). Kernels of
-        the other types join the domain when all their inputs come from it, except those
-        that need the plain layout (:data:`_PLAIN`). ``graph_outputs`` default: tensors no kernel reads."""
-        out = np.zeros(len(kernels))
+    def _domain(self, kernels: Sequence[DetectedKernel], graph_outputs: Sequence[str] | None = None) -> _Domain | None:
+        """Which kernels run inside the boundary domain (:meth:`boundary_ms`), with the
+        graph's producer/reader maps; None when the device pays no boundary."""
         types = getattr(self, "boundary_types_", None)
         if not types or not kernels:
-            return out
+            return None
         producer: dict[str, int] = {}
         readers: dict[str, list[int]] = {}
         for i, k in enumerate(kernels):
@@ -547,21 +662,70 @@ class KernelLevelPredictor:
                 all(p is not None and inside[p] for p in src)
             first = next((p for p in src if p is not None), None)
             coef.append(coef[first] if inside[i] and first is not None else (self.boundary_pooled_ or (0.0, 0.0)))
+        plain_in = np.array([bool(block) and reads_plain_input(k, block) for k in kernels])
+        return _Domain(producer, readers, finals, inside, coef, plain_in)
+
+    def boundary_ms(self, kernels: Sequence[DetectedKernel], graph_outputs: Sequence[str] | None = None) -> np.ndarray:
+        """Per kernel, the boundary cost it pays in this model: ``c0 + c1 · KB`` (plus the
+        aliased-plane rate, :func:`plane_aliased`) for each tensor by which a boundary
+        kernel enters its domain (from a graph input or a kernel outside it) or leaves it
+        (to a graph output, a kernel outside it, or one that reads the plain layout itself).
+        Kernels of the other types join the domain when all their inputs come from it,
+        except those that need the plain layout (:data:`_PLAIN`). ``graph_outputs``
+        default: tensors no kernel reads."""
+        out = np.zeros(len(kernels))
+        d = self._domain(kernels, graph_outputs)
+        if d is None:
+            return out
         charged: set[str] = set()
+        alias = getattr(self, "boundary_alias_", 0.0)
+        block = self.rules.layout_block
         for i, k in enumerate(kernels):
-            if not inside[i]:
+            if not d.inside[i]:
                 continue
-            c0, c1 = coef[i]
-            plain_in = bool(block) and reads_plain_input(k, block)
+            c0, c1 = d.coef[i]
             for name, size in k.kernel.inputs:
-                p = producer.get(name)
-                if (p is None or not inside[p]) and name not in charged and not plain_in:
+                p = d.producer.get(name)
+                if (p is None or not d.inside[p]) and name not in charged and not d.plain_in[i]:
                     charged.add(name)
-                    out[i] += c0 + c1 * size / 1024.0
+                    out[i] += c0 + (c1 + alias * plane_aliased(k, name)) * blocked_kb(k, name, size, block)
             for name, size in k.kernel.outputs:
-                if name in finals or any(not inside[j] for j in readers.get(name, [])):
-                    out[i] += c0 + c1 * size / 1024.0
+                rs = d.readers.get(name, [])
+                if name in d.finals or any(not d.inside[j] or d.plain_in[j] for j in rs):
+                    out[i] += c0 + (c1 + alias * plane_aliased(k, name)) * blocked_kb(k, name, size, block)
         return out
+
+    def fused_sums(self, kernels: Sequence[DetectedKernel]) -> np.ndarray:
+        """Kernels the blocked layout folds into a convolution (onnxruntime's NCHWc Sum
+        fusion): a two-input Add inside the domain, one of whose inputs is the output of a
+        blocked convolution without an activation that nothing else reads, is accumulated
+        by that convolution; an activation that alone reads such an Add then fuses into
+        the convolution too. True where a kernel costs nothing of its own."""
+        fused = np.zeros(len(kernels), dtype=bool)
+        d = self._domain(kernels) if self.rules.layout_block else None
+        if d is None:
+            return fused
+        taken: set[int] = set()
+        into: dict[str, int] = {}  # an Add's output → the convolution it was folded into
+        for i, k in enumerate(kernels):
+            if not d.inside[i]:
+                continue
+            if k.type == "eltwise" and k.nodes and k.nodes[0].op in ("Add", "Sum") and len(k.kernel.inputs) == 2 \
+                    and len(k.nodes) == 1:
+                for name, _ in k.kernel.inputs:
+                    p = d.producer.get(name)
+                    if p is not None and p not in taken and kernels[p].type == "conv" and d.inside[p] and \
+                            not any(n.op in _FUSABLE_ACT for n in kernels[p].nodes) and \
+                            d.readers.get(name) == [i] and name not in d.finals:
+                        fused[i] = True
+                        taken.add(p)
+                        into[k.kernel.outputs[0][0]] = p
+                        break
+            elif k.type == "act" and len(k.nodes) == 1 and k.nodes[0].op in _FUSABLE_ACT and len(k.kernel.inputs) == 1:
+                name = k.kernel.inputs[0][0]
+                if name in into and d.readers.get(name) == [i] and name not in d.finals:
+                    fused[i] = True
+        return fused
 
     @staticmethod
     def _overhead(tiny: list[tuple[int, float]], singles: list[tuple[DetectedKernel, float]], ys: np.ndarray) -> float:
@@ -610,8 +774,11 @@ class KernelLevelPredictor:
                 out[gi][ki] = v
                 fb[gi][ki] = t == "fallback"
         if getattr(self, "boundary_types_", None):
+            wrate = getattr(self, "weight_rate_", 0.0)
             for gi, ks in enumerate(kernels):
-                out[gi] += self.boundary_ms(ks)[:, None]
+                fused = self.fused_sums(ks)
+                out[gi][fused] = 0.0
+                out[gi] += (self.boundary_ms(ks) + wrate * self._weight_kb(ks, fused))[:, None]
         return kernels, out, fb
 
     def model_overhead(self, graphs: Sequence[Graph]) -> np.ndarray:
@@ -649,6 +816,8 @@ class KernelLevelPredictor:
                  "boundary": {"types": {t: list(c) for t, c in self.boundary_types_.items()},
                               "pooled": list(self.boundary_pooled_) if self.boundary_pooled_ else None,
                               "offset_ms": self.boundary_offset_ms_,
+                              "aliased_ms_per_kb": getattr(self, "boundary_alias_", 0.0),
+                              "weights_ms_per_kb": getattr(self, "weight_rate_", 0.0),
                               "calibration": getattr(self, "calibration_", None)}}
         return state, files
 
@@ -663,6 +832,8 @@ class KernelLevelPredictor:
         pooled = b.get("pooled")
         self.boundary_pooled_ = (float(pooled[0]), float(pooled[1])) if pooled else None
         self.boundary_offset_ms_ = float(b.get("offset_ms", 0.0))
+        self.boundary_alias_ = float(b.get("aliased_ms_per_kb", 0.0))
+        self.weight_rate_ = float(b.get("weights_ms_per_kb", 0.0))
         self.calibration_ = b.get("calibration")
         self.models_, self.n_samples_ = {}, {}
         for t, meta in state["types"].items():

@@ -337,12 +337,17 @@ def test_blocked_layout_follows_onnxruntimes_nchwc_rules():
 
     assert blocked_layout(_one(lambda b: b.conv("c", "input", 32, 3)), 16) is True
     assert blocked_layout(_one(lambda b: b.dwconv("d", "input", 3)), 16) is True
-    assert blocked_layout(_one(lambda b: b.conv("g", "input", 32, 3, group=2)), 16) is False  # grouped: plain
+    assert blocked_layout(_one(lambda b: b.conv("g", "input", 32, 3, group=2)), 16) is True  # 2 groups of 16
+    assert blocked_layout(_one(lambda b: b.conv("g", "input", 32, 3, group=4)), 16) is False  # groups of 8: plain
     assert blocked_layout(_one(lambda b: b.avgpool("p", "input", 3, 1, 1)), 16) is True  # 32 channels: 2 blocks
     assert blocked_layout(_one(lambda b: b.avgpool("p", "input", 3, 1, 1)), 64) is False  # not a whole block
     assert blocked_layout(_one(lambda b: b.mul_zero("z", "input")), 16) is False  # by a constant: plain
     assert blocked_layout(_one(lambda b: b.relu("r", "input")), 16) is None  # follows its input
     assert blocked_layout(_one(lambda b: b.add("a", "input", "input")), 16) is None
+    both = IRBuilder((1, 32, 8, 8))
+    cat = detect_kernels(both.build("g", both.concat("cat", [both.relu("r", "input"), "input"])), ORT)[-1]
+    assert cat.type == "concat" and blocked_layout(cat, 16) is None  # whole blocks: follows its inputs
+    assert blocked_layout(cat, 64) is False
     assert reads_plain_input(_one(lambda b: b.conv("c", "input", 32, 3)), 64)  # 32 < 64 channels: reads NCHW
     assert not reads_plain_input(_one(lambda b: b.conv("c", "input", 32, 3)), 16)
     from predictors.kernels import layout_block
@@ -352,21 +357,80 @@ def test_blocked_layout_follows_onnxruntimes_nchwc_rules():
     assert layout_block("litert", "avx512f") == 0  # only onnxruntime's MLAS blocks NCHWc
 
 
-def _blocked_truth(g: Graph, rate: float) -> float:
+def test_plane_aliasing_marks_tensors_whose_channel_planes_are_4kb_apart():
+    from predictors.kernel_model import plane_aliased
+
+    for hw, aliased in ((32, True), (64, True), (31, False), (16, False), (28, False)):
+        b = IRBuilder((1, 16, hw, hw))
+        k = detect_kernels(b.build("g", b.avgpool("p", "input", 3, 1, 1)), ORT)[0]
+        assert plane_aliased(k, "input") is aliased, hw
+    b = IRBuilder((1, 1024))
+    k = detect_kernels(b.build("g", b.gemm("fc", "input", 256)), ORT)[0]
+    assert plane_aliased(k, "input") is False  # not an NCHW tensor
+
+
+def test_the_blocked_layout_folds_adds_into_convolutions():
+    """onnxruntime accumulates an Add into the blocked convolution that produces one of its
+    inputs (its only reader, no activation of its own) and then fuses a ReLU that alone reads
+    the sum: a ResNet block's Add and ReLU cost nothing of their own; without a blocked layout,
+    or when the convolution has its own activation, they stay."""
+    def block(conv_relu: bool) -> Graph:
+        b = IRBuilder((1, 32, 16, 16))
+        x = b.relu("r0", b.conv("c0", "input", 32, 3))  # blocked: a conv with its ReLU
+        y = b.bn("b1", b.conv("c1", x, 32, 3))
+        return b.build("res", b.relu("r1", b.add("a", b.relu("r2", y) if conv_relu else y, x)))
+
+    ks = detect_kernels(block(False), ORT)
+    p = KernelLevelPredictor(rules=ORT)
+    p.boundary_types_, p.boundary_pooled_ = {"conv": (0.0, 1e-5)}, (0.0, 1e-5)
+    fused = dict(zip([k.name for k in ks], p.fused_sums(ks).tolist(), strict=True))
+    assert fused == {"c0": False, "c1": False, "a": True, "r1": True}
+    assert not p.fused_sums(detect_kernels(block(True), ORT)).any()  # the conv applies its own ReLU: no Sum input
+    plain = IRBuilder((1, 32, 16, 16))
+    x = plain.relu("r0", "input")  # a ReLU on the graph input runs plain: the Add's other input is not blocked
+    g = plain.build("res", plain.add("a", plain.bn("b1", plain.conv("c1", x, 32, 3)), x))
+    assert not p.fused_sums(detect_kernels(g, ORT)).any()
+    p.rules = RULES_NO_BLOCK
+    assert not p.fused_sums(ks).any()
+
+
+def _blocked_truth(g: Graph, rate: float, weights: float = 0.0) -> float:
     """A synthetic device with onnxruntime-like reorders, written independently of the
     predictor: the raspi4 simulator's time scaled to a host CPU's speed (÷20), plus ``rate``
     ms per KB for each tensor that crosses between a blocked kernel and a plain one (graph
-    inputs and outputs included)."""
+    inputs and outputs included), less the Adds (and their lone ReLUs) a blocked
+    convolution accumulates itself, plus ``weights`` ms per KB of weights (a network's
+    weights out of cache at each inference)."""
     ks = detect_kernels(g, ORT)
     blocked: dict[str, bool] = {}  # tensor → produced blocked
     converted: set[tuple[str, bool]] = set()  # (tensor, layout it was converted to): once each
-    cost = simulate(g, RASPI4).latency_ms / 20.0
+    sim = simulate(g, RASPI4)
+    cost = sim.latency_ms / 20.0 + weights * sum(k.kernel.weight_bytes for k in ks) / 1024
+    kernel_ms = {kt.kernel.name: kt.latency_ms / 20.0 for kt in sim.kernels}
+    made_by = {n: k for k in ks for n, _ in k.kernel.outputs}
+    reads = {}
+    for k in ks:
+        for n, _ in k.kernel.inputs:
+            reads[n] = reads.get(n, 0) + 1
+    summed: set[str] = set()  # convolutions holding a folded Add; Add outputs folded
     for k in ks:
         ins = [n for n, _ in k.kernel.inputs]
         head = k.nodes[0]
         cin = head.inputs[0].shape[1] if len(head.inputs[0].shape) == 4 else 0
+        if k.type == "eltwise" and head.op == "Add" and len(ins) == 2 and all(blocked.get(n, False) for n in ins):
+            for n in ins:
+                c = made_by.get(n)
+                if c is not None and c.type == "conv" and c.name not in summed and reads[n] == 1 and \
+                        not any(nd.op == "Relu" for nd in c.nodes):
+                    summed |= {c.name, k.kernel.outputs[0][0]}
+                    cost -= kernel_ms.get(k.name, 0.0)  # folded: free
+                    break
+        if k.type == "act" and ins and ins[0] in summed and reads[ins[0]] == 1:
+            cost -= kernel_ms.get(k.name, 0.0)
         if k.type == "conv":
-            b = int(head.attrs.get("group", 1)) == 1
+            grp = int(head.attrs.get("group", 1))
+            w = head.inputs[1].shape
+            b = grp == 1 or (w[1] % 16 == 0 and (w[0] // grp) % 16 == 0)
         elif k.type == "dwconv":
             b = True
         elif k.type in ("pool", "gpool"):
@@ -390,8 +454,9 @@ def _blocked_truth(g: Graph, rate: float) -> float:
 
 def test_calibration_networks_fit_the_in_network_boundary_rate():
     """Lone kernels of the plan pay their reorders in and out; networks pay them where the
-    layout changes. The chains show the boundary, the calibration networks fit its rate, and
-    networks with grouped convs, pools and constant multiplies come out right."""
+    layout changes, and re-read their weights at each inference. The chains show the
+    boundary, the calibration networks fit its rate and the weights', and networks with
+    grouped convs, pools, residual adds and constant multiplies come out right."""
     from farm.zoo.nets import build_net
     from predictors.calibration import calibration_plan
     from predictors.sampling import build_graph, make_plan
@@ -401,14 +466,16 @@ def test_calibration_networks_fit_the_in_network_boundary_rate():
     graphs = [build_graph(s) for s in make_plan(budget=600, seed=1, fusion=ORT.patterns)]
     y = [_blocked_truth(g, rate) for g in graphs]
     cal = [build_arch(s.space, s.arch) for s in calibration_plan(12)]
-    p = KernelLevelPredictor(rules=ORT).fit(graphs, y, calibration=[(g, _blocked_truth(g, rate)) for g in cal])
+    wrate = 100e-6  # ms per KB of weights, networks only: lone kernels run back to back keep theirs in cache
+    p = KernelLevelPredictor(rules=ORT).fit(graphs, y, calibration=[(g, _blocked_truth(g, rate, wrate)) for g in cal])
     assert {"conv", "dwconv", "pool"} <= set(p.boundary_types_)
     assert p.calibration_ is not None and p.calibration_["n"] == 12
     assert p.calibration_["rate_ns_per_kb"] == pytest.approx(200.0, rel=0.3)
+    assert p.calibration_["weights_ns_per_kb"] == pytest.approx(100.0, rel=0.3)
     assert p.calibration_["acc10"] >= p.calibration_["acc10_uncalibrated"]
     nets = [build_net("mobilenet_v2", alpha=0.5, resolution=96), build_net("resnet8"), build_arch("nb201", CELL),
             build_arch("fbnet", "-".join(["1"] * 22))]  # k3_e1_g2 everywhere: grouped convs and shuffles
-    truth = np.array([_blocked_truth(g, rate) for g in nets])
+    truth = np.array([_blocked_truth(g, rate, wrate) for g in nets])
     err = np.abs(p.predict(nets) / truth - 1)
     assert np.all(err < 0.10), err
     # without the layout rules, every lone kernel's reorders are charged inside the network too
