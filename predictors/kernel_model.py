@@ -447,8 +447,8 @@ class KernelLevelPredictor:
         time less the overhead (``r`` = 0), a network's prediction moves by ``-r · D + w · W``,
         D = Σ the lone kernels' boundary KB - the network's own boundary KB, W = the
         network's weight KB (kernels the layout folds into a convolution count in neither).
-        (onnxruntime on this project's host: chains 21–29 ns/KB, the networks' fit at the
-        top of that range, w ≈ 7 ns/KB.) ``calibration_`` records both rates and the
+        (onnxruntime on this project's host, two datasets: chains 21–27 ns/KB, the networks'
+        fit 18–27, w 7–9 ns/KB.) ``calibration_`` records both rates and the
         calibration networks' ±10% accuracy before and after."""
         chain_types = dict(self.boundary_types_)
         pooled = self.boundary_pooled_
@@ -523,8 +523,10 @@ class KernelLevelPredictor:
         kernels: T(n) = intercept + n · kernel, intercept = overhead + boundary. One fit over
         all chains (and the minimal models' overhead) gives the overhead, a per-tensor
         constant ``c0`` and each type's per-KB boundary ``c1``. Under a blocked layout the
-        constant is that of a reorder (the minimal models hold none), and tensors whose
-        planes alias (:func:`plane_aliased`) add ``c2`` per KB. Types whose chains show a
+        boundary is the runtime's reorder kernels whatever the kernel between them: one
+        ``c1`` for every blocked kernel, a per-reorder constant (the minimal models hold
+        none), and ``c2`` more per KB on tensors whose planes alias (:func:`plane_aliased`);
+        padded channels count (:func:`blocked_kb`). Types whose chains show a
         boundary are *boundary types*: in a model they pay ``c0 + c1 · KB`` for each tensor
         that enters or leaves their domain (the run of boundary types and the layout-
         types that run in any layout between them). Returns each chain configuration's per-copy cost;
@@ -562,25 +564,30 @@ class KernelLevelPredictor:
         if len(rows) < _MIN_CHAINS:
             return own_of
         types = sorted({r[0] for r in rows})
-
+        # Under a blocked layout every blocked kernel's boundary is the same reorder kernels:
+        # one rate for all of them (the other types keep their own, for their graph I/O).
+        column = {id(r): "reorder" if r[8] > 0 else r[0] for r in rows}
+        columns = sorted(set(column.values()))
         alias = bool(block) and any(r[7] > 0 for r in rows)
 
         def fit(overhead: float | None) -> tuple[float, float, dict[str, float], float]:
             """intercept = overhead + c0 · (tensors - 2) + c1[type] · KB + c2 · aliased KB
             (the overhead free, pinned by the minimal models, or given; c2 only under a
             blocked layout, see :func:`plane_aliased`)."""
-            A = [[r[8] if block else max(r[4], 0.0)] + [r[5] if r[0] == t else 0.0 for t in types]
+            A = [[r[8] if block else max(r[4], 0.0)] + [r[5] if column[id(r)] == c else 0.0 for c in columns]
                  + ([r[7]] if alias else []) for r in rows]
             b = [r[3] - (overhead or 0.0) for r in rows]
             w = [1.0 / r[6] for r in rows]
             if overhead is None:
-                A = [[1.0] + a for a in A] + [[1.0] + [0.0] * (len(types) + 1 + alias)] * 3
+                A = [[1.0] + a for a in A] + [[1.0] + [0.0] * (len(columns) + 1 + alias)] * 3
                 b += [self.overhead_] * 3
                 w += [1.0 / self.overhead_] * 3 if self.overhead_ > 0 else [1.0] * 3
             coef = list(map(float, _nnls(np.array(A), np.array(b), np.array(w))))
             o = coef.pop(0) if overhead is None else overhead
             c2 = coef.pop() if alias else 0.0
-            return o, coef[0], dict(zip(types, coef[1:], strict=True)), c2
+            rate = dict(zip(columns, coef[1:], strict=True))
+            reorder = {r[0] for r in rows if r[8] > 0}
+            return o, coef[0], {t: rate["reorder" if t in reorder else t] for t in types}, c2
 
         # The minimal models' overhead is an extrapolation to zero kernels; where the chains'
         # intercepts pin it better (within 10%), theirs is used.

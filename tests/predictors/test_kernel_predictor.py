@@ -369,6 +369,16 @@ def test_plane_aliasing_marks_tensors_whose_channel_planes_are_4kb_apart():
     assert plane_aliased(k, "input") is False  # not an NCHW tensor
 
 
+def test_a_blocked_tensor_pads_its_channels_to_whole_blocks():
+    from predictors.kernel_model import blocked_kb
+
+    for c, factor in ((8, 2.0), (16, 1.0), (24, 32 / 24), (48, 1.0)):
+        b = IRBuilder((1, c, 10, 10))
+        k = detect_kernels(b.build("g", b.dwconv("d", "input", 3)), ORT)[0]
+        assert blocked_kb(k, "input", c * 400, 16) == pytest.approx(c * 400 / 1024 * factor), c
+        assert blocked_kb(k, "input", c * 400, 0) == pytest.approx(c * 400 / 1024)  # no blocked layout
+
+
 def test_the_blocked_layout_folds_adds_into_convolutions():
     """onnxruntime accumulates an Add into the blocked convolution that produces one of its
     inputs (its only reader, no activation of its own) and then fuses a ReLU that alone reads
