@@ -704,8 +704,8 @@ class KernelLevelPredictor:
 
     def fused_sums(self, kernels: Sequence[DetectedKernel]) -> np.ndarray:
         """Kernels the blocked layout folds into a convolution (onnxruntime's NCHWc Sum
-        fusion): a two-input Add inside the domain, one of whose inputs is the output of a
-        blocked convolution without an activation that nothing else reads, is accumulated
+        fusion): a two-input Add of equal shapes inside the domain, one of whose inputs is the
+        output of a blocked convolution without an activation that nothing else reads, is accumulated
         by that convolution; an activation that alone reads such an Add then fuses into
         the convolution too. True where a kernel costs nothing of its own."""
         fused = np.zeros(len(kernels), dtype=bool)
@@ -717,11 +717,11 @@ class KernelLevelPredictor:
         for i, k in enumerate(kernels):
             if not d.inside[i]:
                 continue
-            if k.type == "eltwise" and k.nodes and k.nodes[0].op in ("Add", "Sum") and len(k.kernel.inputs) == 2 \
-                    and len(k.nodes) == 1:
+            if k.type == "eltwise" and len(k.nodes) == 1 and k.nodes[0].op in ("Add", "Sum") and \
+                    len(k.kernel.inputs) == 2 and len({tuple(t.shape) for t in k.nodes[0].inputs}) == 1:
                 for name, _ in k.kernel.inputs:
                     p = d.producer.get(name)
-                    if p is not None and p not in taken and kernels[p].type == "conv" and d.inside[p] and \
+                    if p is not None and p not in taken and kernels[p].type in ("conv", "dwconv") and d.inside[p] and \
                             not any(n.op in _FUSABLE_ACT for n in kernels[p].nodes) and \
                             d.readers.get(name) == [i] and name not in d.finals:
                         fused[i] = True
