@@ -454,9 +454,10 @@ class KernelLevelPredictor:
         pooled = self.boundary_pooled_
         # aliased planes keep the chains' extra cost relative to their pooled rate
         alias = self.boundary_alias_ / pooled[1] if pooled and pooled[1] > 0 else 0.0
+        # (boundary_offset_ms_ stays the chains': the per-tensor constant the overhead holds,
+        # which the kernels keep paying below)
         self.boundary_types_ = {}
         self.boundary_pooled_ = None
-        self.boundary_offset_ms_ = 0.0
         self.boundary_alias_ = 0.0
         self.weight_rate_ = 0.0
         self._fit_models(singles, single_graphs, {})

@@ -167,6 +167,16 @@ def test_chains_separate_the_boundary_a_network_pays_once():
     state, files = p.to_state()
     back = KernelLevelPredictor.from_state(json.loads(json.dumps(state)), files)
     np.testing.assert_allclose(back.predict(nets), p.predict(nets))
+    # calibration networks refit the per-KB rate; the copies' per-tensor constant, and the
+    # part of it the overhead holds, stay the chains'
+    from predictors.calibration import calibration_plan
+    from predictors.space_model import build_arch
+
+    cal = [build_arch(s.space, s.arch) for s in calibration_plan(8)]
+    pc = KernelLevelPredictor(rules=rules).fit(graphs, y, calibration=[(g, simulate(g, gpu).latency_ms) for g in cal])
+    assert pc.calibration_ is not None and pc.calibration_["per_tensor_us"] == pytest.approx(c0 * 1e3)
+    assert pc.base_ms == pytest.approx(p.base_ms)
+    assert np.all(np.abs(pc.predict(nets) / truth - 1) < 0.10)
     # a CPU without boundaries: none learned, nothing charged
     cpu = KernelLevelPredictor(rules=RULES).fit(graphs, [simulate(g, RASPI4).latency_ms for g in graphs])
     assert cpu.boundary_types_ == {} and cpu.base_ms == cpu.overhead_
