@@ -541,18 +541,18 @@ class KernelLevelPredictor:
             n = np.array(sorted(by_n), dtype=float)
             v = np.array([float(np.median(by_n[int(i)])) for i in n])
             slope, icpt = np.polyfit(n, v, 1)
-            tens = self._tensors(k)
-            # aliased planes cost more to reorder (plane_aliased): only kernels that run blocked reorder
-            reorders = bool(block) and blocked_layout(k, block) is True
-            kb = [blocked_kb(k, name, b, block) if reorders else b / 1024.0 for name, b in tens]
-            aliased_kb = sum(x for (name, _), x in zip(tens, kb, strict=True) if reorders and plane_aliased(k, name))
-            own = max(float(slope), 0.02 * float(v[0]))
             if block and reads_plain_input(k, block):
                 continue  # each copy reorders its output for the next one's plain read: no once-per-model term
             if icpt < 0.5 * self.overhead_:
                 # below the per-inference overhead: the copies slow each other down (a
                 # chain of heavy kernels outgrowing the caches), not a boundary to learn
                 continue
+            tens = self._tensors(k)
+            # aliased planes cost more to reorder (plane_aliased): only kernels that run blocked reorder
+            reorders = bool(block) and blocked_layout(k, block) is True
+            kb = [blocked_kb(k, name, b, block) if reorders else b / 1024.0 for name, b in tens]
+            aliased_kb = sum(x for (name, _), x in zip(tens, kb, strict=True) if reorders and plane_aliased(k, name))
+            own = max(float(slope), 0.02 * float(v[0]))
             # the intercept's timing noise grows with the chain's total time
             rows.append((t, k, own, max(float(icpt), 1e-9), len(tens) - 2.0,
                          sum(kb), float(icpt) + _CHAIN_NOISE * float(v[-1]), aliased_kb,
@@ -569,6 +569,7 @@ class KernelLevelPredictor:
         # one rate for all of them (the other types keep their own, for their graph I/O).
         column = {id(r): "reorder" if r[8] > 0 else r[0] for r in rows}
         columns = sorted(set(column.values()))
+        reorder_types = {r[0] for r in rows if r[8] > 0}
         alias = bool(block) and any(r[7] > 0 for r in rows)
 
         def fit(overhead: float | None) -> tuple[float, float, dict[str, float], float]:
@@ -587,8 +588,7 @@ class KernelLevelPredictor:
             o = coef.pop(0) if overhead is None else overhead
             c2 = coef.pop() if alias else 0.0
             rate = dict(zip(columns, coef[1:], strict=True))
-            reorder = {r[0] for r in rows if r[8] > 0}
-            return o, coef[0], {t: rate["reorder" if t in reorder else t] for t in types}, c2
+            return o, coef[0], {t: rate["reorder" if t in reorder_types else t] for t in types}, c2
 
         # The minimal models' overhead is an extrapolation to zero kernels; where the chains'
         # intercepts pin it better (within 10%), theirs is used.
@@ -681,8 +681,10 @@ class KernelLevelPredictor:
         Kernels of the other types join the domain when all their inputs come from it,
         except those that need the plain layout (:data:`_PLAIN`). ``graph_outputs``
         default: tensors no kernel reads."""
+        return self._boundary(kernels, self._domain(kernels, graph_outputs))
+
+    def _boundary(self, kernels: Sequence[DetectedKernel], d: _Domain | None) -> np.ndarray:
         out = np.zeros(len(kernels))
-        d = self._domain(kernels, graph_outputs)
         if d is None:
             return out
         charged: set[str] = set()
@@ -709,9 +711,11 @@ class KernelLevelPredictor:
         output of a blocked convolution without an activation that nothing else reads, is accumulated
         by that convolution; an activation that alone reads such an Add then fuses into
         the convolution too. True where a kernel costs nothing of its own."""
+        return self._fused(kernels, self._domain(kernels))
+
+    def _fused(self, kernels: Sequence[DetectedKernel], d: _Domain | None) -> np.ndarray:
         fused = np.zeros(len(kernels), dtype=bool)
-        d = self._domain(kernels) if self.rules.layout_block else None
-        if d is None:
+        if d is None or not self.rules.layout_block:
             return fused
         taken: set[int] = set()
         into: dict[str, int] = {}  # an Add's output → the convolution it was folded into
@@ -784,9 +788,10 @@ class KernelLevelPredictor:
         if getattr(self, "boundary_types_", None):
             wrate = getattr(self, "weight_rate_", 0.0)
             for gi, ks in enumerate(kernels):
-                fused = self.fused_sums(ks)
+                d = self._domain(ks)  # once per graph: the folded kernels and the boundary both read it
+                fused = self._fused(ks, d)
                 out[gi][fused] = 0.0
-                out[gi] += (self.boundary_ms(ks) + wrate * self._weight_kb(ks, fused))[:, None]
+                out[gi] += (self._boundary(ks, d) + wrate * self._weight_kb(ks, fused))[:, None]
         return kernels, out, fb
 
     def model_overhead(self, graphs: Sequence[Graph]) -> np.ndarray:
