@@ -21,22 +21,22 @@ from .kernels import DetectedKernel
 
 __all__ = ["FEATURE_SCHEMA", "FEATURES", "FALLBACK_FEATURES", "kernel_quantities", "feature_row", "feature_matrix"]
 
-FEATURE_SCHEMA = 2  # 2: w_bits / a_bits; TFLite (NHWC, fused activations) kernels
+FEATURE_SCHEMA = 3  # 2: w_bits / a_bits; TFLite (NHWC, fused activations) kernels; 3: fused_act_kind
 
 _ACT_OPS = {"Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Relu6", "Elu", "Gelu"}
 
 _SHAPE = ("h_in", "w_in", "cin", "cout", "h_out", "w_out")
 FEATURES: dict[str, tuple[str, ...]] = {
-    "conv": _SHAPE + ("k", "stride", "groups", "macs", "kbytes", "params", "fused_bn", "fused_act", "fused_add",
-                      "bits", "w_bits", "a_bits", "threads"),
+    "conv": _SHAPE + ("k", "stride", "groups", "macs", "kbytes", "params", "fused_bn", "fused_act", "fused_act_kind",
+                      "fused_add", "bits", "w_bits", "a_bits", "threads"),
     "dwconv": ("h_in", "w_in", "cin", "h_out", "w_out", "k", "stride", "macs", "kbytes", "fused_bn", "fused_act",
-               "bits", "w_bits", "a_bits", "threads"),
-    "gemm": ("cin", "cout", "macs", "kbytes", "params", "fused_act", "bits", "w_bits", "a_bits", "threads"),
+               "fused_act_kind", "bits", "w_bits", "a_bits", "threads"),
+    "gemm": ("cin", "cout", "macs", "kbytes", "params", "fused_act", "fused_act_kind", "bits", "w_bits", "a_bits", "threads"),
     "pool": ("h_in", "w_in", "cin", "h_out", "w_out", "k", "stride", "in_numel", "kbytes", "is_max", "threads"),
     "gpool": ("h_in", "w_in", "cin", "in_numel", "kbytes", "threads"),
-    "eltwise": ("h_in", "w_in", "cin", "out_numel", "n_inputs", "fused_act", "kbytes", "bits", "threads"),
+    "eltwise": ("h_in", "w_in", "cin", "out_numel", "n_inputs", "fused_act", "fused_act_kind", "kbytes", "bits", "threads"),
     "act": ("h_in", "w_in", "cin", "out_numel", "act_kind", "kbytes", "bits", "threads"),
-    "bn": ("h_in", "w_in", "cin", "out_numel", "fused_act", "kbytes", "threads"),
+    "bn": ("h_in", "w_in", "cin", "out_numel", "fused_act", "fused_act_kind", "kbytes", "threads"),
     "concat": ("h_in", "w_in", "cout", "out_numel", "n_inputs", "kbytes", "threads"),
     "reshape": ("out_numel", "n_ops", "kbytes", "threads"),
 }
@@ -77,7 +77,11 @@ def kernel_quantities(k: DetectedKernel, threads: int = 1) -> dict[str, float]:
              n_ops=float(len(k.nodes)), params=float(sum(n.params for n in k.nodes)))
     ops = [n.op for n in k.nodes]
     q["fused_bn"] = float("BatchNormalization" in ops[1:])
-    q["fused_act"] = float(any(o in _ACT_OPS for o in ops[1:]))
+    fused_acts = [o for o in ops[1:] if o in _ACT_OPS]
+    q["fused_act"] = float(bool(fused_acts))
+    # which activation: a runtime may apply ReLU in the kernel's own loop but Clip (ReLU6)
+    # or a sigmoid in a pass of its own (onnxruntime's NCHWc convolutions: ReLU free, Clip ~10%)
+    q["fused_act_kind"] = float(_ACT_KIND.get(fused_acts[0], len(_ACT_KIND))) if fused_acts else 0.0
     q["fused_add"] = float(any(o in ("Add", "Sum") for o in ops[1:]))
     q["bits"] = 8.0 * DTYPE_BYTES.get(k.kernel.dtype, 4)
     q["w_bits"] = q["a_bits"] = q["bits"]
@@ -124,7 +128,9 @@ def _tflite_quantities(q: dict[str, float], head: Node, x: tuple[int, ...]) -> N
         q["k"] = float(a["filter_width"])
     if "stride_w" in a:
         q["stride"] = float(a["stride_w"])
-    q["fused_act"] = float(a.get("fused_activation_function", "NONE") in _TFLITE_ACT)
+    act = a.get("fused_activation_function", "NONE")
+    q["fused_act"] = float(act in _TFLITE_ACT)
+    q["fused_act_kind"] = float(_ACT_KIND.get(act, len(_ACT_KIND))) if act in _TFLITE_ACT else 0.0
 
 
 def feature_row(k: DetectedKernel, ktype: str, threads: int = 1) -> list[float]:

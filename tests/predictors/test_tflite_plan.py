@@ -101,6 +101,7 @@ def test_tflite_features_read_nhwc_and_fused_activations(tmp_path):
     q2 = kernel_quantities(detect_kernels(onnx_like, fusion_rules_for(DeviceSpec(name="h", url="local://cpu",
                                                                                 runtime="onnxruntime")))[0])
     assert all(q[f] == q2[f] for f in ("cin", "cout", "h_in", "w_in", "h_out", "k", "stride", "macs"))
+    assert q["fused_act_kind"] == q2["fused_act_kind"] == 2  # RELU6 as TFLite fuses it, Clip as ONNX writes it
 
 
 def test_int8_kernels_run_on_int8_only_profiles_and_float_ones_do_not(tmp_path):
