@@ -159,6 +159,19 @@ def reads_plain_input(k: DetectedKernel, block: int) -> bool:
     return k.type == "conv" and c is not None and c < block
 
 
+# Cache sizes the weight term tries (KB): each core's L2 on today's CPUs is 256 KB–2 MB, a
+# shared L3 or a phone's system cache 2–32 MB; inf: every weight counts (no capacity).
+_CACHE_KB = (256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, math.inf)
+# Kernels whose weights a network re-reads: a convolution reuses its weights across the output
+# and runs from cache alone. A batch-1 Gemm streams each weight once, alone or not (random MLPs of
+# 0.3–10 MB measured on the host pay nothing extra in a network; charging them doubled some).
+_REREAD_TYPES = ("conv", "dwconv")
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 class NotFittedError(RuntimeError):
     """predict() before fit()."""
 
@@ -396,6 +409,7 @@ class KernelLevelPredictor:
                                 self.io_boundary) if self.io_boundary is not None else IoCost())
         self.calibration_: dict[str, Any] | None = None
         self.weight_rate_ = 0.0  # weights a network re-reads each inference (calibrated)
+        self.weight_cache_kb_ = math.inf  # the cache a lone kernel's weights stay in (calibrated)
         cal = [(g, float(v)) for g, v in (calibration or ()) if v > 0 and math.isfinite(v)]
         if self.boundary_types_ and len(cal) >= _MIN_CALIBRATION:
             self._calibrate_boundary(singles, single_graphs, cal)
@@ -445,10 +459,12 @@ class KernelLevelPredictor:
         highest chain rate], and one rate ``w`` per KB of weights are fitted on the
         calibration networks by least relative squares: with the kernels trained on their
         time less the overhead (``r`` = 0), a network's prediction moves by ``-r · D + w · W``,
-        D = Σ the lone kernels' boundary KB - the network's own boundary KB, W = the
-        network's weight KB (kernels the layout folds into a convolution count in neither).
-        (onnxruntime on this project's host, two datasets: chains 21–27 ns/KB, the networks'
-        fit 18–27, w 7–9 ns/KB.) ``calibration_`` records both rates and the
+        D = Σ the lone kernels' boundary KB - the network's own boundary KB, W = the KB of
+        convolution weights the network re-reads (:meth:`_weight_kb`: a cache keeps a lone
+        kernel's weights; the capacity from :data:`_CACHE_KB` that fits the networks best);
+        kernels the layout folds into a convolution count in neither. (onnxruntime on this
+        project's host, four datasets: chains 21–27 ns/KB, the networks' fit 15–27, w 15–21
+        ns/KB, cache 4 MB.) ``calibration_`` records both rates, the cache and the
         calibration networks' ±10% accuracy before and after."""
         chain_types = dict(self.boundary_types_)
         pooled = self.boundary_pooled_
@@ -485,14 +501,25 @@ class KernelLevelPredictor:
         self.boundary_alias_ = 0.0
         k_net, k_lone = saved()
         p0 -= k_lone - k_net
-        wkb = np.array([self._weight_kb(ks, fz).sum() for ks, fz in zip(kernels, fused, strict=True)])
         y = np.array([v for _, v in cal])
         top = max(c1 for _, c1 in chain_types.values())
         wt = 1.0 / y
-        rate, wrate = (float(v) for v in _nnls(np.column_stack([-d, wkb]), y - p0, wt))
-        if rate > top:
-            rate = top
-            wrate = max(float(np.sum(wt**2 * wkb * (y - p0 + rate * d)) / max(np.sum(wt**2 * wkb**2), 1e-30)), 0.0)
+
+        def solve(cache_kb: float) -> tuple[float, float, float, np.ndarray]:
+            wkb = np.array([self._weight_kb(ks, fz, cache_kb).sum() for ks, fz in zip(kernels, fused, strict=True)])
+            rate, wrate = (float(v) for v in _nnls(np.column_stack([-d, wkb]), y - p0, wt))
+            if rate > top:
+                rate = top
+                wrate = max(float(np.sum(wt**2 * wkb * (y - p0 + rate * d)) / max(np.sum(wt**2 * wkb**2), 1e-30)),
+                            0.0)
+            sse = float(np.sum((wt * (y - p0 + rate * d - wrate * wkb)) ** 2))
+            return sse, rate, wrate, wkb
+
+        # the cache that keeps a lone kernel's weights: the capacity that best explains the networks
+        fits = {c: solve(c) for c in _CACHE_KB}
+        cache_kb = min(fits, key=lambda c: fits[c][0])
+        _, rate, wrate, wkb = fits[cache_kb]
+        self.weight_cache_kb_ = cache_kb
         self.boundary_types_ = {t: (c0, rate) for t in chain_types}
         self.boundary_pooled_ = (c0, rate) if pooled else None
         self.boundary_alias_ = alias * rate
@@ -501,12 +528,25 @@ class KernelLevelPredictor:
         after = accuracy_metrics(p0 - rate * d + wrate * wkb, y)["acc10"]
         self.calibration_ = {"n": len(cal), "rate_ns_per_kb": rate * 1e6, "per_tensor_us": c0 * 1e3, "chain_rates_ns_per_kb":
                              {t: c1 * 1e6 for t, (_, c1) in chain_types.items()},
-                             "weights_ns_per_kb": wrate * 1e6, "acc10_uncalibrated": before, "acc10": after}
+                             "weights_ns_per_kb": wrate * 1e6,
+                             "weight_cache_kb": _finite_or_none(cache_kb),
+                             "acc10_uncalibrated": before, "acc10": after}
 
-    @staticmethod
-    def _weight_kb(kernels: Sequence[DetectedKernel], fused: np.ndarray) -> np.ndarray:
-        """Each kernel's weights in KB (0 for a kernel folded into a convolution)."""
-        return np.array([0.0 if f else k.kernel.weight_bytes / 1024.0 for k, f in zip(kernels, fused, strict=True)])
+    def _weight_kb(self, kernels: Sequence[DetectedKernel], fused: np.ndarray, cache_kb: float | None = None
+                   ) -> np.ndarray:
+        """Each kernel's weights in KB that the network re-reads at each inference and its
+        lone model does not: those of a convolution (:data:`_REREAD_TYPES`) that alone keeps
+        them in a cache of ``cache_kb`` (default: the calibrated one), when the network's
+        convolution weights together do not fit it (``cache_kb`` inf: every convolution's
+        weights, always); 0 for a kernel folded into a convolution."""
+        cache = getattr(self, "weight_cache_kb_", math.inf) if cache_kb is None else cache_kb
+        kb = np.array([0.0 if f or k.type not in _REREAD_TYPES else k.kernel.weight_bytes / 1024.0
+                       for k, f in zip(kernels, fused, strict=True)])
+        if not math.isfinite(cache):
+            return kb
+        if kb.sum() <= cache:
+            return np.zeros_like(kb)
+        return np.where(kb <= cache, kb, 0.0)
 
     def _key(self, k: DetectedKernel) -> tuple[str, tuple[float, ...]]:
         return k.type, tuple(feature_row(k, k.type if k.type in FEATURES else "fallback", self.threads))
@@ -831,6 +871,7 @@ class KernelLevelPredictor:
                               "offset_ms": self.boundary_offset_ms_,
                               "aliased_ms_per_kb": getattr(self, "boundary_alias_", 0.0),
                               "weights_ms_per_kb": getattr(self, "weight_rate_", 0.0),
+                              "weights_cache_kb": _finite_or_none(getattr(self, "weight_cache_kb_", math.inf)),
                               "calibration": getattr(self, "calibration_", None)}}
         return state, files
 
@@ -847,6 +888,8 @@ class KernelLevelPredictor:
         self.boundary_offset_ms_ = float(b.get("offset_ms", 0.0))
         self.boundary_alias_ = float(b.get("aliased_ms_per_kb", 0.0))
         self.weight_rate_ = float(b.get("weights_ms_per_kb", 0.0))
+        cache = b.get("weights_cache_kb")
+        self.weight_cache_kb_ = math.inf if cache is None else float(cache)  # JSON has no inf
         self.calibration_ = b.get("calibration")
         self.models_, self.n_samples_ = {}, {}
         for t, meta in state["types"].items():

@@ -4,6 +4,7 @@ loop (kernel measurements on a simulated device → train → predict/eval) thro
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,26 @@ def test_feature_table_is_declared_and_pure():
     q = kernel_quantities(conv)
     assert conv.name == "stem.conv"
     assert (q["cin"], q["cout"], q["h_in"], q["k"], q["stride"], q["fused_bn"]) == (3, 16, 32, 3, 1, 1.0)
+
+
+def test_the_fused_activation_is_told_apart_by_kind():
+    """onnxruntime applies a fused ReLU in the convolution's own loop and a Clip (ReLU6) in a
+    pass of its own: the features tell them apart, not just "something fused"."""
+    def fused(op: str) -> dict[str, float]:
+        b = IRBuilder((1, 16, 8, 8))
+        x = b.bn("bn", b.conv("conv", "input", 16, 3, pad="same"))
+        x = b.relu("act", x) if op == "Relu" else b.relu6("act", x) if op == "Clip" else b.act("act", op, x)
+        (k,) = detect_kernels(b.build("k", x), FusionRules((("Conv", "BatchNormalization", op),), False, "test"))
+        return kernel_quantities(k)
+
+    relu, relu6, sigmoid = fused("Relu"), fused("Clip"), fused("Sigmoid")
+    assert relu["fused_act"] == relu6["fused_act"] == sigmoid["fused_act"] == 1.0
+    assert len({relu["fused_act_kind"], relu6["fused_act_kind"], sigmoid["fused_act_kind"]}) == 3
+    b = IRBuilder((1, 16, 8, 8))
+    (plain,) = detect_kernels(b.build("k", b.conv("conv", "input", 16, 3)), RULES)
+    assert kernel_quantities(plain)["fused_act"] == kernel_quantities(plain)["fused_act_kind"] == 0.0
+    for t in ("conv", "dwconv", "gemm", "eltwise", "bn"):
+        assert "fused_act_kind" in FEATURES[t]
 
 
 def test_unknown_op_gets_a_flagged_fallback_not_zero():
@@ -414,18 +435,24 @@ def test_the_blocked_layout_folds_adds_into_convolutions():
     assert not p.fused_sums(ks).any()
 
 
+WEIGHT_CACHE_KB = 2048  # the synthetic device's cache for convolution weights
+
+
 def _blocked_truth(g: Graph, rate: float, weights: float = 0.0) -> float:
     """A synthetic device with onnxruntime-like reorders, written independently of the
     predictor: the raspi4 simulator's time scaled to a host CPU's speed (÷20), plus ``rate``
     ms per KB for each tensor that crosses between a blocked kernel and a plain one (graph
     inputs and outputs included), less the Adds (and their lone ReLUs) a blocked
-    convolution accumulates itself, plus ``weights`` ms per KB of weights (a network's
-    weights out of cache at each inference)."""
+    convolution accumulates itself, plus ``weights`` ms per KB of convolution weights that
+    a 2 MB cache holds for the lone kernel but not for the whole network (a network's
+    weights out of cache at each inference; a Gemm streams its weights either way)."""
     ks = detect_kernels(g, ORT)
     blocked: dict[str, bool] = {}  # tensor → produced blocked
     converted: set[tuple[str, bool]] = set()  # (tensor, layout it was converted to): once each
     sim = simulate(g, RASPI4)
-    cost = sim.latency_ms / 20.0 + weights * sum(k.kernel.weight_bytes for k in ks) / 1024
+    conv_kb = [k.kernel.weight_bytes / 1024 for k in ks if k.type in ("conv", "dwconv")]
+    reread = sum(w for w in conv_kb if w <= WEIGHT_CACHE_KB) if sum(conv_kb) > WEIGHT_CACHE_KB else 0.0
+    cost = sim.latency_ms / 20.0 + weights * reread
     kernel_ms = {kt.kernel.name: kt.latency_ms / 20.0 for kt in sim.kernels}
     made_by = {n: k for k in ks for n, _ in k.kernel.outputs}
     reads = {}
@@ -472,6 +499,21 @@ def _blocked_truth(g: Graph, rate: float, weights: float = 0.0) -> float:
     return cost
 
 
+def test_a_network_rereads_the_convolution_weights_a_lone_kernel_keeps_in_cache():
+    b = IRBuilder((1, 64, 8, 8))
+    x = b.conv("small", "input", 64, 3, pad="same")  # 144 KB of weights
+    x = b.conv("big", x, 256, 3, pad="same")  # 576 KB
+    x = b.gemm("fc", b.flatten("flat", b.global_avgpool("gap", x)), 1024)  # 1 MB, streamed alone too
+    ks = detect_kernels(b.build("net", x), ORT)
+    p = KernelLevelPredictor(rules=ORT)
+    none = np.zeros(len(ks), dtype=bool)
+    kb = dict(zip([k.name for k in ks], p._weight_kb(ks, none, 512.0), strict=True))
+    assert kb["small"] == pytest.approx(144.0) and kb["big"] == 0.0 and kb["fc"] == 0.0  # 576 KB > the cache
+    assert not p._weight_kb(ks, none, 1024.0).any()  # 720 KB of convolution weights fit: nothing re-read
+    every = dict(zip([k.name for k in ks], p._weight_kb(ks, none, math.inf), strict=True))
+    assert every["small"] + every["big"] == pytest.approx(720.0) and every["fc"] == 0.0
+
+
 def test_calibration_networks_fit_the_in_network_boundary_rate():
     """Lone kernels of the plan pay their reorders in and out; networks pay them where the
     layout changes, and re-read their weights at each inference. The chains show the
@@ -492,6 +534,7 @@ def test_calibration_networks_fit_the_in_network_boundary_rate():
     assert p.calibration_ is not None and p.calibration_["n"] == 12
     assert p.calibration_["rate_ns_per_kb"] == pytest.approx(200.0, rel=0.3)
     assert p.calibration_["weights_ns_per_kb"] == pytest.approx(100.0, rel=0.3)
+    assert p.calibration_["weight_cache_kb"] == WEIGHT_CACHE_KB
     assert p.calibration_["acc10"] >= p.calibration_["acc10_uncalibrated"]
     nets = [build_net("mobilenet_v2", alpha=0.5, resolution=96), build_net("resnet8"), build_arch("nb201", CELL),
             build_arch("fbnet", "-".join(["1"] * 22))]  # k3_e1_g2 everywhere: grouped convs and shuffles
