@@ -455,8 +455,9 @@ class KernelLevelPredictor:
         saves. A lone kernel run back to back also finds its weights in cache; inside a
         network the rest of the network has evicted them since the last inference.
 
-        One boundary rate ``r`` per KB, shared by the boundary types and kept within [0, the
-        highest chain rate], and one rate ``w`` per KB of weights are fitted on the
+        One boundary rate ``r`` per KB, shared by the boundary types, and one rate ``w`` per
+        KB of weights, both kept within [0, the highest chain rate] (re-reading a KB costs no
+        more than reordering it, a read and a write), are fitted on the
         calibration networks by least relative squares: with the kernels trained on their
         time less the overhead (``r`` = 0), a network's prediction moves by ``-r · D + w · W``,
         D = Σ the lone kernels' boundary KB - the network's own boundary KB, W = the KB of
@@ -512,6 +513,10 @@ class KernelLevelPredictor:
                 rate = top
                 wrate = max(float(np.sum(wt**2 * wkb * (y - p0 + rate * d)) / max(np.sum(wt**2 * wkb**2), 1e-30)),
                             0.0)
+            if wrate > top:  # re-reading a KB costs no more than reordering it (a read and a write)
+                wrate = top
+                rate = float(np.clip(np.sum(wt**2 * d * (p0 + wrate * wkb - y)) / max(np.sum(wt**2 * d**2), 1e-30),
+                                     0.0, top))
             sse = float(np.sum((wt * (y - p0 + rate * d - wrate * wkb)) ** 2))
             return sse, rate, wrate, wkb
 

@@ -535,6 +535,13 @@ def test_calibration_networks_fit_the_in_network_boundary_rate():
     assert p.calibration_["rate_ns_per_kb"] == pytest.approx(200.0, rel=0.3)
     assert p.calibration_["weights_ns_per_kb"] == pytest.approx(100.0, rel=0.3)
     assert p.calibration_["weight_cache_kb"] == WEIGHT_CACHE_KB
+    # a weight re-read is bounded by the chains' reorder rate (a read and a write of each KB):
+    # networks measured in a slow spell do not make it four times the reorders
+    slow = KernelLevelPredictor(rules=ORT).fit(graphs, y, calibration=[(g, _blocked_truth(g, rate, 4 * wrate))
+                                                                       for g in cal])
+    assert slow.calibration_ is not None
+    assert slow.calibration_["weights_ns_per_kb"] == pytest.approx(max(slow.calibration_["chain_rates_ns_per_kb"]
+                                                                       .values()))
     assert p.calibration_["acc10"] >= p.calibration_["acc10_uncalibrated"]
     nets = [build_net("mobilenet_v2", alpha=0.5, resolution=96), build_net("resnet8"), build_arch("nb201", CELL),
             build_arch("fbnet", "-".join(["1"] * 22))]  # k3_e1_g2 everywhere: grouped convs and shuffles
