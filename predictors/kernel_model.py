@@ -160,7 +160,7 @@ def reads_plain_input(k: DetectedKernel, block: int) -> bool:
 
 
 # Cache sizes the weight term tries (KB): each core's L2 on today's CPUs is 256 KB–2 MB, a
-# shared L3 or a phone's system cache 2–32 MB; inf: every weight counts (no capacity).
+# shared L3 or a phone's system cache 2–32 MB; inf: every convolution's weights count (no capacity).
 _CACHE_KB = (256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, math.inf)
 # Kernels whose weights a network re-reads: a convolution reuses its weights across the output
 # and runs from cache alone. A batch-1 Gemm streams each weight once, alone or not (random MLPs of
@@ -464,8 +464,8 @@ class KernelLevelPredictor:
         convolution weights the network re-reads (:meth:`_weight_kb`: a cache keeps a lone
         kernel's weights; the capacity from :data:`_CACHE_KB` that fits the networks best);
         kernels the layout folds into a convolution count in neither. (onnxruntime on this
-        project's host, four datasets: chains 21–27 ns/KB, the networks' fit 15–27, w 15–21
-        ns/KB, cache 4 MB.) ``calibration_`` records both rates, the cache and the
+        project's host, five datasets: chains 21–27 ns/KB, the networks' fit 10–27, w 15–26
+        ns/KB, the bound on one, cache 4 MB.) ``calibration_`` records both rates, the cache and the
         calibration networks' ±10% accuracy before and after."""
         chain_types = dict(self.boundary_types_)
         pooled = self.boundary_pooled_
@@ -534,7 +534,7 @@ class KernelLevelPredictor:
         self.calibration_ = {"n": len(cal), "rate_ns_per_kb": rate * 1e6, "per_tensor_us": c0 * 1e3, "chain_rates_ns_per_kb":
                              {t: c1 * 1e6 for t, (_, c1) in chain_types.items()},
                              "weights_ns_per_kb": wrate * 1e6,
-                             "weight_cache_kb": _finite_or_none(cache_kb),
+                             "weights_cache_kb": _finite_or_none(cache_kb),
                              "acc10_uncalibrated": before, "acc10": after}
 
     def _weight_kb(self, kernels: Sequence[DetectedKernel], fused: np.ndarray, cache_kb: float | None = None

@@ -534,7 +534,7 @@ def test_calibration_networks_fit_the_in_network_boundary_rate():
     assert p.calibration_ is not None and p.calibration_["n"] == 12
     assert p.calibration_["rate_ns_per_kb"] == pytest.approx(200.0, rel=0.3)
     assert p.calibration_["weights_ns_per_kb"] == pytest.approx(100.0, rel=0.3)
-    assert p.calibration_["weight_cache_kb"] == WEIGHT_CACHE_KB
+    assert p.calibration_["weights_cache_kb"] == WEIGHT_CACHE_KB
     # a weight re-read is bounded by the chains' reorder rate (a read and a write of each KB):
     # networks measured in a slow spell do not make it four times the reorders
     slow = KernelLevelPredictor(rules=ORT).fit(graphs, y, calibration=[(g, _blocked_truth(g, rate, 4 * wrate))
