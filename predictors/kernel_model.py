@@ -176,13 +176,17 @@ class NotFittedError(RuntimeError):
     """predict() before fit()."""
 
 
-def _nnls(A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    from scipy.optimize import nnls
+def _nnls(A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, upper: float | None = None) -> np.ndarray:
+    """Weighted least squares with every coefficient in [0, ``upper``] (default: no upper bound)."""
+    from scipy.optimize import lsq_linear, nnls
 
     if w is not None:
         A, y = A * w[:, None], y * w
     scale = np.maximum(np.abs(A).max(axis=0), 1e-12)
-    coef, _ = nnls(A / scale, y)
+    if upper is None:
+        coef, _ = nnls(A / scale, y)
+    else:
+        coef = lsq_linear(A / scale, y, bounds=(0.0, upper * scale), method="bvls").x
     return np.asarray(coef / scale)
 
 
@@ -508,15 +512,8 @@ class KernelLevelPredictor:
 
         def solve(cache_kb: float) -> tuple[float, float, float, np.ndarray]:
             wkb = np.array([self._weight_kb(ks, fz, cache_kb).sum() for ks, fz in zip(kernels, fused, strict=True)])
-            rate, wrate = (float(v) for v in _nnls(np.column_stack([-d, wkb]), y - p0, wt))
-            if rate > top:
-                rate = top
-                wrate = max(float(np.sum(wt**2 * wkb * (y - p0 + rate * d)) / max(np.sum(wt**2 * wkb**2), 1e-30)),
-                            0.0)
-            if wrate > top:  # re-reading a KB costs no more than reordering it (a read and a write)
-                wrate = top
-                rate = float(np.clip(np.sum(wt**2 * d * (p0 + wrate * wkb - y)) / max(np.sum(wt**2 * d**2), 1e-30),
-                                     0.0, top))
+            # both rates at most the chains' (re-reading a KB costs no more than reordering it)
+            rate, wrate = (float(v) for v in _nnls(np.column_stack([-d, wkb]), y - p0, wt, upper=top))
             sse = float(np.sum((wt * (y - p0 + rate * d - wrate * wkb)) ** 2))
             return sse, rate, wrate, wkb
 
