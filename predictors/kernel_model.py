@@ -166,6 +166,14 @@ _CACHE_KB = (256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, math.inf)
 # and runs from cache alone. A batch-1 Gemm streams each weight once, alone or not (random MLPs of
 # 0.3–10 MB measured on the host pay nothing extra in a network; charging them doubled some).
 _REREAD_TYPES = ("conv", "dwconv")
+# Kernels that stream their weights once per run (a batch-1 Gemm): a lone one finds them in
+# a per-core cache that a network whose weights outgrow it does not (a chain of n copies
+# shows it: n·KB past the cache costs more per copy than one copy). Their rate and capacity
+# come from the kernel dataset's Gemm chains (:meth:`KernelLevelPredictor._fit_stream`).
+_STREAM_TYPES = ("gemm",)
+_STREAM_CACHE_KB = tuple(float(2 ** (i // 2) * (3 if i % 2 else 2)) for i in range(14, 30))  # 256 KB … 48 MB, steps of ×1.5 and ×1.33
+_STREAM_GAIN = 0.5  # the term must explain at least half of the chains' squared residual…
+_STREAM_SHARE = 0.05  # …and ≥5% of the spilled chains' time (below that it is timing noise)
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -409,6 +417,8 @@ class KernelLevelPredictor:
         self.overhead_ = self._overhead(tiny, singles, ys)
         self.n_null_ = len(tiny)
         own_of_chain = self._fit_boundary(chains)
+        for key in self._fit_stream(chains):  # a spilled chain's slope holds the stream cost
+            own_of_chain.pop(key, None)
         self.io_ = (fit_io_cost([(k, g, v) for (k, v), g in zip(singles, single_graphs, strict=True)], self.base_ms,
                                 self.io_boundary) if self.io_boundary is not None else IoCost())
         self.calibration_: dict[str, Any] | None = None
@@ -549,6 +559,105 @@ class KernelLevelPredictor:
         if kb.sum() <= cache:
             return np.zeros_like(kb)
         return np.where(kb <= cache, kb, 0.0)
+
+    # ------------------------------------------------------------------ streamed weights
+    def _fit_stream(self, chains: dict[tuple[str, tuple[float, ...]], tuple[DetectedKernel, dict[int, list[float]]]]
+                    ) -> set[tuple[str, tuple[float, ...]]]:
+        """The cost of weights a network streams from further out than its lone kernels do.
+
+        A lone Gemm run back to back keeps its weights in a cache; in a chain of n copies
+        (or a network) whose weights together outgrow it, every copy reads them from the
+        next level. With ``T(n)`` a chain's median time and ``base`` the overhead, what the
+        copies cost beyond n lone ones is ``r(n) = T(n) - n·T(1) + (n - 1)·base``, modelled
+        as ``(n - 1)·e + Σ_level rate · n·KB`` (``e``: an error in the overhead, either
+        sign) over the cache levels with ``n·KB > cache ≥ KB``: a core's own cache (L2)
+        and a shared one (L3), each a capacity from :data:`_STREAM_CACHE_KB` and a
+        non-negative rate, the pair that fits the chains best (relative least squares). A
+        level is kept where it is ≥ :data:`_STREAM_SHARE` of the time of the chains it
+        applies to, on two configurations or more, and the term only where it explains
+        :data:`_STREAM_GAIN` of the chains' squared residual. (onnxruntime on this
+        project's host, one dataset: 1 MB at 2.3 ns/KB, 24 MB at 9.8 ns/KB; MLPs whose
+        layers fit the core's 1 MB L2 and whose whole does not ran 23–39% slower than
+        their lone Gemms.)
+        Returns the chain configurations whose chains spill."""
+        self.stream_levels_: list[tuple[float, float]] = []
+        self.stream_fit_: dict[str, Any] | None = None
+        rows = []  # (key, KB per copy, n, residual ms, T(n))
+        base = self.base_ms
+        for key, (k, by_n) in chains.items():
+            if k.type not in _STREAM_TYPES or 1 not in by_n or not k.kernel.weight_bytes:
+                continue
+            t1 = float(np.median(by_n[1]))
+            for n, vs in by_n.items():
+                if n > 1:
+                    t_n = float(np.median(vs))
+                    rows.append((key, k.kernel.weight_bytes / 1024.0, n, t_n - n * t1 + (n - 1) * base, t_n))
+        if len(rows) < _MIN_CHAINS:
+            return set()
+        kb = np.array([row[1] for row in rows])
+        total = np.array([row[2] for row in rows], dtype=float) * kb
+        res = np.array([row[3] for row in rows])
+        times = np.array([row[4] for row in rows])
+        wt = 1.0 / times
+        # an error in the overhead leaves (n - 1)·error in every residual: a free-sign column
+        copies = np.array([row[2] - 1.0 for row in rows])
+        offset = np.column_stack([copies, -copies])
+
+        def fit(X: np.ndarray) -> tuple[float, np.ndarray]:
+            A = np.column_stack([offset, X])
+            coef = _nnls(A, res, wt)
+            return float(np.sum((wt * (res - A @ coef)) ** 2)), coef[2:]
+
+        sse0, _ = fit(np.zeros((len(rows), 0)))
+
+        def column(cache: float) -> np.ndarray:
+            return np.where((total > cache) & (kb <= cache), total, 0.0)
+
+        def solve(caches: tuple[float, ...]) -> tuple[float, list[tuple[float, float]]]:
+            X = np.column_stack([column(c) for c in caches])
+            if not X.any():
+                return sse0, []
+            sse, rates = fit(X)
+            return sse, [(c, float(v)) for c, v in zip(caches, rates, strict=True)]
+
+        def share(level: tuple[float, float]) -> float:
+            x = column(level[0])
+            return level[1] * float(x.sum()) / float(times[x > 0].sum()) if x.any() else 0.0
+
+        grid = _STREAM_CACHE_KB
+        fits = [solve((c,)) for c in grid] + [solve((c1, c2)) for i, c1 in enumerate(grid) for c2 in grid[i + 1:]]
+        sse, levels = min(fits, key=lambda f: f[0])
+        # a level must carry its chains' time (not noise) on at least two configurations
+        kept = tuple(c for c, v in levels if v > 0 and share((c, v)) >= _STREAM_SHARE
+                     and len({rows[i][0] for i in np.flatnonzero(column(c))}) >= 2)
+        if kept != tuple(c for c, _ in levels):
+            sse, levels = solve(kept) if kept else (sse0, [])
+        self.stream_fit_ = {"chains": len(rows), "explained": 1.0 - sse / sse0 if sse0 > 0 else 0.0,
+                            "levels": [{"cache_kb": c, "rate_ns_per_kb": v * 1e6, "share": share((c, v))}
+                                       for c, v in levels]}
+        if not levels or sse > (1.0 - _STREAM_GAIN) * sse0:
+            return set()
+        self.stream_levels_ = levels
+        spilled = np.logical_or.reduce([column(c) > 0 for c, _ in levels])
+        return {rows[i][0] for i in np.flatnonzero(spilled)}
+
+    def _stream_kb(self, kernels: Sequence[DetectedKernel]) -> np.ndarray:
+        """Each kernel's cost (ms) of the weights the network streams from beyond a cache
+        level and its lone model did not (:meth:`_fit_stream`): a :data:`_STREAM_TYPES`
+        kernel's whose own weights fit the level, when the network's weights together
+        (every kernel's) do not."""
+        out = np.zeros(len(kernels))
+        levels = getattr(self, "stream_levels_", [])
+        if not levels:
+            return out
+        kb = np.array([k.kernel.weight_bytes / 1024.0 if k.type in _STREAM_TYPES else 0.0 for k in kernels])
+        if not kb.any():
+            return out
+        total = sum(k.kernel.weight_bytes for k in kernels) / 1024.0
+        for cache, rate in levels:
+            if total > cache:
+                out += rate * np.where(kb <= cache, kb, 0.0)
+        return out
 
     def _key(self, k: DetectedKernel) -> tuple[str, tuple[float, ...]]:
         return k.type, tuple(feature_row(k, k.type if k.type in FEATURES else "fallback", self.threads))
@@ -839,6 +948,9 @@ class KernelLevelPredictor:
                 fused = self._fused(ks, d)
                 out[gi][fused] = 0.0
                 out[gi] += (self._boundary(ks, d) + wrate * self._weight_kb(ks, fused))[:, None]
+        if getattr(self, "stream_levels_", None):
+            for gi, ks in enumerate(kernels):
+                out[gi] += self._stream_kb(ks)[:, None]
         return kernels, out, fb
 
     def model_overhead(self, graphs: Sequence[Graph]) -> np.ndarray:
@@ -879,7 +991,10 @@ class KernelLevelPredictor:
                               "aliased_ms_per_kb": getattr(self, "boundary_alias_", 0.0),
                               "weights_ms_per_kb": getattr(self, "weight_rate_", 0.0),
                               "weights_cache_kb": _finite_or_none(getattr(self, "weight_cache_kb_", math.inf)),
-                              "calibration": getattr(self, "calibration_", None)}}
+                              "calibration": getattr(self, "calibration_", None)},
+                 "stream": {"types": list(_STREAM_TYPES),
+                            "levels": [{"cache_kb": c, "ms_per_kb": v} for c, v in getattr(self, "stream_levels_", [])],
+                            "fit": getattr(self, "stream_fit_", None)}}
         return state, files
 
     @classmethod
@@ -898,6 +1013,11 @@ class KernelLevelPredictor:
         cache = b.get("weights_cache_kb")
         self.weight_cache_kb_ = math.inf if cache is None else float(cache)  # JSON has no inf
         self.calibration_ = b.get("calibration")
+        st = state.get("stream") or {}
+        if list(st.get("types", _STREAM_TYPES)) != list(_STREAM_TYPES):
+            raise ValueError("the bundle's streamed-weight kernel types differ from this hwfarm's")
+        self.stream_levels_ = [(float(lv["cache_kb"]), float(lv["ms_per_kb"])) for lv in st.get("levels", [])]
+        self.stream_fit_ = st.get("fit")
         self.models_, self.n_samples_ = {}, {}
         for t, meta in state["types"].items():
             if list(meta["features"]) != list(FEATURES.get(t, FALLBACK_FEATURES)):

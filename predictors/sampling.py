@@ -532,6 +532,19 @@ def chain_specs(n_models: int, *, kernels: Sequence[str] = KERNEL_TYPES, seed: i
     return out
 
 
+# Batch-1 Gemm chains whose copies' weights (144–784 KB each, 1, 2 and 4 copies: 144 KB to
+# 3 MB together) fit a core's cache alone and outgrow it together: where they cross it, and
+# what a KB streamed from the next level costs (KernelLevelPredictor._fit_stream).
+_STREAM_PROBE_WIDTHS = (192, 256, 320, 384, 448)
+
+
+def stream_probe_specs(kernels: Sequence[str] = KERNEL_TYPES) -> Plan:
+    """Chains (:data:`CHAIN_LENGTHS`) of square batch-1 Gemms of :data:`_STREAM_PROBE_WIDTHS`."""
+    if "gemm" not in kernels:
+        return []
+    return [KernelSpec("gemm", "", rows=1, cin=w, cout=w, repeat=n) for w in _STREAM_PROBE_WIDTHS for n in CHAIN_LENGTHS]
+
+
 # Layers real networks have that the stage priors miss: keyword-spotting stems on audio
 # features (MLPerf Tiny DS-CNN: 10×4 kernels, stride 2, on 49×10 MFCCs; 1 channel in) and an
 # MLP's activations, BN and adds on [1, C] (MLPerf Tiny FC-AutoEncoder: 640 → 128 → … → 8).
@@ -589,7 +602,10 @@ def make_plan(*, budget: int | None = None, kernels: Sequence[str] = KERNEL_TYPE
     extra = extra[:max(0, min(len(extra), n_total - len(kernels)))] if n_total > len(kernels) else []
     n = n_total - len(extra)
     w = np.array([TYPE_WEIGHTS[k] for k in kernels])
-    chains = chain_specs(int(CHAIN_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else []
+    chains = stream_probe_specs(kernels) if n >= 100 else []
+    probes = {s.name for s in chains}
+    chains += [s for s in (chain_specs(int(CHAIN_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else [])
+               if s.name not in probes]
     chains += extra_prior_specs(int(EXTRA_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else []
     n -= len(chains)
     share = w / w.sum() * n

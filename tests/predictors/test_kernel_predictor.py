@@ -572,3 +572,59 @@ def test_without_a_boundary_the_chains_pin_a_large_overhead():
     assert p.boundary_types_ == {}
     cell = build_nb201(CELL)
     assert p.predict([cell])[0] == pytest.approx(simulate(cell, pixel2).latency_ms, rel=0.03)
+
+
+STREAM_LEVELS = ((1024.0, 3e-6),)  # the synthetic device's cache: (KB, ms per KB streamed past it)
+
+
+def _streaming_truth(g: Graph, levels: tuple[tuple[float, float], ...] = STREAM_LEVELS) -> float:
+    """A synthetic CPU, written independently of the predictor: the raspi4 simulator's time
+    scaled to a host's speed (÷20), plus, for each cache level the model's weights together
+    outgrow, each batch-1 Gemm's weights that fit it alone, at that level's rate."""
+    ks = detect_kernels(g, RULES)
+    total = sum(k.kernel.weight_bytes for k in ks) / 1024
+    cost = simulate(g, RASPI4).latency_ms / 20.0
+    for cache, rate in levels:
+        if total > cache:
+            cost += rate * sum(k.kernel.weight_bytes / 1024 for k in ks
+                               if k.type == "gemm" and k.kernel.weight_bytes / 1024 <= cache)
+    return cost
+
+
+def _mlp(widths: list[int], inputs: int) -> Graph:
+    b = IRBuilder((1, inputs))
+    x = "input"
+    for i, w in enumerate(widths):
+        x = b.relu(f"r{i}", b.gemm(f"fc{i}", x, w))
+    return b.build(f"mlp-{inputs}-{'-'.join(map(str, widths))}", x)
+
+
+def test_gemm_chains_find_the_caches_a_network_of_gemms_outgrows():
+    """A lone batch-1 Gemm run back to back keeps its weights in the core's cache; an MLP
+    whose layers fit it and whose whole does not streams every layer's weights from the next
+    level. The plan's Gemm chains (the stream probes among them) show the cache and its rate;
+    MLPs come out right on either side of it, and a device without the effect learns none."""
+    from predictors.sampling import build_graph, make_plan
+
+    plan = make_plan(budget=600, seed=2, fusion=RASPI4.fusion)
+    assert any(s.kernel_type == "gemm" and s.repeat == 4 and s.cin == 320 for s in plan)  # a probe
+    graphs = [build_graph(s) for s in plan]
+    p = KernelLevelPredictor(rules=RULES).fit(graphs, [_streaming_truth(g) for g in graphs])
+    assert p.stream_fit_ is not None and p.stream_fit_["explained"] > 0.9
+    assert len(p.stream_levels_) == 1 and p.stream_levels_[0][0] == 1024.0
+    assert p.stream_levels_[0][1] == pytest.approx(3e-6, rel=0.2)
+    mlps = [_mlp([256] * 6, 256),  # 1.5 MB: past the 1 MB level
+            _mlp([128] * 4, 640),  # 0.6 MB: in cache
+            _mlp([1024] * 3, 1024)]  # 12 MB, 4 MB a layer: streamed alone too
+    truth = np.array([_streaming_truth(g) for g in mlps])
+    err = p.predict(mlps) / truth - 1
+    assert np.all(np.abs(err) < 0.05), err
+    ks = detect_kernels(mlps[1], RULES)
+    assert not p._stream_kb(ks).any()  # its weights fit: nothing streamed
+    # without the term the 1.5 MB MLP comes out short by what it streams
+    plain = KernelLevelPredictor(rules=RULES).fit(graphs, [simulate(g, RASPI4).latency_ms / 20.0 for g in graphs])
+    assert plain.stream_levels_ == []
+    assert plain.predict(mlps[:1])[0] < 0.93 * truth[0]
+    back = KernelLevelPredictor.from_state(json.loads(json.dumps(p.to_state()[0])), p.to_state()[1])
+    assert back.stream_levels_ == p.stream_levels_
+    np.testing.assert_allclose(back.predict(mlps), p.predict(mlps))

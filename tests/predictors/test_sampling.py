@@ -273,3 +273,19 @@ def test_draw_unique_takes_new_names_only_and_stops_when_it_has_enough():
     assert [x.name for x in got] == ["a", "c"]  # "b" was seen, the second "a" a repeat, None a failed try
     assert seen == {"a", "b", "c"} and len(calls) == 5  # no draw after the second is taken
     assert draw_unique(lambda: SimpleNamespace(name="a"), 3, seen, tries=4) == []  # out of tries, not stuck
+
+
+def test_plans_probe_where_gemm_weights_outgrow_a_cache():
+    """Square batch-1 Gemm chains whose copies' weights together run from 144 KB to 3 MB:
+    where a core's cache ends shows in every dataset with Gemms, once (no duplicate names)."""
+    from predictors.sampling import stream_probe_specs
+
+    probes = stream_probe_specs()
+    assert len(probes) == 15 and {s.repeat for s in probes} == {1, 2, 4}
+    together = sorted(build_graph(s).params * 4 / 1024 for s in probes)  # float32 weights
+    assert together[0] < 256 and together[-1] > 2048
+    plan = make_plan(budget=300, seed=0, fusion=RASPI4)
+    names = [s.name for s in plan]
+    assert {s.name for s in probes} <= set(names) and len(names) == len(set(names)) == 300
+    assert not stream_probe_specs(("conv", "act"))
+    assert not any(s.kernel_type == "gemm" for s in make_plan(budget=300, kernels=("conv", "act"), seed=0))
