@@ -143,7 +143,8 @@ def show_cmd(
     info = find_bundle(_bundle_dir(bundle_dir), bundle=bundle)
     s = info.summary() | {"fusion": info.meta.get("fusion"),
                           "types": {t: {"features": v.get("features"), "n_samples": v.get("n_samples")}
-                                    for t, v in (info.meta.get("latency") or {}).get("types", {}).items()}}
+                                    for t, v in (info.meta.get("latency") or {}).get("types", {}).items()},
+                          "stream_levels": ((info.meta.get("latency") or {}).get("stream") or {}).get("levels", [])}
     if as_json:
         c.emit_json(s)
         return
@@ -153,6 +154,8 @@ def show_cmd(
                 + ", ".join("+".join(p) for p in fusion.get("patterns", [])))
     for t, v in s["types"].items():
         c.out.print(f"  {t:9s} n={v['n_samples'] or '-':<5} features: {', '.join(v['features'] or [])}")
+    c.out.print("  streamed Gemm weights: " + (", ".join(f"past {lv['cache_kb']:.0f} KB, {lv['ms_per_kb'] * 1e6:.1f} ns/KB"
+                                                          for lv in s["stream_levels"]) or "none learned"))
 
 
 @app.command("eval")

@@ -171,7 +171,7 @@ _REREAD_TYPES = ("conv", "dwconv")
 # shows it: n·KB past the cache costs more per copy than one copy). Their rate and capacity
 # come from the kernel dataset's Gemm chains (:meth:`KernelLevelPredictor._fit_stream`).
 _STREAM_TYPES = ("gemm",)
-_STREAM_CACHE_KB = tuple(float(2 ** (i // 2) * (3 if i % 2 else 2)) for i in range(14, 30))  # 256 KB … 48 MB, steps of ×1.5 and ×1.33
+_STREAM_CACHE_KB = tuple(round(256.0 * 2 ** (i / 4)) * 1.0 for i in range(31))  # 256 KB … 48 MB in steps of 2^¼
 _STREAM_GAIN = 0.5  # the term must explain at least half of the chains' squared residual…
 _STREAM_SHARE = 0.05  # …and ≥5% of the spilled chains' time (below that it is timing noise)
 
@@ -196,6 +196,23 @@ def _nnls(A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, upper: floa
     else:
         coef = lsq_linear(A / scale, y, bounds=(0.0, upper * scale), method="bvls").x
     return np.asarray(coef / scale)
+
+
+_CAL_OUTLIER = 3.0  # a calibration network this many robust SDs off the fit (and ≥ _CAL_FLOOR) is left out
+_CAL_FLOOR = 0.05
+_CAL_MAX_OUT = 0.25  # at most this share of them
+
+
+def _outliers(r: np.ndarray) -> np.ndarray:
+    """Which relative residuals are outliers: more than :data:`_CAL_OUTLIER` robust standard
+    deviations (1.4826 · MAD) and :data:`_CAL_FLOOR` from their median, the worst
+    :data:`_CAL_MAX_OUT` at most."""
+    dev = np.abs(r - np.median(r))
+    out = dev > max(_CAL_OUTLIER * 1.4826 * float(np.median(dev)), _CAL_FLOOR)
+    if out.sum() > _CAL_MAX_OUT * len(r):
+        out = np.zeros_like(out)
+        out[np.argsort(-dev)[: int(_CAL_MAX_OUT * len(r))]] = True
+    return out
 
 
 class KernelRegressor:
@@ -472,7 +489,9 @@ class KernelLevelPredictor:
         One boundary rate ``r`` per KB, shared by the boundary types, and one rate ``w`` per
         KB of weights, both kept within [0, the highest chain rate] (re-reading a KB costs no
         more than reordering it, a read and a write), are fitted on the
-        calibration networks by least relative squares: with the kernels trained on their
+        calibration networks by least relative squares, once more without the networks that
+        fit finds far off (a network measured in a slow spell is an outlier, not a rate;
+        :func:`_outliers`, counted in ``n_outliers``): with the kernels trained on their
         time less the overhead (``r`` = 0), a network's prediction moves by ``-r · D + w · W``,
         D = Σ the lone kernels' boundary KB - the network's own boundary KB, W = the KB of
         convolution weights the network re-reads (:meth:`_weight_kb`: a cache keeps a lone
@@ -520,17 +539,26 @@ class KernelLevelPredictor:
         top = max(c1 for _, c1 in chain_types.values())
         wt = 1.0 / y
 
-        def solve(cache_kb: float) -> tuple[float, float, float, np.ndarray]:
+        def solve(cache_kb: float, keep: np.ndarray) -> tuple[float, float, float, np.ndarray, np.ndarray]:
             wkb = np.array([self._weight_kb(ks, fz, cache_kb).sum() for ks, fz in zip(kernels, fused, strict=True)])
             # both rates at most the chains' (re-reading a KB costs no more than reordering it)
-            rate, wrate = (float(v) for v in _nnls(np.column_stack([-d, wkb]), y - p0, wt, upper=top))
-            sse = float(np.sum((wt * (y - p0 + rate * d - wrate * wkb)) ** 2))
-            return sse, rate, wrate, wkb
+            A = np.column_stack([-d, wkb])
+            rate, wrate = (float(v) for v in _nnls(A[keep], (y - p0)[keep], wt[keep], upper=top))
+            r = wt * (y - p0 + rate * d - wrate * wkb)
+            return float(np.sum(r[keep] ** 2)), rate, wrate, wkb, r
 
-        # the cache that keeps a lone kernel's weights: the capacity that best explains the networks
-        fits = {c: solve(c) for c in _CACHE_KB}
+        # the cache that keeps a lone kernel's weights: the capacity that best explains the
+        # networks; then again without the networks that fit found measured in a slow spell
+        # (a spike of 20–40% where the rest fit within a few %: two of them had put every
+        # other network 10% high)
+        keep = np.ones(len(y), dtype=bool)
+        fits = {c: solve(c, keep) for c in _CACHE_KB}
         cache_kb = min(fits, key=lambda c: fits[c][0])
-        _, rate, wrate, wkb = fits[cache_kb]
+        if (out := _outliers(fits[cache_kb][4])).any():
+            keep = ~out
+            fits = {c: solve(c, keep) for c in _CACHE_KB}
+            cache_kb = min(fits, key=lambda c: fits[c][0])
+        _, rate, wrate, wkb, _ = fits[cache_kb]
         self.weight_cache_kb_ = cache_kb
         self.boundary_types_ = {t: (c0, rate) for t in chain_types}
         self.boundary_pooled_ = (c0, rate) if pooled else None
@@ -541,7 +569,7 @@ class KernelLevelPredictor:
         self.calibration_ = {"n": len(cal), "rate_ns_per_kb": rate * 1e6, "per_tensor_us": c0 * 1e3, "chain_rates_ns_per_kb":
                              {t: c1 * 1e6 for t, (_, c1) in chain_types.items()},
                              "weights_ns_per_kb": wrate * 1e6,
-                             "weights_cache_kb": _finite_or_none(cache_kb),
+                             "weights_cache_kb": _finite_or_none(cache_kb), "n_outliers": int((~keep).sum()),
                              "acc10_uncalibrated": before, "acc10": after}
 
     def _weight_kb(self, kernels: Sequence[DetectedKernel], fused: np.ndarray, cache_kb: float | None = None
@@ -572,7 +600,8 @@ class KernelLevelPredictor:
         as ``(n - 1)·e + Σ_level rate · n·KB`` (``e``: an error in the overhead, either
         sign) over the cache levels with ``n·KB > cache ≥ KB``: a core's own cache (L2)
         and a shared one (L3), each a capacity from :data:`_STREAM_CACHE_KB` and a
-        non-negative rate, the pair that fits the chains best (relative least squares). A
+        non-negative rate, the pair that fits the chains best (relative least squares; of the
+        capacities that fit them alike, the middle one). A
         level is kept where it is ≥ :data:`_STREAM_SHARE` of the time of the chains it
         applies to, on two configurations or more, and the term only where it explains
         :data:`_STREAM_GAIN` of the chains' squared residual. (onnxruntime on this
@@ -627,6 +656,16 @@ class KernelLevelPredictor:
         grid = _STREAM_CACHE_KB
         fits = [solve((c,)) for c in grid] + [solve((c1, c2)) for i, c1 in enumerate(grid) for c2 in grid[i + 1:]]
         sse, levels = min(fits, key=lambda f: f[0])
+        # The chains bound a capacity between the largest total that fits and the smallest
+        # that does not; every capacity between fits them alike: take the middle one.
+        caches = [c for c, _ in levels]
+        for i in range(len(caches)):
+            lo = caches[i - 1] if i else 0.0
+            hi = caches[i + 1] if i + 1 < len(caches) else math.inf
+            alike = [c for c in grid if lo < c < hi
+                     and solve(tuple(caches[:i] + [c] + caches[i + 1:]))[0] <= sse * (1 + 1e-9) + 1e-30]
+            caches[i] = alike[len(alike) // 2] if alike else caches[i]
+        sse, levels = solve(tuple(caches))
         # a level must carry its chains' time (not noise) on at least two configurations
         kept = tuple(c for c, v in levels if v > 0 and share((c, v)) >= _STREAM_SHARE
                      and len({rows[i][0] for i in np.flatnonzero(column(c))}) >= 2)

@@ -276,6 +276,8 @@ def test_train_predict_eval_through_the_cli(farm_state):
     r = _cli(d, "predictor", "show", info["id"], "--json")
     shown = json.loads(r.stdout)
     assert shown["fusion"]["source"] == "profile:raspi4" and "conv" in shown["types"]
+    assert shown["stream_levels"] == []  # the simulator's kernels add up: no cache to stream past
+    assert "streamed Gemm weights: none learned" in _cli(d, "predictor", "show", info["id"]).stdout
 
     import predictors
 
@@ -543,6 +545,12 @@ def test_calibration_networks_fit_the_in_network_boundary_rate():
     assert slow.calibration_["weights_ns_per_kb"] == pytest.approx(max(slow.calibration_["chain_rates_ns_per_kb"]
                                                                        .values()))
     assert p.calibration_["acc10"] >= p.calibration_["acc10_uncalibrated"]
+    # two of the twelve measured in a slow spell (+40%): outliers, not rates
+    spiked = [(g, _blocked_truth(g, rate, wrate) * (1.4 if i in (3, 9) else 1.0)) for i, g in enumerate(cal)]
+    robust = KernelLevelPredictor(rules=ORT).fit(graphs, y, calibration=spiked)
+    assert robust.calibration_ is not None and robust.calibration_["n_outliers"] >= 2
+    assert robust.calibration_["rate_ns_per_kb"] == pytest.approx(p.calibration_["rate_ns_per_kb"], rel=0.1)
+    assert robust.calibration_["weights_ns_per_kb"] == pytest.approx(p.calibration_["weights_ns_per_kb"], rel=0.1)
     nets = [build_net("mobilenet_v2", alpha=0.5, resolution=96), build_net("resnet8"), build_arch("nb201", CELL),
             build_arch("fbnet", "-".join(["1"] * 22))]  # k3_e1_g2 everywhere: grouped convs and shuffles
     truth = np.array([_blocked_truth(g, rate, wrate) for g in nets])
@@ -628,3 +636,13 @@ def test_gemm_chains_find_the_caches_a_network_of_gemms_outgrows():
     back = KernelLevelPredictor.from_state(json.loads(json.dumps(p.to_state()[0])), p.to_state()[1])
     assert back.stream_levels_ == p.stream_levels_
     np.testing.assert_allclose(back.predict(mlps), p.predict(mlps))
+
+
+def test_calibration_outliers_are_spikes_far_from_the_rest():
+    from predictors.kernel_model import _outliers
+
+    r = np.array([0.01, -0.02, 0.0, 0.015, -0.01, 0.38, 0.02, -0.015])
+    assert _outliers(r).tolist() == [False] * 5 + [True, False, False]
+    assert not _outliers(np.array([0.04, -0.04, 0.03, -0.03, 0.0])).any()  # all within the 5% floor
+    wild = np.linspace(-1, 1, 8) ** 3  # no bulk to speak of: at most a quarter left out
+    assert _outliers(wild).sum() == 2
