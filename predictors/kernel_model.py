@@ -163,8 +163,9 @@ def reads_plain_input(k: DetectedKernel, block: int) -> bool:
 # shared L3 or a phone's system cache 2–32 MB; inf: every convolution's weights count (no capacity).
 _CACHE_KB = (256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, math.inf)
 # Kernels whose weights a network re-reads: a convolution reuses its weights across the output
-# and runs from cache alone. A batch-1 Gemm streams each weight once, alone or not (random MLPs of
-# 0.3–10 MB measured on the host pay nothing extra in a network; charging them doubled some).
+# and runs from cache alone. A batch-1 Gemm reads each weight once per run: charging it the
+# convolutions' rate put random MLPs of 0.3–10 MB 42–96% high; what it does pay, past a
+# core's cache, is the streamed-weight term (_STREAM_TYPES).
 _REREAD_TYPES = ("conv", "dwconv")
 # Kernels that stream their weights once per run (a batch-1 Gemm): a lone one finds them in
 # a per-core cache that a network whose weights outgrow it does not (a chain of n copies
