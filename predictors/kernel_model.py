@@ -172,7 +172,7 @@ _REREAD_TYPES = ("conv", "dwconv")
 # shows it: n·KB past the cache costs more per copy than one copy). Their rate and capacity
 # come from the kernel dataset's Gemm chains (:meth:`KernelLevelPredictor._fit_stream`).
 _STREAM_TYPES = ("gemm",)
-_STREAM_CACHE_KB = tuple(round(256.0 * 2 ** (i / 4)) * 1.0 for i in range(31))  # 256 KB … 48 MB in steps of 2^¼
+_STREAM_CACHE_KB = tuple(float(round(256.0 * 2 ** (i / 4))) for i in range(31))  # 256 KB … 48 MB in steps of 2^¼
 _STREAM_GAIN = 0.5  # the term must explain at least half of the chains' squared residual…
 _STREAM_SHARE = 0.05  # …and ≥5% of the spilled chains' time (below that it is timing noise)
 
@@ -655,8 +655,9 @@ class KernelLevelPredictor:
             return level[1] * float(x.sum()) / float(times[x > 0].sum()) if x.any() else 0.0
 
         grid = _STREAM_CACHE_KB
-        fits = [solve((c,)) for c in grid] + [solve((c1, c2)) for i, c1 in enumerate(grid) for c2 in grid[i + 1:]]
-        sse, levels = min(fits, key=lambda f: f[0])
+        fits: dict[tuple[float, ...], tuple[float, list[tuple[float, float]]]] = {cs: solve(cs) for cs in [(c,) for c in grid] + [(c1, c2) for i, c1 in enumerate(grid)
+                                                                 for c2 in grid[i + 1:]]}
+        sse, levels = min(fits.values(), key=lambda f: f[0])
         # The chains bound a capacity between the largest total that fits and the smallest
         # that does not; every capacity between fits them alike: take the middle one.
         caches = [c for c, _ in levels]
@@ -664,9 +665,9 @@ class KernelLevelPredictor:
             lo = caches[i - 1] if i else 0.0
             hi = caches[i + 1] if i + 1 < len(caches) else math.inf
             alike = [c for c in grid if lo < c < hi
-                     and solve(tuple(caches[:i] + [c] + caches[i + 1:]))[0] <= sse * (1 + 1e-9) + 1e-30]
+                     and fits[tuple(caches[:i] + [c] + caches[i + 1:])][0] <= sse * (1 + 1e-9) + 1e-30]
             caches[i] = alike[len(alike) // 2] if alike else caches[i]
-        sse, levels = solve(tuple(caches))
+        sse, levels = fits.get(tuple(caches)) or (sse0, [])
         # a level must carry its chains' time (not noise) on at least two configurations
         kept = tuple(c for c, v in levels if v > 0 and share((c, v)) >= _STREAM_SHARE
                      and len({rows[i][0] for i in np.flatnonzero(column(c))}) >= 2)
@@ -681,7 +682,7 @@ class KernelLevelPredictor:
         spilled = np.logical_or.reduce([column(c) > 0 for c, _ in levels])
         return {rows[i][0] for i in np.flatnonzero(spilled)}
 
-    def _stream_kb(self, kernels: Sequence[DetectedKernel]) -> np.ndarray:
+    def _stream_ms(self, kernels: Sequence[DetectedKernel]) -> np.ndarray:
         """Each kernel's cost (ms) of the weights the network streams from beyond a cache
         level and its lone model did not (:meth:`_fit_stream`): a :data:`_STREAM_TYPES`
         kernel's whose own weights fit the level, when the network's weights together
@@ -990,7 +991,7 @@ class KernelLevelPredictor:
                 out[gi] += (self._boundary(ks, d) + wrate * self._weight_kb(ks, fused))[:, None]
         if getattr(self, "stream_levels_", None):
             for gi, ks in enumerate(kernels):
-                out[gi] += self._stream_kb(ks)[:, None]
+                out[gi] += self._stream_ms(ks)[:, None]
         return kernels, out, fb
 
     def model_overhead(self, graphs: Sequence[Graph]) -> np.ndarray:

@@ -602,11 +602,13 @@ def make_plan(*, budget: int | None = None, kernels: Sequence[str] = KERNEL_TYPE
     extra = extra[:max(0, min(len(extra), n_total - len(kernels)))] if n_total > len(kernels) else []
     n = n_total - len(extra)
     w = np.array([TYPE_WEIGHTS[k] for k in kernels])
-    chains = stream_probe_specs(kernels) if n >= 100 else []
-    probes = {s.name for s in chains}
-    chains += [s for s in (chain_specs(int(CHAIN_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else [])
-               if s.name not in probes]
-    chains += extra_prior_specs(int(EXTRA_SHARE * n), kernels=kernels, seed=seed, fusion=fusion) if n >= 100 else []
+    chains: Plan = []
+    if n >= 100:  # the probes first: a random chain with a probe's name is the same model
+        chains = stream_probe_specs(kernels)
+        probes = {s.name for s in chains}
+        chains += [s for s in chain_specs(int(CHAIN_SHARE * n), kernels=kernels, seed=seed, fusion=fusion)
+                   if s.name not in probes]
+        chains += extra_prior_specs(int(EXTRA_SHARE * n), kernels=kernels, seed=seed, fusion=fusion)
     n -= len(chains)
     share = w / w.sum() * n
     counts = np.floor(share).astype(int)

@@ -628,7 +628,7 @@ def test_gemm_chains_find_the_caches_a_network_of_gemms_outgrows():
     err = p.predict(mlps) / truth - 1
     assert np.all(np.abs(err) < 0.05), err
     ks = detect_kernels(mlps[1], RULES)
-    assert not p._stream_kb(ks).any()  # its weights fit: nothing streamed
+    assert not p._stream_ms(ks).any()  # its weights fit: nothing streamed
     # without the term the 1.5 MB MLP comes out short by what it streams
     plain = KernelLevelPredictor(rules=RULES).fit(graphs, [simulate(g, RASPI4).latency_ms / 20.0 for g in graphs])
     assert plain.stream_levels_ == []
