@@ -50,6 +50,14 @@ _TFLITE_ACT = {"RELU", "RELU6", "RELU_N1_TO_1", "TANH", "SIGN_BIT", "RELU_0_TO_1
 _UPPER_ONNX_OPS = {"LRN", "GRU", "RNN", "LSTM"}  # ONNX ops spelled like TFLite ones (NCHW)
 
 
+def _set_fused_act(q: dict[str, float], act: str | None) -> None:
+    """``fused_act`` and ``fused_act_kind`` of a kernel whose activation is ``act`` (an ONNX
+    op or a TFLite fused-activation name; None: no fused activation). An activation without
+    a code of its own gets the code after the last."""
+    q["fused_act"] = float(act is not None)
+    q["fused_act_kind"] = float(_ACT_KIND.get(act, len(_ACT_KIND))) if act is not None else 0.0
+
+
 def _act_inputs(node: Node) -> list[int]:
     """Indices of the node's inputs that are activations (not initializers)."""
     return [i for i, t in enumerate(node.inputs) if t.name not in node.weights]
@@ -78,10 +86,9 @@ def kernel_quantities(k: DetectedKernel, threads: int = 1) -> dict[str, float]:
     ops = [n.op for n in k.nodes]
     q["fused_bn"] = float("BatchNormalization" in ops[1:])
     fused_acts = [o for o in ops[1:] if o in _ACT_OPS]
-    q["fused_act"] = float(bool(fused_acts))
     # which activation: a runtime may apply ReLU in the kernel's own loop but Clip (ReLU6)
     # or a sigmoid in a pass of its own (onnxruntime's NCHWc convolutions: ReLU free, Clip ~10%)
-    q["fused_act_kind"] = float(_ACT_KIND.get(fused_acts[0], len(_ACT_KIND))) if fused_acts else 0.0
+    _set_fused_act(q, fused_acts[0] if fused_acts else None)
     q["fused_add"] = float(any(o in ("Add", "Sum") for o in ops[1:]))
     q["bits"] = 8.0 * DTYPE_BYTES.get(k.kernel.dtype, 4)
     q["w_bits"] = q["a_bits"] = q["bits"]
@@ -129,8 +136,7 @@ def _tflite_quantities(q: dict[str, float], head: Node, x: tuple[int, ...]) -> N
     if "stride_w" in a:
         q["stride"] = float(a["stride_w"])
     act = a.get("fused_activation_function", "NONE")
-    q["fused_act"] = float(act in _TFLITE_ACT)
-    q["fused_act_kind"] = float(_ACT_KIND.get(act, len(_ACT_KIND))) if act in _TFLITE_ACT else 0.0
+    _set_fused_act(q, act if act in _TFLITE_ACT else None)
 
 
 def feature_row(k: DetectedKernel, ktype: str, threads: int = 1) -> list[float]:
