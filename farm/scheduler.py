@@ -5,8 +5,16 @@
 - :meth:`Scheduler.run` starts one worker thread per device. A worker first takes the
   device's lease in the store (so two processes never measure on one device at once), then
   claims jobs one at a time. Success writes the measurement and marks the job done in one
-  transaction. Device failures retry with exponential backoff up to ``max_attempts``; bad
-  models fail at once (retrying cannot fix them).
+  transaction. Device failures retry with exponential backoff (capped at ``max_backoff_s``)
+  up to ``max_attempts``; bad models fail at once (retrying cannot fix them).
+- A device that stops answering altogether (a board rebooting, a phone re-enumerating on
+  USB) is not a bad job: when a job has used its attempts, nothing has run on the device
+  since the job's previous failure and the device's health check finds it offline, the job
+  keeps retrying for up to ``outage_s`` seconds from the device's first failure (a device
+  that answers its check while one job keeps failing has a bad job: that one fails). A
+  device down longer than that fails the job and every job still queued for it at once,
+  with the last error and how long the device was gone (a dead board costs ``outage_s``,
+  not an attempt per job).
 - Jobs left ``running`` by a process that died are put back in the queue first, so running
   the same command again after ``kill -9`` finishes what is left and repeats nothing.
 """
@@ -26,7 +34,9 @@ from .registry import DeviceSpec
 from .store import Job, SqliteStore, process_owner
 from .workload import Workload, load_workload
 
-__all__ = ["Scheduler", "Submission", "JobEvent", "RunReport", "Failure"]
+__all__ = ["Scheduler", "Submission", "JobEvent", "RunReport", "Failure", "OUTAGE_S"]
+
+OUTAGE_S = 120.0  # how long a device may stop answering before its jobs fail (a reboot: 30–90 s)
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,8 @@ class Scheduler:
         *,
         max_attempts: int = 3,
         backoff_s: float = 1.0,
+        max_backoff_s: float = 15.0,
+        outage_s: float = OUTAGE_S,
         lease_wait_s: float = 600.0,
         device_factory: Callable[[DeviceSpec], Device] = open_device,
         on_event: Callable[[JobEvent], None] | None = None,
@@ -81,6 +93,8 @@ class Scheduler:
         self.store = store
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.outage_s = outage_s
         self.lease_wait_s = lease_wait_s
         self._factory = device_factory
         self._on_event = on_event or (lambda e: None)
@@ -169,6 +183,9 @@ class Scheduler:
             fail_all(f"device {spec.name!r} stayed busy for {self.lease_wait_s:g} s")
             return
         device: Device | None = None
+        down_since: float | None = None  # the device's first failure since anything last ran on it
+        last_ok = -float("inf")
+        failed_at: dict[int, float] = {}  # each job's latest failure
         try:
             device = self._factory(spec)
             while True:
@@ -182,18 +199,32 @@ class Scheduler:
                 try:
                     workload = self._load(job, known)
                     m = device.run(workload, job.settings)
-                except ModelError as err:  # retrying cannot fix a bad model
+                except InputError as err:  # a bad model or bad input: retrying cannot fix it
                     self._finish_failed(job, str(err), spec, report, lock, exit_code=err.exit_code)
                 except (DeviceError, HwfarmError) as err:
-                    if job.attempts < job.max_attempts and not isinstance(err, InputError):
-                        delay = self.backoff_s * 2 ** (job.attempts - 1)
+                    now = time.monotonic()
+                    down_since = now if down_since is None else down_since
+                    # nothing ran on the device since this job last failed, and it does not answer
+                    # a health check: the device is down, not the job bad
+                    device_down = failed_at.get(job.id, -float("inf")) >= last_ok and \
+                        job.attempts >= job.max_attempts and self._offline(device)
+                    failed_at[job.id] = now
+                    gone = now - down_since
+                    if job.attempts < job.max_attempts or (device_down and gone < self.outage_s):
+                        delay = min(self.backoff_s * 2 ** (job.attempts - 1), self.max_backoff_s)
                         self.store.fail(job, str(err), retry_in_s=delay)
                         self._on_event(JobEvent("retry", spec.name, job, message=f"{err} (retry in {delay:g} s)"))
+                    elif device_down:
+                        msg = f"{err} (the device has not answered for {gone:.0f} s; its queued jobs fail too)"
+                        self._finish_failed(job, msg, spec, report, lock, exit_code=err.exit_code)
+                        fail_all(msg)
+                        return
                     else:
                         self._finish_failed(job, str(err), spec, report, lock, exit_code=err.exit_code)
                 except Exception as err:  # a bug, not a device problem: record it, keep the farm going
                     self._finish_failed(job, f"internal error: {type(err).__name__}: {err}", spec, report, lock)
                 else:
+                    down_since, last_ok = None, time.monotonic()
                     stored = self.store.complete(job, m)
                     with lock:
                         report.done[job.id] = stored
@@ -204,6 +235,14 @@ class Scheduler:
             if device is not None:
                 device.close()
             self.store.release_device(spec.name, self._owner)
+
+    @staticmethod
+    def _offline(device: Device) -> bool:
+        """Whether the device's health check finds it unreachable (an error checking counts)."""
+        try:
+            return device.check().connection == "offline"
+        except Exception:  # a check that cannot even run: as good as no answer
+            return True
 
     def _finish_failed(self, job: Job, msg: str, spec: DeviceSpec, report: RunReport, lock: threading.Lock,
                        *, exit_code: int = 1) -> None:

@@ -7,7 +7,7 @@ import time
 
 from farm.agent.measure import summarize
 from farm.devices.base import Health
-from farm.errors import DeviceTimeout, ModelError, RuntimeFailure
+from farm.errors import DeviceError, DeviceTimeout, ModelError, RuntimeFailure
 from farm.graph import Graph, Node, TensorInfo
 from farm.measurement import Measurement, Settings
 from farm.registry import DeviceSpec
@@ -22,13 +22,15 @@ def workload(name: str = "w", payload: bytes = b"model") -> Workload:
 
 
 class ScriptedDevice:
-    """Follows a script of outcomes per workload name: 'ok', 'timeout', 'crash', 'badmodel'."""
+    """Follows a script of outcomes per workload name: 'ok', 'timeout', 'crash', 'badmodel',
+    'down' (unreachable: the run fails and so does the health check until the next outcome)."""
 
     def __init__(self, spec: DeviceSpec, script: dict[str, list[str]] | None = None) -> None:
         self.spec = spec
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.calls: list[str] = []
         self.closed = False
+        self.down = False  # the last outcome was 'down': the health check finds it offline too
 
     @property
     def name(self) -> str:
@@ -38,11 +40,16 @@ class ScriptedDevice:
         return {"name": self.name, "kind": "fake"}
 
     def check(self) -> Health:
+        if self.down:
+            return Health(self.name, "unreachable", "scripted: down")
         return Health(self.name, "ok", "scripted")
 
     def run(self, w: Workload, settings: Settings) -> Measurement:
         self.calls.append(w.name)
         outcome = self.script.get(w.name, ["ok"]).pop(0) if self.script.get(w.name) else "ok"
+        self.down = outcome == "down"
+        if self.down:
+            raise DeviceError(f"device {self.name!r}: cannot reach it")
         if outcome == "timeout":
             raise DeviceTimeout(f"device {self.name!r}: no answer")
         if outcome == "crash":

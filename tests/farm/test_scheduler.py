@@ -61,7 +61,7 @@ def test_transient_failures_retry_with_backoff(tmp_path):
 
 
 def test_retries_are_bounded(tmp_path):
-    store, sched, devices, _ = make(tmp_path, {"a": ["timeout"] * 10}, max_attempts=2)
+    store, sched, devices, _ = make(tmp_path, {"a": ["timeout"] * 10}, max_attempts=2, outage_s=0)
     w = workload("a", b"a")
     _, ids = submit_all(sched, [w])
     report = sched.run([SPEC], job_ids=ids, workloads={w.hash: w})
@@ -69,6 +69,68 @@ def test_retries_are_bounded(tmp_path):
     assert "no answer" in failure.message and failure.exit_code == 1
     assert len(devices[0].calls) == 2
     assert store.get_job(next(iter(ids))).status == "failed"
+
+
+def test_a_device_gone_for_a_while_is_waited_for(tmp_path):
+    # The device stops answering for six attempts (a reboot): past max_attempts, but nothing
+    # ran on it in between and its health check finds it offline, so the job keeps retrying
+    # within the outage window and succeeds.
+    store, sched, devices, events = make(tmp_path, {"a": ["down"] * 6 + ["ok"]}, max_attempts=2, outage_s=60)
+    w = workload("a", b"a")
+    _, ids = submit_all(sched, [w])
+    report = sched.run([SPEC], job_ids=ids, workloads={w.hash: w})
+    assert report.ok and devices[0].calls == ["a"] * 7
+    assert [e.kind for e in events].count("retry") == 6
+    assert store.get_job(next(iter(ids))).status == "done"
+
+
+def test_backoff_is_capped(tmp_path):
+    store, sched, _, events = make(tmp_path, {"a": ["down"] * 5}, max_attempts=2, outage_s=60, max_backoff_s=0.03)
+    w = workload("a", b"a")
+    _, ids = submit_all(sched, [w])
+    assert sched.run([SPEC], job_ids=ids, workloads={w.hash: w}).ok
+    delays = [float(e.message.rsplit("retry in ", 1)[1].rstrip(" s)")) for e in events if e.kind == "retry"]
+    assert delays == [0.01, 0.02, 0.03, 0.03, 0.03]
+
+
+def test_a_device_down_past_the_outage_window_fails_every_queued_job_at_once(tmp_path):
+    # Gone for good: once the window is over, the job that ran out of attempts and every job
+    # still queued fail with the device's last error and how long it was gone; the queued
+    # jobs are not each tried max_attempts times.
+    script = {n: ["down"] * 1000 for n in "abcd"}
+    store, sched, devices, _ = make(tmp_path, script, max_attempts=2, outage_s=0.2)
+    ws = [workload(n, n.encode()) for n in "abcd"]
+    _, ids = submit_all(sched, ws)
+    report = sched.run([SPEC], job_ids=ids, workloads={w.hash: w for w in ws})
+    assert not report.done and set(report.failed) == ids
+    assert all("cannot reach" in f.message and "has not answered for" in f.message for f in report.failed.values())
+    assert all(store.get_job(i).status == "failed" for i in ids)
+    assert len(devices[0].calls) < 4 * 12  # a 0.2 s window at 10–150 ms backoffs, not 1000 tries each
+
+
+def test_a_job_that_fails_on_a_device_that_answers_its_check_is_not_an_outage(tmp_path):
+    # One job, the device timing out on it every time but answering its health check: the
+    # job is the problem (it hangs the device), so it fails after max_attempts.
+    store, sched, devices, _ = make(tmp_path, {"a": ["timeout"] * 100}, max_attempts=3, outage_s=3600)
+    w = workload("a", b"a")
+    _, ids = submit_all(sched, [w])
+    (failure,) = sched.run([SPEC], job_ids=ids, workloads={w.hash: w}).failed.values()
+    assert "no answer" in failure.message and "has not answered" not in failure.message
+    assert devices[0].calls == ["a"] * 3
+
+
+def test_a_job_that_fails_while_the_device_works_is_not_an_outage(tmp_path):
+    # 'a' finds the device unreachable every time while 'b' and 'c' run fine between its
+    # attempts: 'a' is the problem, so it fails after max_attempts however long the window.
+    store, sched, devices, _ = make(tmp_path, {"a": ["down"] * 100, "b": ["ok"], "c": ["ok"]}, max_attempts=2,
+                                    outage_s=3600)
+    ws = [workload(n, n.encode()) for n in "abc"]
+    _, ids = submit_all(sched, ws)
+    report = sched.run([SPEC], job_ids=ids, workloads={w.hash: w for w in ws})
+    assert len(report.done) == 2 and len(report.failed) == 1
+    (failure,) = report.failed.values()
+    assert "cannot reach" in failure.message and "has not answered" not in failure.message
+    assert devices[0].calls.count("a") == 2
 
 
 def test_bad_model_fails_at_once_with_input_exit_code(tmp_path):

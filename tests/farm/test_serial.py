@@ -202,7 +202,7 @@ def test_disconnect_for_good_fails_with_the_reason_and_stores_nothing(tmp_path, 
     e = _emulator(tmp_path, model, faults=[Fault("disconnect", "infer", skip=3)])
     spec = DeviceSpec(name="mcu", url=e.url)
     store = SqliteStore(tmp_path / "hwfarm.db")
-    sched = Scheduler(store, backoff_s=0.05)
+    sched = Scheduler(store, backoff_s=0.05, outage_s=0)  # gone for good: no outage window to wait out
     w = load_workload(model)
     try:
         sub = sched.submit(spec, w, Settings(runtime="eembc", policy=POLICY))

@@ -1,5 +1,6 @@
 """An SSH board that disconnects mid-job: the job is retried over a new connection; a board
-that stays away fails the job with the reason after max_attempts; nothing measured is lost."""
+that is away for longer than the retries is waited for (the outage window); a board that
+stays away fails the job with the reason; nothing measured is lost."""
 
 from __future__ import annotations
 
@@ -78,11 +79,35 @@ def test_connection_cut_mid_job_is_retried_over_a_new_connection(board, tmp_path
     assert len(store.measurements()) == 1
 
 
+def test_board_away_longer_than_its_retries_is_waited_for(board, tmp_path):
+    # sshd stopped for 2 s mid-job: with 0.1 s backoffs the job's two attempts are spent in
+    # the first 0.2 s, but nothing ran on the board since, so it is down, not the job bad:
+    # the job retries within the outage window and finishes once sshd is back.
+    server, spec = board
+    store = SqliteStore(tmp_path / "h.db")
+    sched = Scheduler(store, backoff_s=0.1, max_attempts=2, outage_s=60)
+    w = _workload(tmp_path)
+
+    def away() -> None:
+        sshd_mod.drop_connections(server)
+        sshd_mod.stop(server)
+        time.sleep(2.0)
+        sshd_mod.restart(server)
+
+    sub = sched.submit(spec, w, Settings(policy=SLOW))
+    t = _when_running(store, away)
+    report = sched.run([spec], workloads={w.hash: w})
+    t.join()
+    assert sub.job is not None and sub.job.id in report.done, report.failed
+    assert store.get_job(sub.job.id).attempts > 2
+    assert len(store.measurements()) == 1
+
+
 @pytest.mark.slow
 def test_board_restarted_mid_job_then_gone_for_good(board, tmp_path):
     server, spec = board
     store = SqliteStore(tmp_path / "h.db")
-    sched = Scheduler(store, backoff_s=0.5)
+    sched = Scheduler(store, backoff_s=0.5, outage_s=0)  # gone for good: no outage window to wait out
     w = _workload(tmp_path)
 
     def reboot() -> None:  # the board goes away and comes back a little later
