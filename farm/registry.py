@@ -135,6 +135,8 @@ class DeviceSpec(BaseModel):
     firmware_model: str | None = None
     flash_command: str | None = None
     timeout_s: float = Field(default=600.0, gt=0)
+    # how long the device may stop answering before its jobs fail (default: farm.scheduler.OUTAGE_S)
+    outage_s: float | None = Field(default=None, ge=0)
 
     @field_validator("name")
     @classmethod

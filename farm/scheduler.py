@@ -183,6 +183,7 @@ class Scheduler:
             fail_all(f"device {spec.name!r} stayed busy for {self.lease_wait_s:g} s")
             return
         device: Device | None = None
+        outage_s = self.outage_s if spec.outage_s is None else spec.outage_s  # the entry's, else the farm's
         down_since: float | None = None  # the device's first failure since anything last ran on it
         last_ok = -float("inf")
         failed_at: dict[int, float] = {}  # each job's latest failure
@@ -210,7 +211,7 @@ class Scheduler:
                         job.attempts >= job.max_attempts and self._offline(device)
                     failed_at[job.id] = now
                     gone = now - down_since
-                    if job.attempts < job.max_attempts or (device_down and gone < self.outage_s):
+                    if job.attempts < job.max_attempts or (device_down and gone < outage_s):
                         delay = min(self.backoff_s * 2 ** (job.attempts - 1), self.max_backoff_s)
                         self.store.fail(job, str(err), retry_in_s=delay)
                         self._on_event(JobEvent("retry", spec.name, job, message=f"{err} (retry in {delay:g} s)"))

@@ -49,6 +49,8 @@ def test_repo_registry_examples_are_valid_when_uncommented(tmp_path):
         ("devices:\n  - name: a\n    url: gopher://x\n", ["devices.yaml:3:", "device 'a'", "'url'", "unknown scheme 'gopher://'"]),
         ("devices:\n  - name: a\n    url: local://cpu\n    thread: 2\n", ["devices.yaml:4:", "'thread'", "did you mean 'threads'"]),
         ("devices:\n  - name: a\n    url: local://cpu\n    threads: 0\n", ["devices.yaml:4:", "'threads'", "greater than or equal to 1"]),
+        ("devices:\n  - name: a\n    url: local://cpu\n    outage_s: -5\n",
+         ["devices.yaml:4:", "'outage_s'", "greater than or equal to 0"]),
         ("devices:\n  - url: local://cpu\n", ["devices.yaml:2:", "entry #1", "'name'", "required"]),
         ("devices:\n  - name: a\n    url: local://cpu\n  bad indent: [\n", ["devices.yaml:", "invalid YAML"]),
         ("devices:\n  - name: a b\n    url: local://cpu\n", ["'name'", "letters, digits"]),

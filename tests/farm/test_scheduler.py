@@ -108,6 +108,16 @@ def test_a_device_down_past_the_outage_window_fails_every_queued_job_at_once(tmp
     assert len(devices[0].calls) < 4 * 12  # a 0.2 s window at 10–150 ms backoffs, not 1000 tries each
 
 
+def test_the_device_entry_sets_its_own_outage_window(tmp_path):
+    # The farm waits an hour for a device by default here; this entry says 0 s: it fails at once.
+    store, sched, devices, _ = make(tmp_path, {"a": ["down"] * 1000}, max_attempts=2, outage_s=3600)
+    spec = DeviceSpec(name="dev", url="local://cpu", outage_s=0)
+    w = workload("a", b"a")
+    ids = {sched.submit(spec, w, Settings()).job.id}
+    (failure,) = sched.run([spec], job_ids=ids, workloads={w.hash: w}).failed.values()
+    assert "has not answered for 0 s" in failure.message and devices[0].calls == ["a", "a"]
+
+
 def test_a_job_that_fails_on_a_device_that_answers_its_check_is_not_an_outage(tmp_path):
     # One job, the device timing out on it every time but answering its health check: the
     # job is the problem (it hangs the device), so it fails after max_attempts.
