@@ -185,8 +185,8 @@ class Scheduler:
         device: Device | None = None
         outage_s = self.outage_s if spec.outage_s is None else spec.outage_s  # the entry's, else the farm's
         down_since: float | None = None  # the device's first failure since anything last ran on it
-        last_ok = -float("inf")
-        failed_at: dict[int, float] = {}  # each job's latest failure
+        n_ok = 0  # jobs done on the device so far
+        ok_at_failure: dict[int, int] = {}  # n_ok when each job last failed
         try:
             device = self._factory(spec)
             while True:
@@ -203,29 +203,28 @@ class Scheduler:
                 except InputError as err:  # a bad model or bad input: retrying cannot fix it
                     self._finish_failed(job, str(err), spec, report, lock, exit_code=err.exit_code)
                 except (DeviceError, HwfarmError) as err:
-                    now = time.monotonic()
-                    down_since = now if down_since is None else down_since
-                    # nothing ran on the device since this job last failed, and it does not answer
-                    # a health check: the device is down, not the job bad
-                    device_down = failed_at.get(job.id, -float("inf")) >= last_ok and \
-                        job.attempts >= job.max_attempts and self._offline(device)
-                    failed_at[job.id] = now
-                    gone = now - down_since
-                    if job.attempts < job.max_attempts or (device_down and gone < outage_s):
+                    down_since = time.monotonic() if down_since is None else down_since
+                    gone = time.monotonic() - down_since
+                    # nothing ran on the device since this job last failed, and it fails its
+                    # health check: the device is down, not the job bad
+                    down = job.attempts >= job.max_attempts and ok_at_failure.get(job.id, 0) == n_ok \
+                        and self._offline(device)
+                    ok_at_failure[job.id] = n_ok
+                    if job.attempts < job.max_attempts or (down and gone < outage_s):
                         delay = min(self.backoff_s * 2 ** (job.attempts - 1), self.max_backoff_s)
                         self.store.fail(job, str(err), retry_in_s=delay)
                         self._on_event(JobEvent("retry", spec.name, job, message=f"{err} (retry in {delay:g} s)"))
-                    elif device_down:
-                        msg = f"{err} (the device has not answered for {gone:.0f} s; its queued jobs fail too)"
-                        self._finish_failed(job, msg, spec, report, lock, exit_code=err.exit_code)
+                        continue
+                    msg = f"{err} (the device has not answered for {gone:.0f} s; its queued jobs fail too)" if down \
+                        else str(err)
+                    self._finish_failed(job, msg, spec, report, lock, exit_code=err.exit_code)
+                    if down:
                         fail_all(msg)
                         return
-                    else:
-                        self._finish_failed(job, str(err), spec, report, lock, exit_code=err.exit_code)
                 except Exception as err:  # a bug, not a device problem: record it, keep the farm going
                     self._finish_failed(job, f"internal error: {type(err).__name__}: {err}", spec, report, lock)
                 else:
-                    down_since, last_ok = None, time.monotonic()
+                    down_since, n_ok = None, n_ok + 1
                     stored = self.store.complete(job, m)
                     with lock:
                         report.done[job.id] = stored

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import onnx
 import pytest
@@ -79,6 +80,17 @@ def test_connection_cut_mid_job_is_retried_over_a_new_connection(board, tmp_path
     assert len(store.measurements()) == 1
 
 
+def _away(server, seconds: float) -> Callable[[], None]:
+    """The board goes away for ``seconds`` and comes back (a reboot)."""
+    def action() -> None:
+        sshd_mod.drop_connections(server)  # first: once the listener is gone its sessions have no parent
+        sshd_mod.stop(server)
+        time.sleep(seconds)
+        sshd_mod.restart(server)
+
+    return action
+
+
 def test_board_away_longer_than_its_retries_is_waited_for(board, tmp_path):
     # sshd stopped for 2 s mid-job: with 0.1 s backoffs the job's two attempts are spent in
     # the first 0.2 s, but nothing ran on the board since, so it is down, not the job bad:
@@ -87,15 +99,8 @@ def test_board_away_longer_than_its_retries_is_waited_for(board, tmp_path):
     store = SqliteStore(tmp_path / "h.db")
     sched = Scheduler(store, backoff_s=0.1, max_attempts=2, outage_s=60)
     w = _workload(tmp_path)
-
-    def away() -> None:
-        sshd_mod.drop_connections(server)
-        sshd_mod.stop(server)
-        time.sleep(2.0)
-        sshd_mod.restart(server)
-
     sub = sched.submit(spec, w, Settings(policy=SLOW))
-    t = _when_running(store, away)
+    t = _when_running(store, _away(server, 2.0))
     report = sched.run([spec], workloads={w.hash: w})
     t.join()
     assert sub.job is not None and sub.job.id in report.done, report.failed
@@ -109,15 +114,8 @@ def test_board_restarted_mid_job_then_gone_for_good(board, tmp_path):
     store = SqliteStore(tmp_path / "h.db")
     sched = Scheduler(store, backoff_s=0.5, outage_s=0)  # gone for good: no outage window to wait out
     w = _workload(tmp_path)
-
-    def reboot() -> None:  # the board goes away and comes back a little later
-        sshd_mod.drop_connections(server)  # first: once the listener is gone its sessions have no parent
-        sshd_mod.stop(server)
-        time.sleep(0.3)
-        sshd_mod.restart(server)
-
     sub = sched.submit(spec, w, Settings(policy=SLOW))
-    t = _when_running(store, reboot)
+    t = _when_running(store, _away(server, 0.3))  # the board goes away and comes back a little later
     report = sched.run([spec], workloads={w.hash: w})
     t.join()
     assert sub.job is not None and sub.job.id in report.done, report.failed
