@@ -53,11 +53,14 @@ def profile(
     threads: int | None = None,
     timeout_s: float | None = None,
     force: bool = False,
+    rounds: int = 1,
     on_event: Callable[[JobEvent], None] | None = None,
     on_requeue: Callable[[list[int]], None] | None = None,
 ) -> list[ProfileResult]:
     """Measure ``models`` on a registered device; results are stored in ``db`` and returned
-    in the order given. ``timeout_s`` overrides the device entry's per-job deadline."""
+    in the order given. ``timeout_s`` overrides the device entry's per-job deadline.
+    ``rounds`` > 1 measures every model once, then every model again, that many times, and
+    stores one record per model pooling its rounds' runs (see :mod:`farm.measurement`)."""
     spec = load_registry(registry).get(device)
     if timeout_s is not None:
         spec = spec.model_copy(update={"timeout_s": timeout_s})
@@ -71,7 +74,7 @@ def profile(
         on_requeue(requeued)
     subs = [sched.submit(spec, w, Settings(runtime=resolve_runtime(spec.default_runtime, w.format),
                                            threads=threads or spec.threads, affinity=spec.affinity,
-                                           policy=policy), force=force)
+                                           policy=policy, rounds=rounds), force=force)
             for w in workloads]
     ids = {s.job.id for s in subs if s.job is not None}
     report = sched.run([spec], job_ids=ids, workloads={w.hash: w for w in workloads}) if ids else None

@@ -280,6 +280,10 @@ def profile(
                                help="Contention gate: time runs only while a speed probe reads within this factor "
                                     "of its fastest, and leave out runs it saw slowed (0: off)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Per-job deadline in seconds (default: the entry's timeout_s)."),
+    rounds: int = typer.Option(1, "--rounds", min=1,
+                               help="Measure every model once, then every model again, this many times; each "
+                                    "model's record pools its rounds' runs, so its median spans the whole session "
+                                    "instead of one moment of a drifting machine."),
     force: bool = typer.Option(False, "--force", help="Measure again even if the dataset has this measurement."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout."),
 ) -> None:
@@ -292,18 +296,21 @@ def profile(
         raise InputError(f"--gate {gate}: give 0 (off) or a factor above 1 (default 1.25)")
     policy = Policy(warmup=warmup, warmup_s=warmup_time, min_runs=min(min_runs, runs), min_time_s=min_time,
                     max_runs=runs, max_time_s=max_time, target_ci=target_ci, gate=gate)
-    with _progress(len(models)) as bar:
-        task = bar.add_task(f"profiling on {device}", total=len(models))
+    with _progress(len(models) * rounds) as bar:
+        task = bar.add_task(f"profiling on {device}" + (f" in {rounds} rounds" if rounds > 1 else ""),
+                            total=len(models) * rounds)
 
         def on_event(e: JobEvent) -> None:
-            if e.kind in ("done", "failed"):
+            if e.kind in ("round", "done"):
                 bar.advance(task)
+            elif e.kind == "failed":  # the rounds it will not run
+                bar.advance(task, max(rounds - (e.job.rounds_done if e.job is not None else 0), 1))
             if e.kind in ("retry", "waiting", "failed"):
                 bar.console.print(f"[yellow]{e.kind}[/]: {e.message}", markup=True, highlight=False)
 
         results = run_profile(
             [str(m) for m in models], device=device, registry=STATE.registry, db=STATE.db, policy=policy,
-            threads=threads, timeout_s=timeout, force=force, on_event=on_event,
+            threads=threads, timeout_s=timeout, force=force, rounds=rounds, on_event=on_event,
             on_requeue=lambda ids: err.print(f"re-queued {len(ids)} job(s) left running by a process that died"),
         )
 

@@ -2,6 +2,12 @@
 
 A measurement is keyed by ``(device, workload hash, settings hash)``: asking for the same
 key again returns the stored record unless forced. Units are in field names.
+
+Rounds (``Settings.rounds`` > 1): a shared machine drifts over seconds to minutes (a noisy
+neighbour, memory contention no speed probe sees), so one measurement of a model samples
+whichever state the machine was in for its second or two. With rounds, the scheduler
+measures every queued model once, then every model again, and so on; the record pools all
+rounds' runs (:func:`merge_rounds`), so each model's median spans the whole session.
 """
 
 from __future__ import annotations
@@ -11,31 +17,40 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .agent.measure import LatencyStats, Policy
+from .agent.measure import LatencyStats, Policy, rejected, summarize
 
-__all__ = ["Settings", "Measurement", "LatencyStats", "Policy", "resolve_runtime", "RUNTIME_FOR_FORMAT"]
+__all__ = ["Settings", "Measurement", "LatencyStats", "Policy", "merge_rounds", "resolve_runtime", "RUNTIME_FOR_FORMAT"]
 
 
 @dataclass(frozen=True)
 class Settings:
-    """How to run a workload: runtime, threads, CPU pinning and the measurement policy."""
+    """How to run a workload: runtime, threads, CPU pinning, the measurement policy and how
+    many rounds (each a full measurement under the policy, interleaved with the other
+    queued models; the record pools their runs)."""
 
     runtime: str = "onnxruntime"
     threads: int = 1
     affinity: tuple[int, ...] | None = None
     policy: Policy = field(default_factory=Policy)
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError("rounds must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "threads": self.threads,
-                "affinity": list(self.affinity) if self.affinity is not None else None,
-                "policy": asdict(self.policy)}
+        d = {"runtime": self.runtime, "threads": self.threads,
+             "affinity": list(self.affinity) if self.affinity is not None else None,
+             "policy": asdict(self.policy)}
+        # Only when above 1: a one-round measurement keeps the key it had before rounds existed.
+        return d | ({"rounds": self.rounds} if self.rounds > 1 else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Settings:
         aff = d.get("affinity")
         return cls(runtime=d["runtime"], threads=int(d["threads"]),
                    affinity=tuple(aff) if aff is not None else None,
-                   policy=Policy(**d.get("policy", {})))
+                   policy=Policy(**d.get("policy", {})), rounds=int(d.get("rounds", 1)))
 
     @property
     def hash(self) -> str:
@@ -89,6 +104,36 @@ class Measurement:
             "measurement_id": self.id,
             "created_at": self.created_at,
         }
+
+
+def merge_rounds(rounds: list[Measurement], settings: Settings) -> Measurement:
+    """One record of a model measured in several rounds: every round's runs (and warm-up
+    runs) in order, statistics over all of them. The runs each round left out (contended,
+    outliers) stay out, and no outlier rule runs on the pool: a round the machine ran slower
+    is what rounds are for, not an outlier (within a round the spread is a few per cent,
+    between rounds it can be tens, which MAD would cut a whole round for). Energy is the
+    mean per inference weighted by each round's runs; provenance is the last round's plus
+    ``rounds``: each round's median, runs and time."""
+    if not rounds:
+        raise ValueError("merge_rounds of no rounds")
+    samples: list[float] = []
+    dropped: list[int] = []
+    for r in rounds:
+        dropped += [len(samples) + i for i in r.outliers]
+        samples += r.samples_ms
+    stats = summarize(samples, settings.policy.confidence, dropped, mad=False)
+    energy = [(r.energy_mj, r.stats.n) for r in rounds if r.energy_mj is not None]
+    last = rounds[-1]
+    provenance = dict(last.provenance) | {"rounds": [
+        {"median_ms": r.stats.median_ms, "n": r.stats.n, "stop_reason": r.stop_reason,
+         "measured_at": r.provenance.get("measured_at", r.created_at)} for r in rounds]}
+    return Measurement(
+        device=last.device, workload=last.workload, settings=settings, stats=stats, samples_ms=tuple(samples),
+        outliers=tuple(rejected(samples, dropped, mad=False)), warmup_ms=tuple(x for r in rounds for x in r.warmup_ms),
+        stop_reason=f"{len(rounds)} rounds", provenance=provenance,
+        energy_mj=sum(e * n for e, n in energy) / sum(n for _, n in energy) if len(energy) == len(rounds) else None,
+        peak_memory_kb=max((r.peak_memory_kb for r in rounds if r.peak_memory_kb is not None), default=None),
+        breakdown=last.breakdown, created_at=last.created_at)
 
 
 # Which runtime runs a model format when neither the job nor the device entry says.

@@ -15,6 +15,10 @@
   device down longer than that fails the job and every job still queued for it at once,
   with the last error and how long the device was gone (a dead board costs ``outage_s``,
   not an attempt per job).
+- Jobs measured in rounds (``Settings.rounds``): a finished round is kept in the job's row
+  and the job goes back in the queue behind every job with fewer rounds done, so the
+  device measures each queued model once, then each again; the last round stores one
+  record pooling all rounds' runs. A process killed mid-way keeps the rounds it finished.
 - Jobs left ``running`` by a process that died are put back in the queue first, so running
   the same command again after ``kill -9`` finishes what is left and repeats nothing.
 """
@@ -29,7 +33,7 @@ from typing import Callable
 
 from .devices import Device, open_device
 from .errors import DeviceError, HwfarmError, InputError, ModelError
-from .measurement import Measurement, Settings
+from .measurement import Measurement, Settings, merge_rounds
 from .registry import DeviceSpec
 from .store import Job, SqliteStore, process_owner
 from .workload import Workload, load_workload
@@ -50,7 +54,8 @@ class Submission:
 
 @dataclass(frozen=True)
 class JobEvent:
-    """Progress callback payload. ``kind``: started | done | retry | failed | waiting."""
+    """Progress callback payload. ``kind``: started | round | done | retry | failed | waiting
+    (``round``: one round of a job measured in rounds finished, more are left)."""
 
     kind: str
     device: str
@@ -225,6 +230,13 @@ class Scheduler:
                     self._finish_failed(job, f"internal error: {type(err).__name__}: {err}", spec, report, lock)
                 else:
                     down_since, n_ok = None, n_ok + 1
+                    if job.settings.rounds > 1:
+                        kept = self.store.add_round(job, m)
+                        if len(kept) < job.settings.rounds:
+                            self._on_event(JobEvent("round", spec.name, job, m,
+                                                    message=f"round {len(kept)}/{job.settings.rounds}"))
+                            continue
+                        m = merge_rounds(kept, job.settings)
                     stored = self.store.complete(job, m)
                     with lock:
                         report.done[job.id] = stored

@@ -118,8 +118,15 @@ CREATE TABLE fusion_rules (
 )
 """
 
+# v4: a job measured in rounds keeps the rounds it has finished (JSON, one object each) until
+# its last one; the queue serves the jobs with the fewest rounds done first.
+_V4 = """
+ALTER TABLE jobs ADD COLUMN rounds_done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN rounds_json TEXT NOT NULL DEFAULT '[]'
+"""
+
 # MIGRATIONS[i] upgrades a file from user_version i to i + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -160,6 +167,7 @@ class Job:
     error: str | None
     measurement_id: int | None
     owner: str | None
+    rounds_done: int = 0  # of a job measured in rounds (``settings.rounds``)
 
 
 @dataclass(frozen=True)
@@ -376,7 +384,7 @@ class SqliteStore:
     @staticmethod
     def _job(r: sqlite3.Row) -> Job:
         return Job(r["id"], r["device"], r["workload"], Settings.from_dict(json.loads(r["settings_json"])),
-                   r["status"], r["attempts"], r["max_attempts"], r["error"], r["measurement_id"], r["owner"])
+                   r["status"], r["attempts"], r["max_attempts"], r["error"], r["measurement_id"], r["owner"], r["rounds_done"])
 
     def enqueue(self, device: str, workload: str, settings: Settings, *, max_attempts: int = 3) -> Job:
         """Queue a job, or return the open (queued/running) job with the same key."""
@@ -415,7 +423,8 @@ class SqliteStore:
         (None, None) when nothing is queued."""
         now = time.time()
         with self._tx() as db:
-            rows = db.execute("SELECT * FROM jobs WHERE device = ? AND status = 'queued' ORDER BY id",
+            # Jobs measured in rounds: every job's next round before anyone's round after it.
+            rows = db.execute("SELECT * FROM jobs WHERE device = ? AND status = 'queued' ORDER BY rounds_done, id",
                               (device,)).fetchall()
             rows = [r for r in rows if ids is None or r["id"] in ids]
             if not rows:
@@ -439,9 +448,24 @@ class SqliteStore:
         """Store the measurement and mark the job done, in one transaction."""
         with self._tx() as db:
             mid = self._insert_measurement(db, m, job.id)
-            db.execute("UPDATE jobs SET status = 'done', measurement_id = ?, error = NULL, updated_at = ? "
-                       "WHERE id = ?", (mid, _now_iso(), job.id))
+            db.execute("UPDATE jobs SET status = 'done', measurement_id = ?, error = NULL, rounds_json = '[]', "
+                       "updated_at = ? WHERE id = ?", (mid, _now_iso(), job.id))
         return self.get_measurement(mid)
+
+    def add_round(self, job: Job, m: Measurement) -> list[Measurement]:
+        """Keep one finished round of a job measured in rounds; returns every round kept so
+        far. While rounds are left the job goes back in the queue, behind the jobs with fewer
+        rounds done, and the attempt it used is not counted (it succeeded). The rounds live
+        in the job row, not among the measurements: the dataset only ever holds whole records."""
+        with self._tx() as db:
+            row = db.execute("SELECT rounds_json FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            kept = json.loads(row["rounds_json"]) + [_round_json(m)]
+            left = len(kept) < job.settings.rounds
+            db.execute("UPDATE jobs SET rounds_json = ?, rounds_done = ?, status = ?, owner = ?, error = NULL, "
+                       "attempts = MAX(attempts - ?, 0), not_before = 0, updated_at = ? WHERE id = ?",
+                       (json.dumps(kept), len(kept), "queued" if left else "running", None if left else job.owner,
+                        1 if left else 0, _now_iso(), job.id))
+        return [_round_from_json(job, r) for r in kept]
 
     def fail(self, job: Job, error: str, *, retry_in_s: float | None) -> Job:
         """Record a failure; requeue after ``retry_in_s`` seconds or mark the job failed (None)."""
@@ -521,3 +545,19 @@ class SqliteStore:
 
 def open_store(path: str | os.PathLike[str]) -> SqliteStore:
     return SqliteStore(path)
+
+
+def _round_json(m: Measurement) -> dict[str, Any]:
+    """One round of a job measured in rounds, as kept in its job row (settings are the job's)."""
+    return {"stats": m.stats.to_dict(), "samples_ms": list(m.samples_ms), "outliers": list(m.outliers),
+            "warmup_ms": list(m.warmup_ms), "stop_reason": m.stop_reason, "provenance": m.provenance,
+            "energy_mj": m.energy_mj, "peak_memory_kb": m.peak_memory_kb, "breakdown": list(m.breakdown),
+            "created_at": m.created_at}
+
+
+def _round_from_json(job: Job, r: dict[str, Any]) -> Measurement:
+    return Measurement(device=job.device, workload=job.workload, settings=job.settings,
+                       stats=LatencyStats(**r["stats"]), samples_ms=tuple(r["samples_ms"]),
+                       outliers=tuple(r["outliers"]), warmup_ms=tuple(r["warmup_ms"]), stop_reason=r["stop_reason"],
+                       provenance=r["provenance"], energy_mj=r["energy_mj"], peak_memory_kb=r["peak_memory_kb"],
+                       breakdown=tuple(r["breakdown"]), created_at=r["created_at"])

@@ -219,22 +219,22 @@ def mad_outliers(samples: list[float], threshold: float = 3.5, *, mad_floor: flo
     return [i for i, x in enumerate(samples) if 0.6745 * abs(x - med) / mad > threshold]
 
 
-def rejected(samples: list[float], contended: tuple[int, ...] | list[int] = ()) -> list[int]:
+def rejected(samples: list[float], contended: tuple[int, ...] | list[int] = (), *, mad: bool = True) -> list[int]:
     """Indices of the samples the statistics leave out: the contended runs (when at least 6
-    others remain; else none of them), then the MAD outliers among the rest."""
+    others remain; else none of them), then the MAD outliers among the rest (``mad``)."""
     drop = set(contended)
     if len(samples) - len(drop) < min(6, len(samples)):
         drop = set()
     kept = [i for i in range(len(samples)) if i not in drop]
-    return sorted(drop | {kept[j] for j in mad_outliers([samples[i] for i in kept])})
+    return sorted(drop | ({kept[j] for j in mad_outliers([samples[i] for i in kept])} if mad else set()))
 
 
-def summarize(samples: list[float], confidence: float = 0.95, contended: tuple[int, ...] | list[int] = ()
-              ) -> LatencyStats:
+def summarize(samples: list[float], confidence: float = 0.95, contended: tuple[int, ...] | list[int] = (),
+              *, mad: bool = True) -> LatencyStats:
     """Statistics of the inliers; outliers (and contended runs) are counted in ``n_outliers``."""
     if not samples:
         raise ValueError("summarize of no samples")
-    out = set(rejected(samples, contended))
+    out = set(rejected(samples, contended, mad=mad))
     inl = sorted(x for i, x in enumerate(samples) if i not in out)
     mean = statistics.fmean(inl)
     std = statistics.stdev(inl) if len(inl) > 1 else 0.0

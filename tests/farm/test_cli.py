@@ -92,6 +92,26 @@ def test_profile_records_the_contention_gate_and_leaves_contended_runs_out(farm,
     assert bad.returncode == 2 and "--gate 0.5" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_profile_in_rounds_pools_each_models_rounds_into_one_record(farm, onnx_file):
+    a, b = onnx_file("a", 16), onnx_file("b", 32)
+    p = farm("profile", str(a), str(b), "--device", "host-cpu", *FAST, "--rounds", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    objs = [json.loads(line) for line in p.stdout.splitlines()]
+    con = sqlite3.connect(farm.db)
+    for o in objs:
+        rounds = o["provenance"]["rounds"]
+        assert len(rounds) == 2 and o["latency_stats"]["stop_reason"] == "2 rounds" and o["settings"]["rounds"] == 2
+        assert all(r["n"] >= 5 for r in rounds)
+        assert o["latency_stats"]["n"] == sum(r["n"] for r in rounds)  # every round's inliers, none cut again
+    (ra, rb) = (o["provenance"]["rounds"] for o in objs)  # a, b, a, b
+    assert ra[0]["measured_at"] <= rb[0]["measured_at"] <= ra[1]["measured_at"] <= rb[1]["measured_at"]
+    assert con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 2
+    one = farm("profile", str(a), "--device", "host-cpu", *FAST, "--json")  # one round: another key
+    assert json.loads(one.stdout)["source"] == "measured" and "rounds" not in json.loads(one.stdout)["provenance"]
+    bad = farm("profile", str(a), "--device", "host-cpu", "--rounds", "0")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
 def test_profile_table_output(farm, onnx_file):
     p = farm("profile", str(onnx_file("a")), "--device", "host-cpu", *FAST)
     assert p.returncode == 0, p.stderr

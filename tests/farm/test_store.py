@@ -185,6 +185,6 @@ def test_v1_file_upgrades_in_place_keeping_its_rows(tmp_path, monkeypatch):
     old.close()
     monkeypatch.undo()
     new = SqliteStore(path)
-    assert new.schema_version == SCHEMA_VERSION == 3
+    assert new.schema_version == SCHEMA_VERSION == 4
     (m,) = new.measurements()
     assert m.breakdown == () and m.samples_ms == (1, 1, 1) and m.created_at == "then"

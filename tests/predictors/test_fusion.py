@@ -119,7 +119,7 @@ def test_rules_need_every_candidate_with_that_op_sequence():
 
 def test_store_keeps_rules_per_device_and_replaces_them(tmp_path):
     store = SqliteStore(tmp_path / "d.db")
-    assert store.schema_version == SCHEMA_VERSION == 3
+    assert store.schema_version == SCHEMA_VERSION == 4
     store.put_device(SIM)
     assert detected_fusion_rules(store, SIM.name) is None
     store.put_fusion_rules(SIM.name, [FusionRecord(SIM.name, "conv+bn", ("Conv", "BatchNormalization"), True,
@@ -133,7 +133,7 @@ def test_store_keeps_rules_per_device_and_replaces_them(tmp_path):
     assert again.fusion_rules("other") == []
 
 
-def test_v2_file_upgrades_to_v3(tmp_path, monkeypatch):
+def test_v2_file_upgrades_to_current(tmp_path, monkeypatch):
     import farm.store as st
 
     path = tmp_path / "old.db"
@@ -145,7 +145,7 @@ def test_v2_file_upgrades_to_v3(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
     new = SqliteStore(path)
-    assert new.schema_version == 3 and new.device_names() == [SIM.name]
+    assert new.schema_version == SCHEMA_VERSION and new.device_names() == [SIM.name]
     assert new.fusion_rules(SIM.name) == []
 
 
