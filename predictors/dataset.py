@@ -102,9 +102,10 @@ def write_models(specs: Sequence[Any], models_dir: Path, *, subdir: str | None =
     return out
 
 
-def dataset_settings(spec: DeviceSpec, policy: Policy = DATASET_POLICY, *, model_format: str = "onnx") -> Settings:
+def dataset_settings(spec: DeviceSpec, policy: Policy = DATASET_POLICY, *, model_format: str = "onnx",
+                     rounds: int = 1) -> Settings:
     return Settings(runtime=resolve_runtime(spec.default_runtime, model_format), threads=spec.threads,
-                    affinity=spec.affinity, policy=policy)
+                    affinity=spec.affinity, policy=policy, rounds=rounds)
 
 
 def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Any], *, models_dir: Path,
@@ -113,9 +114,10 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Any], 
                   on_cached: Callable[[int], None] | None = None,
                   on_requeue: Callable[[list[int]], None] | None = None,
                   force: bool = False, writer: ModelWriter | None = None,
-                  model_format: str = "onnx") -> list[SpecResult]:
+                  model_format: str = "onnx", rounds: int = 1) -> list[SpecResult]:
     """Measure every spec on ``device``, in order (stored measurements answer without a run
-    unless ``force``). ``writer`` and ``model_format`` select another plan's files (.tflite)."""
+    unless ``force``). ``writer`` and ``model_format`` select another plan's files (.tflite);
+    ``rounds`` > 1 measures them in interleaved rounds (``farm.measurement``)."""
     if not specs:
         return []
     open_device(device).close()  # a kind that cannot run here fails before anything is written
@@ -123,7 +125,7 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Any], 
         workloads = write_models(specs, models_dir, subdir=subdir, writer=writer)
     except OSError as err:
         raise InputError(f"{models_dir}: cannot write models: {err.strerror or err}") from None
-    settings = dataset_settings(device, policy, model_format=model_format)
+    settings = dataset_settings(device, policy, model_format=model_format, rounds=rounds)
     sched = Scheduler(store, on_event=on_event)
     requeued = sched.requeue_stale()
     if requeued and on_requeue is not None:

@@ -25,10 +25,13 @@ def _fmt_ms(x: float | None) -> str:
     return f"{x:.4f}" if x < 1 else f"{x:.3f}" if x < 100 else f"{x:.1f}"
 
 
+CALIBRATION_ROUNDS = 3  # rounds of the calibration networks on a real device
+
+
 class _Bar:
     """A rich progress bar on stderr fed by scheduler events (and cached answers)."""
 
-    def __init__(self, description: str, total: int) -> None:
+    def __init__(self, description: str, total: int, rounds: int = 1) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -41,7 +44,8 @@ class _Bar:
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
                                  disable=total == 0)
-        self.task = self.progress.add_task(description, total=total)
+        self.rounds = rounds  # each job advances the bar once per round
+        self.task = self.progress.add_task(description, total=total * rounds)
 
     def __enter__(self) -> _Bar:
         self.progress.__enter__()
@@ -51,13 +55,15 @@ class _Bar:
         self.progress.__exit__(None, None, None)
 
     def on_event(self, e: Any) -> None:
-        if e.kind in ("done", "failed"):
+        if e.kind in ("round", "done"):
             self.progress.advance(self.task)
+        elif e.kind == "failed":  # with the rounds it will not run
+            self.progress.advance(self.task, max(self.rounds - (e.job.rounds_done if e.job is not None else 0), 1))
         if e.kind in ("retry", "waiting", "failed"):
             self.progress.console.print(f"{e.kind}: {e.message}", markup=False, highlight=False)
 
     def on_cached(self, n: int) -> None:
-        self.progress.advance(self.task, n)
+        self.progress.advance(self.task, n * self.rounds)
 
 
 def _paths(ctx: typer.Context) -> tuple[Path, Path]:
@@ -212,9 +218,13 @@ def build(
                                      on_cached=bar.on_cached, on_requeue=_requeued, force=force)
     cal = calibration_plan(default_calibration(budget) if calibration is None else calibration)
     if cal:
-        with _Bar(f"calibration networks on {spec.name}", len(cal)) as bar:
+        # In rounds on a real device: each network's median then spans the minutes the
+        # calibration takes, not the second or two a drifting machine gave it (a simulated
+        # device's noise is seeded and does not drift: one round says all).
+        n_rounds = 1 if spec.kind == "sim" else CALIBRATION_ROUNDS
+        with _Bar(f"calibration networks on {spec.name}", len(cal), n_rounds) as bar:
             results += measure_specs(store, spec, cal, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
-                                     on_requeue=_requeued, force=force, writer=write_calibration)
+                                     on_requeue=_requeued, force=force, writer=write_calibration, rounds=n_rounds)
 
     _report(ctx, spec, results, mdir, keep_models, started, [list(r) for r in rules], as_json)
 

@@ -244,6 +244,26 @@ def test_calibration_networks_are_measured_for_training_never_for_evaluation(tmp
     assert len(graphs) == 2 and all(v > 0 for v in lat)
     assert not ts.subset(False)[0]  # generated: never evaluation data
     assert ts.rules.layout_block == 0  # a simulated device has no blocked layout
+    # seeded noise does not drift: one round on a simulated device
+    assert all(m.settings.rounds == 1 for m in SqliteStore(db).measurements(device="sim-raspi4"))
     # --calibration 0: none; a budget below 300 measures none by default
     r0 = _cli(reg, tmp_path / "b.db", "build", "--device", "sim-raspi4", "--budget", "30", "--seed", "2", "--json")
     assert "calibration" not in json.loads(r0.stdout)["kernels"]
+
+
+def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, reg):
+    from farm.registry import load_registry
+    from predictors.api import training_set
+    from predictors.dataset_cli import CALIBRATION_ROUNDS
+
+    db = tmp_path / "host.db"
+    r = _cli(reg, db, "build", "--device", "host-cpu", "--kernels", "act", "--budget", "3", "--refine", "0",
+             "--no-detect-fusion", "--calibration", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    ms = SqliteStore(db).measurements(device="host-cpu")
+    kernels = [m for m in ms if m.settings.rounds == 1]
+    nets = [m for m in ms if m.settings.rounds == CALIBRATION_ROUNDS]
+    assert len(kernels) == 3 and len(nets) == 2  # kernels in one round, calibration networks in three
+    assert all(len(m.provenance["rounds"]) == CALIBRATION_ROUNDS for m in nets)
+    ts = training_set(SqliteStore(db), load_registry(reg).get("host-cpu"))
+    assert len(ts.calibration_nets()[0]) == 2
