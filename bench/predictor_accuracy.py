@@ -3,12 +3,14 @@
 For each device, through the `hwfarm` command exactly as a user runs it:
 
 1. `hwfarm dataset build --device D [--budget N]`: single-kernel models measured on D,
-2. `hwfarm profile NETS --device D`: the held-out networks — reference nets (MobileNetV1/V2,
-   ResNet-18/50, SqueezeNet, GoogLeNet, the MLPerf Tiny nets) and random NB201 and FBNet
-   architectures — measured on D,
+2. `hwfarm profile NETS --device D --rounds 3`: the held-out networks — reference nets
+   (MobileNetV1/V2, ResNet-18/50, SqueezeNet, GoogLeNet, the MLPerf Tiny nets) and random
+   NB201 and FBNet architectures — measured on D, every net once, then every net again, three
+   times (a shared machine drifts by tens of per cent over minutes; one measurement samples
+   one moment of it, the predictor's kernels span the whole build),
 3. `hwfarm predictor train --device D`, then `hwfarm predictor eval --device D`: each
    network's prediction against its measured median,
-4. `hwfarm profile NETS --device D` once more, into a scratch dataset: how often two
+4. `hwfarm profile NETS --device D --rounds 3` once more, into a scratch dataset: how often two
    measurements of the same network agree within ±10% (what bounds any predictor's score
    against one measurement; `--no-repeat` skips it).
 
@@ -178,12 +180,13 @@ def medians(stdout: str) -> dict[str, float]:
     return out
 
 
-def repeatability(work: Path, dev: str, nets: list[Path], first: dict[str, float]) -> dict[str, float]:
+def repeatability(work: Path, dev: str, nets: list[Path], first: dict[str, float], rounds: int) -> dict[str, float]:
     """The held-out networks profiled once more, into a scratch dataset (the first dataset is
     left as it was): the share whose two medians agree within ±10% bounds what any predictor
     can score against one measurement of each."""
     (work / "repeat.db").unlink(missing_ok=True)
-    again = medians(hwfarm(work, "profile", *map(str, nets), "--device", dev, "--json", db="repeat.db").stdout)
+    again = medians(hwfarm(work, "profile", *map(str, nets), "--device", dev, "--rounds", str(rounds), "--json",
+                           db="repeat.db").stdout)
     ratio = np.array([again[n] / first[n] for n in first if n in again])
     if not len(ratio):
         return {"n": 0}
@@ -200,6 +203,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/hwfarm-accuracy"))
     ap.add_argument("--no-repeat", action="store_true",
                     help="skip profiling the held-out networks a second time (the repeatability column)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="measure the held-out networks in this many interleaved rounds (1: one measurement each)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     from farm.registry import load_registry
@@ -219,8 +224,8 @@ def main() -> None:
         if r.returncode != 0:
             rows.append((dev, f"dataset build failed: {r.stderr.strip().splitlines()[-1:]}"))
             continue
-        print(f"[{dev}] profiling {len(nets)} held-out networks…", file=sys.stderr)
-        r = hwfarm(a.work, "profile", *map(str, nets), "--device", dev, "--json")
+        print(f"[{dev}] profiling {len(nets)} held-out networks in {a.rounds} round(s)…", file=sys.stderr)
+        r = hwfarm(a.work, "profile", *map(str, nets), "--device", dev, "--rounds", str(a.rounds), "--json")
         measured = len(r.stdout.splitlines())
         first = medians(r.stdout)
         r = hwfarm(a.work, "predictor", "train", "--device", dev, "--json")
@@ -235,7 +240,7 @@ def main() -> None:
         m["baseline_acc10"] = roofline_baseline(a.work, dev, ev["models"])
         if not a.no_repeat:
             print(f"[{dev}] profiling the held-out networks again (repeatability)…", file=sys.stderr)
-        rep = {"n": 0} if a.no_repeat else repeatability(a.work, dev, nets, first)
+        rep = {"n": 0} if a.no_repeat else repeatability(a.work, dev, nets, first, a.rounds)
         rows.append((dev, info["metrics"]["n_train"], measured, m, baseline(a.work, dev), rep))
         print(f"[{dev}] worst: {Path(worst['model']).name} {100 * worst['error']:+.1f}%", file=sys.stderr)
         for x in sorted(ev["models"], key=lambda x: x["model"]):
