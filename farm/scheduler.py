@@ -174,6 +174,12 @@ class Scheduler:
         known[w.hash] = w
         return w
 
+    def _complete(self, job: Job, m: Measurement, spec: DeviceSpec, report: RunReport, lock: threading.Lock) -> None:
+        stored = self.store.complete(job, m)
+        with lock:
+            report.done[job.id] = stored
+        self._on_event(JobEvent("done", spec.name, job, stored))
+
     def _worker(self, spec: DeviceSpec, ids: set[int] | None, known: dict[str, Workload],
                 report: RunReport, lock: threading.Lock) -> None:
         def fail_all(msg: str) -> None:
@@ -200,6 +206,9 @@ class Scheduler:
                     if wait_s is None:
                         return
                     time.sleep(min(max(wait_s, 0.05), 5.0))
+                    continue
+                if 1 < job.settings.rounds <= job.rounds_done:  # killed after its last round, before its record
+                    self._complete(job, merge_rounds(self.store.rounds(job), job.settings), spec, report, lock)
                     continue
                 self._on_event(JobEvent("started", spec.name, job))
                 try:
@@ -237,10 +246,7 @@ class Scheduler:
                                                     message=f"round {len(kept)}/{job.settings.rounds}"))
                             continue
                         m = merge_rounds(kept, job.settings)
-                    stored = self.store.complete(job, m)
-                    with lock:
-                        report.done[job.id] = stored
-                    self._on_event(JobEvent("done", spec.name, job, stored))
+                    self._complete(job, m, spec, report, lock)
         except HwfarmError as err:  # the device could not even be opened
             fail_all(str(err))
         finally:

@@ -467,6 +467,12 @@ class SqliteStore:
                         1 if left else 0, _now_iso(), job.id))
         return [_round_from_json(job, r) for r in kept]
 
+    def rounds(self, job: Job) -> list[Measurement]:
+        """The rounds kept so far for a job measured in rounds."""
+        with self._tx() as db:
+            row = db.execute("SELECT rounds_json FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        return [_round_from_json(job, r) for r in json.loads(row["rounds_json"])] if row else []
+
     def fail(self, job: Job, error: str, *, retry_in_s: float | None) -> Job:
         """Record a failure; requeue after ``retry_in_s`` seconds or mark the job failed (None)."""
         with self._tx() as db:

@@ -129,6 +129,30 @@ def test_a_killed_run_keeps_its_finished_rounds(tmp_path, monkeypatch):
     assert len(b.samples_ms) == 12 and len(b.provenance["rounds"]) == 2
 
 
+def test_a_run_killed_after_the_last_round_stores_the_record_without_measuring_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)
+    first, second = RoundDevice(SPEC), RoundDevice(SPEC)
+    store, sched, _ = make(tmp_path, [first])
+    w = workload("a", b"a")
+    ids = submit(sched, [w], rounds=2)
+    real_complete = SqliteStore.complete
+
+    def killed(self, job, m):
+        raise Killed
+
+    monkeypatch.setattr(SqliteStore, "complete", killed)  # killed between the last round and the record
+    sched.run([SPEC], job_ids=ids, workloads={w.hash: w})
+    assert first.calls == ["a", "a"] and store.jobs()[0].rounds_done == 2 and not store.measurements()
+
+    monkeypatch.setattr(SqliteStore, "complete", real_complete)
+    assert store.requeue_stale(stale_after_s=0) == sorted(ids)
+    again = Scheduler(store, device_factory=lambda spec: second, backoff_s=0.01)
+    report = again.run([SPEC], job_ids=ids, workloads={w.hash: w})
+    assert report.ok and second.calls == []  # both rounds were kept: nothing to measure
+    (m,) = store.measurements()
+    assert len(m.provenance["rounds"]) == 2 and [r["measured_at"] for r in m.provenance["rounds"]] == ["t1", "t2"]
+
+
 def test_a_failed_round_retries_without_losing_the_ones_before(tmp_path):
     dev = RoundDevice(SPEC, {"a": ["ok", "timeout", "ok"]})
     store, sched, events = make(tmp_path, [dev])
