@@ -59,7 +59,9 @@ class TensorInfo:
 @dataclass(frozen=True)
 class Node:
     """One operator. ``inputs`` lists activations and weights alike; ``weights`` names the
-    subset that are constant initializers (so ``params`` = their element count)."""
+    subset that are constant initializers (so ``params`` = their element count);
+    ``consts`` the values of those that are single numbers (name, value), which a runtime's
+    constant sharing compares (``Mul(x, 0)`` twice on one tensor is one node in onnxruntime)."""
 
     name: str
     op: str
@@ -70,6 +72,7 @@ class Node:
     macs: int = 0
     params: int = 0
     bytes_moved: int = 0
+    consts: tuple[tuple[str, float], ...] = ()
 
     @property
     def dtype(self) -> str:
@@ -87,6 +90,7 @@ class Node:
             "macs": self.macs,
             "params": self.params,
             "bytes_moved": self.bytes_moved,
+            **({"consts": [list(c) for c in self.consts]} if self.consts else {}),
         }
 
     @classmethod
@@ -101,6 +105,7 @@ class Node:
             macs=int(d.get("macs", 0)),
             params=int(d.get("params", 0)),
             bytes_moved=int(d.get("bytes_moved", 0)),
+            consts=tuple((str(k), float(v)) for k, v in d.get("consts", ())),
         )
 
 

@@ -429,6 +429,21 @@ def read_onnx_structure(path: str | Path) -> Graph:
     return graph_from_onnx(parse_onnx(skeleton, source=str(p), base_dir=p.parent), source=str(p))
 
 
+def _scalar_values(initializers: Any) -> dict[str, float]:
+    """The values of the single-number initializers whose data the model holds."""
+    from onnx import numpy_helper
+
+    out: dict[str, float] = {}
+    for t in initializers:
+        if _numel(tuple(t.dims)) == 1 and not t.external_data:
+            try:
+                v = numpy_helper.to_array(t).reshape(-1)
+                out[t.name] = float(v[0])
+            except (ValueError, TypeError, IndexError):  # no payload (a skeleton) or not a number
+                continue
+    return out
+
+
 def graph_from_onnx(model: onnx.ModelProto, *, source: str = "<memory>") -> Graph:
     """Build the IR of an ``onnx.ModelProto`` (not modified). Raises ModelError with ``source`` in the message.
 
@@ -468,6 +483,7 @@ def graph_from_onnx(model: onnx.ModelProto, *, source: str = "<memory>") -> Grap
         info[sp.values.name] = (tuple(int(d) for d in sp.dims), _dtype_name(sp.values.data_type))
         weights.add(sp.values.name)
     init_names = set(weights)
+    scalars = _scalar_values(model.graph.initializer)
 
     # Fold the constant subgraphs: a deterministic node whose inputs are all constant.
     folded: set[int] = set()
@@ -529,6 +545,7 @@ def graph_from_onnx(model: onnx.ModelProto, *, source: str = "<memory>") -> Grap
             macs=node_macs(n.op_type, ins, outs, attrs),
             params=sum(t.numel for t in ins if t.name in weights),
             bytes_moved=sum(t.nbytes for t in ins) + sum(t.nbytes for t in outs),
+            consts=tuple((t.name, scalars[t.name]) for t in ins if t.name in scalars),
         ))
     if not nodes:
         raise ModelError(f"{source}: the graph computes nothing (no nodes left after folding constants)")

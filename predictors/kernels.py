@@ -99,7 +99,7 @@ def kernel_type(k: Kernel) -> str:
 def detect_kernels(graph: Graph, rules: FusionRules) -> list[DetectedKernel]:
     """The kernels ``graph`` runs as under ``rules``, in execution order."""
     if rules.dedupe and not rules.fold_constants:
-        graph = dedupe(graph)
+        graph = dedupe(graph, share_scalars=True)
     by_name = {n.name: n for n in graph.nodes}
     out = []
     for k in form_kernels(graph, rules.patterns, 1, fold_constants=rules.fold_constants):

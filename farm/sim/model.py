@@ -206,17 +206,22 @@ def live_nodes(graph: Graph) -> set[str]:
     return live
 
 
-def dedupe(graph: Graph) -> Graph:
+def dedupe(graph: Graph, *, share_scalars: bool = False) -> Graph:
     """Common-subexpression elimination of weight-free nodes: the same op with the same
-    attributes on the same inputs runs once (NB201 applies a ReLU per edge to one tensor)."""
+    attributes on the same inputs runs once (NB201 applies a ReLU per edge to one tensor).
+    ``share_scalars``: single-number constants of equal value count as one input, so a node
+    whose only weights are such numbers is eliminated too (onnxruntime's ConstantSharing
+    runs before its CSE: NB201's ``none`` edges, ``x * 0`` per edge, run once per tensor)."""
     alias: dict[str, str] = {}
     seen: dict[tuple[object, ...], Node] = {}
     nodes = []
     for n in graph.nodes:
         ins = tuple(replace(t, name=alias.get(t.name, t.name)) for t in n.inputs)
         n = replace(n, inputs=ins) if ins != n.inputs else n
-        if not n.weights and len(n.outputs) == 1:
-            key = (n.op, tuple(t.name for t in ins), repr(sorted(n.attrs.items())))
+        shared = dict(n.consts) if share_scalars else {}
+        if all(w in shared for w in n.weights) and len(n.outputs) == 1:
+            key = (n.op, tuple((t.dtype, t.shape, shared[t.name]) if t.name in shared else t.name for t in ins),
+                   repr(sorted(n.attrs.items())))
             first = seen.get(key)
             if first is not None:
                 alias[n.outputs[0].name] = first.outputs[0].name

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from ..graph import Graph, Node, TensorInfo
 from ..onnx_graph import node_macs
@@ -144,7 +145,9 @@ class IRBuilder:
 
     def mul_zero(self, name: str, x: str) -> str:
         """``x * 0``: how NB201's ``none`` op computes (a real elementwise multiply)."""
-        return self.node(name, "Mul", [x], self.shape(x), {"zero": ()}, zero_output=1)
+        out = self.node(name, "Mul", [x], self.shape(x), {"zero": ()}, zero_output=1)
+        self.nodes[-1] = replace(self.nodes[-1], consts=((f"{name}.zero", 0.0),))
+        return out
 
     def identity(self, name: str, x: str) -> str:
         return self.node(name, "Identity", [x], self.shape(x))

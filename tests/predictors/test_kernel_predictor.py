@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,36 @@ def test_detect_kernels_fuses_per_device_rules():
     unfused_convs = [k.name for k in convs if k.kernel.ops[:2] != ("Conv", "BatchNormalization")]
     assert convs and unfused_convs == ["red1.down.conv", "red2.down.conv"]  # the shortcut convs have no BN
     assert {k.type for k in fused} <= {"conv", "act", "pool", "eltwise", "gpool", "gemm", "bn", "reshape"}
+
+
+def test_onnxruntime_shares_scalar_constants_before_it_eliminates_common_subexpressions(tmp_path):
+    from farm.onnx_graph import load_onnx_graph
+    from farm.sim.model import dedupe
+
+    # every edge `none` (x * 0): node 0 feeds three such edges per cell, node 1 two; onnxruntime
+    # shares the equal zeros (ConstantSharing), then runs each Mul once per tensor (CSE)
+    none = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    ort = FusionRules((), False, "runtime:onnxruntime", dedupe=True)
+    path = tmp_path / "none.onnx"
+    onnx.save(graph_to_onnx(build_nb201(none)), str(path))
+    for g in (build_nb201(none), load_onnx_graph(path)):  # built in Python, and read back from ONNX
+        muls = [n for n in g.nodes if n.op == "Mul"]
+        assert len(muls) == 90 and all(c[1] == 0.0 for n in muls for c in n.consts)
+        kernels = detect_kernels(g, ort)
+        assert sum(k.kernel.ops == ("Mul",) for k in kernels) == 45  # 3 tensors a cell: once each
+        assert len(kernels) < len(detect_kernels(g, FusionRules((), False, "none")))
+        assert len(dedupe(g).nodes) == len(g.nodes)  # without sharing every zero is its own constant
+    # constants of different values stay apart
+    b = IRBuilder((1, 8, 4, 4))
+    b.node("m0", "Mul", ["input"], (1, 8, 4, 4), {"c": ()})
+    b.node("m1", "Mul", ["input"], (1, 8, 4, 4), {"c": ()})
+    g = b.build("two-muls", "m1:0")
+    g = Graph(g.name, tuple(replace(n, consts=((n.weights[0], float(i)),)) for i, n in enumerate(g.nodes)),
+              g.inputs, (*g.outputs, g.nodes[0].outputs[0]))
+    assert len(dedupe(g, share_scalars=True).nodes) == 2
+    same = replace(g, nodes=tuple(replace(n, consts=((n.weights[0], 2.0),)) for n in g.nodes))
+    assert len(dedupe(same, share_scalars=True).nodes) == 1
+    assert Graph.from_dict(same.to_dict()) == same  # the values survive the dataset's JSON
 
 
 def test_feature_table_is_declared_and_pure():
