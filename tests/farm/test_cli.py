@@ -172,7 +172,8 @@ def test_bad_input_exits_2_with_one_line_and_store_unchanged(farm, onnx_file, tm
 
 def test_unreachable_device_is_exit_1(farm, onnx_file, tmp_path):
     port = tmp_path / "no-such-tty"
-    farm.registry.write_text(farm.registry.read_text() + f"  - name: mcu\n    url: serial://{port}\n")
+    # a short outage window: the farm default (minutes) would wait for the board to come back
+    farm.registry.write_text(farm.registry.read_text() + f"  - name: mcu\n    url: serial://{port}\n    outage_s: 1\n")
     listed = farm("devices", "list", "--json")
     assert "mcu" in listed.stdout
     p = farm("profile", str(onnx_file("a")), "--device", "mcu", *FAST)
