@@ -471,15 +471,24 @@ def test_the_blocked_layout_folds_adds_into_convolutions():
 WEIGHT_CACHE_KB = 2048  # the synthetic device's cache for convolution weights
 
 
-def _blocked_truth(g: Graph, rate: float, weights: float = 0.0) -> float:
+def _blocked_truth(g: Graph, rate: float, weights: float = 0.0, aliased: float = 0.0) -> float:
     """A synthetic device with onnxruntime-like reorders, written independently of the
     predictor: the raspi4 simulator's time scaled to a host CPU's speed (÷20), plus ``rate``
     ms per KB for each tensor that crosses between a blocked kernel and a plain one (graph
     inputs and outputs included), less the Adds (and their lone ReLUs) a blocked
     convolution accumulates itself, plus ``weights`` ms per KB of convolution weights that
     a 2 MB cache holds for the lone kernel but not for the whole network (a network's
-    weights out of cache at each inference; a Gemm streams its weights either way)."""
+    weights out of cache at each inference; a Gemm streams its weights either way), plus
+    ``aliased`` ms per KB more to convert a tensor whose channel planes are a multiple of
+    4 KB apart."""
     ks = detect_kernels(g, ORT)
+    shape = {t.name: t.shape for nd in g.nodes for t in (*nd.inputs, *nd.outputs)}
+
+    def per_kb(n: str) -> float:
+        s = shape.get(n, ())
+        plane = 4 * s[2] * s[3] if len(s) == 4 else 0
+        return rate + (aliased if plane and plane % 4096 == 0 else 0.0)
+
     blocked: dict[str, bool] = {}  # tensor → produced blocked
     converted: set[tuple[str, bool]] = set()  # (tensor, layout it was converted to): once each
     sim = simulate(g, RASPI4)
@@ -523,13 +532,33 @@ def _blocked_truth(g: Graph, rate: float, weights: float = 0.0) -> float:
             reads_nchw = k.type == "conv" and b and cin < 16
             if blocked.get(n, False) != b and not reads_nchw and (n, b) not in converted:
                 converted.add((n, b))
-                cost += rate * size / 1024
+                cost += per_kb(n) * size / 1024
         for n, _ in k.kernel.outputs:
             blocked[n] = b
     read = {n for k in ks for n, _ in k.kernel.inputs}
     for k in ks:  # graph outputs leave blocked tensors through a conversion too
-        cost += sum(rate * size / 1024 for n, size in k.kernel.outputs if blocked[n] and n not in read)
+        cost += sum(per_kb(n) * size / 1024 for n, size in k.kernel.outputs if blocked[n] and n not in read)
     return cost
+
+
+def test_calibration_refits_the_boundary_rate_but_keeps_the_chains_aliased_plane_surcharge():
+    """Reordering a tensor whose planes are 4 KB apart costs more per KB (the chains show
+    it); that surcharge is the reorder kernel's own, so the calibration networks refit the
+    per-KB rate a network saves, not it (scaling it by the refitted rate left a lone 32×32
+    pool's own cost 30% high on the host)."""
+    from predictors.calibration import calibration_plan
+    from predictors.sampling import build_graph, make_plan
+    from predictors.space_model import build_arch
+
+    graphs = [build_graph(s) for s in make_plan(budget=600, seed=1, fusion=ORT.patterns)]
+    y = [_blocked_truth(g, 200e-6, aliased=300e-6) for g in graphs]
+    cal = [build_arch(s.space, s.arch) for s in calibration_plan(12)]
+    p = KernelLevelPredictor(rules=ORT).fit(graphs, y, calibration=[(g, _blocked_truth(g, 200e-6, 100e-6, 300e-6))
+                                                                     for g in cal])
+    assert p.chain_fit_["c2_aliased"] == pytest.approx(300e-6, rel=0.1)  # the chains see the surcharge
+    assert p.calibration_ is not None and p.calibration_["rate_ns_per_kb"] != pytest.approx(200.0, rel=0.05)
+    assert p.boundary_alias_ == pytest.approx(p.chain_fit_["c2_aliased"])
+    assert p.calibration_["aliased_ns_per_kb"] == pytest.approx(300.0, rel=0.1)
 
 
 def test_a_network_rereads_the_convolution_weights_a_lone_kernel_keeps_in_cache():
