@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 from ..graph import Graph, Node, TensorInfo
 from ..onnx_graph import node_macs
@@ -78,7 +77,9 @@ class IRBuilder:
 
     def node(self, name: str, op: str, inputs: list[str], out_shape: tuple[int, ...],
              weights: Mapping[str, tuple[int, ...]] | None = None, *,
-             weight_dtypes: Mapping[str, str] | None = None, **attrs: object) -> str:
+             weight_dtypes: Mapping[str, str] | None = None, weight_values: Mapping[str, float] | None = None,
+             **attrs: object) -> str:
+        """``weight_values``: the values of weights that are single numbers (``Node.consts``)."""
         ins = [self.tensors[t] for t in inputs]
         wd = weight_dtypes or {}
         wts = [TensorInfo(f"{name}.{w}", tuple(s), wd.get(w, self.dtype)) for w, s in (weights or {}).items()]
@@ -88,6 +89,7 @@ class IRBuilder:
             name=name, op=op, inputs=tuple(all_in), outputs=(out,), attrs=dict(attrs),
             weights=tuple(w.name for w in wts), macs=node_macs(op, all_in, [out], dict(attrs)),
             params=sum(w.numel for w in wts), bytes_moved=sum(t.nbytes for t in all_in) + out.nbytes,
+            consts=tuple((f"{name}.{w}", float(v)) for w, v in (weight_values or {}).items()),
         ))
         self.tensors[out.name] = out
         return out.name
@@ -145,9 +147,7 @@ class IRBuilder:
 
     def mul_zero(self, name: str, x: str) -> str:
         """``x * 0``: how NB201's ``none`` op computes (a real elementwise multiply)."""
-        out = self.node(name, "Mul", [x], self.shape(x), {"zero": ()}, zero_output=1)
-        self.nodes[-1] = replace(self.nodes[-1], consts=((f"{name}.zero", 0.0),))
-        return out
+        return self.node(name, "Mul", [x], self.shape(x), {"zero": ()}, weight_values={"zero": 0.0}, zero_output=1)
 
     def identity(self, name: str, x: str) -> str:
         return self.node(name, "Identity", [x], self.shape(x))
