@@ -249,6 +249,7 @@ def test_calibration_networks_are_measured_for_training_never_for_evaluation(tmp
     # --calibration 0: none; a budget below 300 measures none by default
     r0 = _cli(reg, tmp_path / "b.db", "build", "--device", "sim-raspi4", "--budget", "30", "--seed", "2", "--json")
     assert "calibration" not in json.loads(r0.stdout)["kernels"]
+    assert json.loads(r0.stdout)["overhead_again"] == 0  # nor a second sitting of the minimal models
 
 
 def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, reg):
@@ -263,7 +264,14 @@ def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, 
     ms = SqliteStore(db).measurements(device="host-cpu")
     kernels = [m for m in ms if m.settings.rounds == 1]
     nets = [m for m in ms if m.settings.rounds == CALIBRATION_ROUNDS]
-    assert len(kernels) == 3 and len(nets) == 2  # kernels in one round, calibration networks in three
+    # kernels in one round (and the two minimal models sat again at the end), networks in three
+    assert len(kernels) == 3 + 2 and len(nets) == 2
     assert all(len(m.provenance["rounds"]) == CALIBRATION_ROUNDS for m in nets)
+    out = json.loads(r.stdout)
+    assert out["models"] == 3 + 2 and out["measured"] == 5 and out["overhead_again"] == 2  # the budget, then the sittings
+    names = {SqliteStore(db).get_workload(m.workload).name: m for m in kernels}
+    assert {"overhead-relu-c1", "overhead-relu-c1-s2", "overhead-relu-c8", "overhead-relu-c8-s2"} <= set(names)
+    first, second = names["overhead-relu-c1"], names["overhead-relu-c1-s2"]
+    assert first.workload != second.workload and first.id < second.id  # its own workload, measured after
     ts = training_set(SqliteStore(db), load_registry(reg).get("host-cpu"))
     assert len(ts.calibration_nets()[0]) == 2

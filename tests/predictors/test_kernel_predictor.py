@@ -642,6 +642,31 @@ def test_without_a_boundary_the_chains_pin_a_large_overhead():
     assert p.predict([cell])[0] == pytest.approx(simulate(cell, pixel2).latency_ms, rel=0.03)
 
 
+def test_a_second_sitting_of_the_minimal_models_outvotes_a_slowed_first():
+    """The minimal models set the overhead every prediction carries. Measured once, at the
+    start of a build on a machine slowed then (3x), they cost the FC-AutoEncoder's many
+    tiny kernels a third of its time; the build measures them again at its end and the
+    predictor keeps each model's faster sitting, whichever sitting that is."""
+    from farm.zoo.nets import build_net
+    from predictors.sampling import OVERHEAD, build_graph, make_plan, second_sitting
+
+    plan = make_plan(budget=600, seed=1, fusion=ORT.patterns)
+    again = second_sitting(plan)
+    assert [s.name for s in again] == [s.name + "-s2" for s in plan if s.kernel_type == OVERHEAD]
+    graphs, graphs2 = [build_graph(s) for s in plan], [build_graph(s) for s in again]
+    truth, truth2 = [_blocked_truth(g, 200e-6) for g in graphs], [_blocked_truth(g, 200e-6) for g in graphs2]
+    slowed = [v * 3 if s.kernel_type == OVERHEAD else v for s, v in zip(plan, truth, strict=True)]
+    net = build_net("fc_autoencoder")
+    t = _blocked_truth(net, 200e-6)
+    clean = KernelLevelPredictor(rules=ORT).fit(graphs, truth)
+    once = KernelLevelPredictor(rules=ORT).fit(graphs, slowed)
+    assert once.predict([net])[0] > 1.2 * t  # the failure this guards against
+    for y in (slowed + truth2, truth + [v * 3 for v in truth2]):
+        p = KernelLevelPredictor(rules=ORT).fit(graphs + graphs2, y)
+        assert p.overhead_ == pytest.approx(clean.overhead_, rel=1e-9)
+        assert p.predict([net])[0] == pytest.approx(t, rel=0.05)
+
+
 STREAM_LEVELS = ((1024.0, 3e-6),)  # the synthetic device's cache: (KB, ms per KB streamed past it)
 
 

@@ -189,6 +189,7 @@ def test_dataset_build_on_the_host_with_litert(tmp_path, reg):
     out = json.loads(r.stdout)
     assert out["measured"] == 24 and out["failed"] == 0
     assert out["plan"] == "tflite" and out["dtypes"] == ["float32", "int8"]
+    assert out["overhead_again"] == 6  # the plan's 3 minimal models per dtype, sat again at the end
     samples = kernel_samples(SqliteStore(db), "host-litert")
     assert {s.measurement.settings.runtime for s in samples} == {"litert"}
     assert {s.kernel.dtype for s in samples} == {"float32", "int8"}
