@@ -160,8 +160,9 @@ def test_kill_9_on_the_real_host_then_rerun(tmp_path, reg):
     assert rerun.returncode == 0, rerun.stderr
     out = json.loads(rerun.stdout)
     after = _rows(db)
-    assert len(after) == 10 and after[: len(before)] == before
-    assert out["cached"] == len(before) and out["measured"] == 10 - len(before)
+    # the plan's 10 models, then its 5 minimal models' second sitting
+    assert len(after) == 10 + 5 and after[: len(before)] == before
+    assert out["cached"] == len(before) and out["measured"] == 10 - len(before) and out["overhead_again"] == 5
     m = SqliteStore(db).measurements(device="host-cpu")[0]
     assert m.provenance["simulated"] is False and m.settings.policy == DATASET_POLICY and m.latency_ms > 0
     assert out["fusion_rules"] == []
