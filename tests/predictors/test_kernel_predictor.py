@@ -642,6 +642,20 @@ def test_without_a_boundary_the_chains_pin_a_large_overhead():
     assert p.predict([cell])[0] == pytest.approx(simulate(cell, pixel2).latency_ms, rel=0.03)
 
 
+def test_two_sittings_are_one_structure_only_when_ops_wiring_and_shapes_match():
+    from predictors.kernel_model import _structure
+
+    def tiny(name: str, c: int, wiring: str) -> Graph:
+        b = IRBuilder((1, c))
+        a = b.relu(f"{name}_a", "input")
+        second = b.relu(f"{name}_b", a if wiring == "chain" else "input")
+        return b.build(name, b.add(f"{name}_sum", a, second))
+
+    assert _structure(tiny("first", 8, "chain")) == _structure(tiny("again", 8, "chain"))  # names aside
+    assert _structure(tiny("first", 8, "chain")) != _structure(tiny("first", 8, "fan"))  # wiring
+    assert _structure(tiny("first", 8, "chain")) != _structure(tiny("first", 64, "chain"))  # shapes
+
+
 def test_a_second_sitting_of_the_minimal_models_outvotes_a_slowed_first():
     """The minimal models set the overhead every prediction carries. Measured once, at the
     start of a build on a machine slowed then (3x), they cost the FC-AutoEncoder's many
