@@ -232,11 +232,10 @@ def build(
 def _second_sitting(spec: Any, store: Any, mdir: Path, specs: list[Any], force: bool,
                     writer: Any = None, model_format: str = "onnx") -> list[Any]:
     """Measure the plan's minimal models again at the end of a build on a real device (their
-    results). They set the per-inference overhead every
-    prediction carries; measured only in the build's first minute, a machine slowed then
-    (a neighbour's burst, a governor still ramping) lifts every tiny kernel's prediction.
-    The predictor keeps each one's faster sitting. (A simulated device's noise is seeded and
-    does not drift.)"""
+    results). They set the per-inference overhead every prediction carries: measured only at
+    the build's start, a machine slowed then lifts every tiny kernel's prediction. The
+    predictor keeps each one's faster sitting. (A simulated device's noise is seeded and
+    does not drift: one sitting.)"""
     from .dataset import measure_specs
     from .sampling import second_sitting
 
@@ -301,6 +300,7 @@ def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_
     summary = summarize_results(results)
     counts = {k: sum(1 for x in results if x.source == k) for k in ("measured", "cached", "failed")}
     failed = [x for x in (*results, *again) if x.source == "failed"]
+    n_again = sum(1 for x in again if x.latency_ms is not None)
     removed = 0
     if not keep_models and not failed:  # a failed build keeps them for `hwfarm jobs run`
         for x in (*results, *again):
@@ -311,7 +311,7 @@ def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_
         emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
                     "models_kept": not removed,
                     "fusion_rules": rules, **(extra or {"plan": "onnx"}), "models": len(results), **counts,
-                    "overhead_again": sum(1 for x in again if x.latency_ms is not None),
+                    "overhead_again": n_again,
                     "elapsed_s": round(elapsed, 2), "kernels": summary})
     else:
         table = Table(title=f"kernel dataset on {spec.name} ({_paths(ctx)[1]}), latency in ms", title_justify="left")
@@ -326,7 +326,6 @@ def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_
         out.print(table)
         kept = (f"models removed from {mdir} (graphs are in the dataset; --keep-models keeps the files)"
                 if removed else f"models in {mdir}")
-        n_again = sum(1 for x in again if x.latency_ms is not None)
         sat = f"; {n_again} minimal models sat twice (the overhead takes the faster)" if n_again else ""
         err.print(f"{elapsed:.0f} s; {kept}{sat}", markup=False, highlight=False)
     for x in failed:
