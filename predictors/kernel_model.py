@@ -17,7 +17,6 @@ at once and runs each type's model once on the unique rows.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -89,7 +88,7 @@ def _structure(graph: Graph) -> tuple[Any, ...]:
     model written under two names (two workloads) has one structure."""
     ids: dict[str, int] = {}  # tensor name -> order of first appearance
     return tuple((n.op, tuple((ids.setdefault(t.name, len(ids)), t.shape, t.dtype) for t in (*n.inputs, *n.outputs)),
-                  json.dumps(n.attrs, sort_keys=True, default=str)) for n in graph.nodes)
+                  repr(sorted(n.attrs.items()))) for n in graph.nodes)  # attributes keyed as dedupe keys them
 
 
 def _channels(k: DetectedKernel) -> int | None:
@@ -431,7 +430,8 @@ class KernelLevelPredictor:
             ks = detect_kernels(g, self.rules)
             if ks and is_minimal_model(g):
                 key = _structure(g)
-                tiny_by[key] = (len(ks), min(float(v), tiny_by.get(key, (0, math.inf))[1]))
+                prev = tiny_by.get(key)
+                tiny_by[key] = (len(ks), float(v) if prev is None else min(prev[1], float(v)))
             elif len(ks) == 1:
                 singles.append((ks[0], float(v)))
                 single_graphs.append(g)
