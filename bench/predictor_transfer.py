@@ -1,7 +1,10 @@
 """Few-shot latency transfer on real devices (issue #5's targets), with the baselines computed
 in the same run: ridge on the sources' log-latencies, random forest on one-hot ops.
 
-    .venv/bin/python bench/predictor_transfer.py [--seeds 5] [--data ../shared/data]
+    .venv/bin/python bench/predictor_transfer.py [--seeds 5] [--data ../shared/data] [--curve 100,300]
+
+``--curve`` adds more shot counts on every target of both spaces, against the booster used
+alone (``boost_weights=(1.0,)``, before its weight was cross-validated) in the same run.
 
 Protocol (predictors.benchmark): HELP's. Published reference figures: HELP (Lee et al.,
 NeurIPS 2021) as quoted in ../shared/data/nb201-latency/README.md and
@@ -22,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from predictors.benchmark import default_model, read_table, run_bench  # noqa: E402
 from predictors.encodings import n_cost_features  # noqa: E402
-from predictors.transfer import OneHotForestRegressor, SourceRidgeRegressor  # noqa: E402
+from predictors.transfer import OneHotForestRegressor, SourceRidgeRegressor, TransferRegressor  # noqa: E402
 
 NB201_SOURCES = "1080ti_1,1080ti_32,1080ti_256,silver_4114,pixel3,samsung_s7,titanx_1,titanx_32,titanx_256,gold_6240"
 FBNET_SOURCES = "1080ti_1,1080ti_32,1080ti_64,silver_4114,pixel3,samsung_s7,titanx_1,titanx_32,titanx_64,gold_6240"
@@ -41,6 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"))
+    ap.add_argument("--curve", default="", help="more shot counts, e.g. 100,300 (~10 min on one core)")
     args = ap.parse_args()
     seeds = args.seeds
     t0 = time.perf_counter()
@@ -92,7 +96,33 @@ def main() -> None:
     print("| HELP (published), mean of the three | 0.910 | | |\n")
     print(f"each row: `{_cmd('../shared/data/fbnet-latency/latency_ms.csv', 'fbnet', 'TARGET', 10, seeds, FBNET_SOURCES)}`"
           " (samsung_s7 as target leaves the source list)\n")
+    if args.curve:
+        _curve([int(k) for k in args.curve.split(",")], seeds, {"nb201": nb, "fbnet": fb})
     print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+def _curve(shots: list[int], seeds: int, tables: dict) -> None:
+    """More shots on every target: the default model against the booster used alone."""
+    print(f"## More shots ({seeds} seeds; Spearman ρ / ±10% acc): cross-validated booster weight vs booster alone\n")
+    print("| space | target | " + " | ".join(f"{k} shots" for k in shots) + " |\n|---|---|" + "---|" * len(shots))
+    for space, targets, sources in (("nb201", NB201_TARGETS, NB201_SOURCES), ("fbnet", FBNET_TARGETS, FBNET_SOURCES)):
+        nc = n_cost_features(space)
+        alone = lambda k, s, nc=nc: TransferRegressor(n_cost_features=nc, random_state=s, boost_weights=(1.0,))  # noqa: E731
+        means: dict[int, list[tuple[float, float]]] = {k: [] for k in shots}
+        cells = []
+        for t in targets:
+            o = run_bench(tables[space], t, shots, seeds=seeds, sources=sources)
+            b = run_bench(tables[space], t, shots, seeds=seeds, sources=sources, make_model=alone)
+            for k in shots:
+                means[k].append((o[str(k)]["spearman"], b[str(k)]["spearman"]))
+            cells.append(f"| {space} | {t} | " + " | ".join(
+                f"{o[str(k)]['spearman']:.3f} / {100 * o[str(k)]['acc10']:.0f}% "
+                f"(alone {b[str(k)]['spearman']:.3f} / {100 * b[str(k)]['acc10']:.0f}%)" for k in shots) + " |")
+        print("\n".join(cells))
+        print(f"| {space} | **mean ρ** | " + " | ".join(
+            f"**{np.mean([m[0] for m in means[k]]):.3f}** (alone {np.mean([m[1] for m in means[k]]):.3f})"
+            for k in shots) + " |")
+    print()
 
 
 if __name__ == "__main__":

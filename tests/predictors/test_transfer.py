@@ -165,9 +165,42 @@ def test_booster_sees_the_sources_non_additive_residuals():
 
 def test_transfer_boost_kicks_in_with_many_shots():
     _, X, S, y = _synthetic(n=200)
-    m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=10)
+    m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=10,
+                          boost_weights=(1.0,))
     m.fit(X[:60], y[:60], sources_ms=S[:60], pool_X=X, pool_sources_ms=S)
-    assert m.booster_ is not None and np.all(m.predict(X[60:], sources_ms=S[60:]) > 0)
+    assert m.booster_ is not None and m.boost_weight_ == 1.0
+    assert np.all(m.predict(X[60:], sources_ms=S[60:]) > 0)
+
+
+def test_booster_weight_is_cross_validated_on_the_shots():
+    _, X, S, y = _synthetic(n=400)
+    nc = n_cost_features("nb201")
+    kw = dict(sources_ms=S[:200], pool_X=X, pool_sources_ms=S)
+    # additive target: the base model fits it; a booster only adds its own error -> weight 0, none kept
+    m = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_rounds=50).fit(X[:200], y[:200], **kw)
+    assert m.boost_weight_ == 0.0 and m.booster_ is None
+    base = m.predict(X[200:], sources_ms=S[200:])
+    # a factor of 1.6 on every cell whose edge 0 is a 3x3 conv or edge 5 a pool (a third of them): no source
+    # shows it and no additive model fits it; the booster learns it -> full weight, the predictions follow it
+    col = {n: i for i, n in enumerate(feature_names("nb201"))}
+    hit = (X[:, col["e0:nor_conv_3x3"]] == 1) | (X[:, col["e5:avg_pool_3x3"]] == 1)
+    y2 = y * np.where(hit, 1.6, 1.0)
+    b = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_rounds=100).fit(X[:200], y2[:200], **kw)
+    assert b.boost_weight_ == 1.0 and b.booster_ is not None
+    off = TransferRegressor(n_cost_features=nc, boost_min_shots=0).fit(X[:200], y2[:200], **kw)
+    err = lambda p: float(np.median(np.abs(p / y2[200:] - 1)))  # noqa: E731
+    assert err(b.predict(X[200:], sources_ms=S[200:])) < 0.5 * err(off.predict(X[200:], sources_ms=S[200:]))
+    # a fixed half weight blends the two in log space
+    h = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_rounds=100, boost_weights=(0.5,))
+    h.fit(X[:200], y2[:200], **kw)
+    full = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_rounds=100, boost_weights=(1.0,))
+    full.fit(X[:200], y2[:200], **kw)
+    p_off, p_full = (e.predict(X[200:], sources_ms=S[200:]) for e in (off, full))
+    assert np.allclose(h.predict(X[200:], sources_ms=S[200:]), np.sqrt(p_off * p_full))
+    no_boost = TransferRegressor(n_cost_features=nc, boost_min_shots=0).fit(X[:200], y[:200], **kw)
+    assert np.allclose(base, no_boost.predict(X[200:], sources_ms=S[200:]))  # weight 0: the base model alone
+    with pytest.raises(ValueError, match="boost_weights"):
+        TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_weights=(1.5,)).fit(X[:200], y[:200], **kw)
 
 
 # ----------------------------------------------------------------------------- metrics and splits
