@@ -357,6 +357,35 @@ def test_space_model_learns_additive_costs_and_round_trips():
     assert arch_of_graph(build_fbnet(fb[0])) == ("fbnet", fb[0])
 
 
+def test_space_model_keeps_folded_cells_apart():
+    """NB201 cells with no live edge: the network's output is a constant a folding runtime
+    computes at load. Their 300x cheaper cost must not bend the model of the live cells."""
+    from predictors.encodings import encode, feature_names
+    from predictors.space_model import SpaceModel, folded, sample_archs
+
+    archs = sample_archs("nb201", 900, seed=3)
+    X = encode("nb201", archs)
+    fold = folded("nb201", X)
+    assert 10 <= fold.sum() <= 60  # ~2.6% of NB201
+    names = feature_names("nb201")
+    per_op = {"skip_connect": 0.3, "nor_conv_1x1": 1.1, "nor_conv_3x3": 2.9, "avg_pool_3x3": 0.8}
+    live_cost = sum(c * X[:, names.index(f"n_live_{op}")] for op, c in per_op.items())
+    y = np.where(fold, 0.012, 4.0 + live_cost)
+    m = SpaceModel(space="nb201").fit(archs[:600], y[:600])
+    assert m.folded_ is not None
+    err = m.predict(archs[600:]) / y[600:] - 1
+    assert np.all(np.abs(err[fold[600:]]) < 0.05) and fold[600:].any()
+    assert np.mean(np.abs(err[~fold[600:]]) < 0.05) > 0.95
+    state, raw = m.to_state()
+    np.testing.assert_allclose(SpaceModel.from_state(json.loads(json.dumps(state)), raw).predict(archs[600:]),
+                               m.predict(archs[600:]))
+    # too few folded cells for a model of their own: one model, as before
+    few = [i for i in range(600) if not fold[i]] + [int(np.flatnonzero(fold)[0])]
+    one = SpaceModel(space="nb201").fit([archs[i] for i in few], y[few])
+    assert one.folded_ is None and "folded" not in one.to_state()[0]
+    assert not folded("fbnet", encode("fbnet", sample_archs("fbnet", 5))).any()
+
+
 def test_bundle_with_a_space_answers_archs_fast_path(farm_state, tmp_path):
     import predictors
     from farm.registry import load_registry
