@@ -306,6 +306,9 @@ def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_
         for x in (*results, *again):
             Path(x.path).unlink(missing_ok=True)
             removed += 1
+        for d in sorted((p for p in mdir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(d.iterdir()):  # the per-kernel-type folders the build emptied
+                d.rmdir()
     elapsed = time.monotonic() - started
     if as_json:
         emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),

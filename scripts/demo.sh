@@ -54,8 +54,8 @@ cat <<TXT
 Where the data went:
   hwfarm.db             SQLite dataset (devices, workloads + graphs, measurements with raw samples, jobs, fusion rules)
   hwfarm-predictors/    predictor bundles (bundle.json + XGBoost JSON models), one folder per training run
-  hwfarm-models/        the kernel models the dataset build measured
+  hwfarm-models/        the fusion-test models (small, kept); a build's kernel models are removed after it (--keep-models keeps them)
   hwfarm-dataset.csv    one row per measurement, for pandas/spreadsheets
-  demo_models/          the ONNX files that were measured
+  demo_models/          the ONNX and .tflite files that were measured
 Run a profile step again: the results come from the dataset (cached); add --force to re-measure.
 TXT
