@@ -86,8 +86,9 @@ def _print_summary(s: dict[str, Any]) -> None:
         c.out.print(f"  left out {m['n_slowed_left_out']} kernel measurements contention slowed throughout")
     nets = m.get("networks")
     if nets:
+        rho = f", Spearman {nets['spearman']:.3f}" if "spearman" in nets else ""  # (needs 3 models or more)
         c.out.print(f"  on {nets['n']} whole models never seen in training: ±10% accuracy {_pct(nets.get('acc10'))}, "
-                    f"median error {_pct(nets.get('median_ape'))}, Spearman {nets.get('spearman', float('nan')):.3f}")
+                    f"median error {_pct(nets.get('median_ape'))}{rho}")
     else:
         c.out.print("  no whole-model measurements to evaluate on yet (profile some models on this device)")
     if s.get("energy"):
