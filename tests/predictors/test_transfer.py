@@ -13,7 +13,13 @@ from farm.errors import InputError
 from farm.zoo.nb201 import OPS, arch_str_from_ops
 from predictors.benchmark import metrics, percentile_mask, read_table, resolve_sources, run_bench, split
 from predictors.encodings import encode, feature_names, n_cost_features
-from predictors.transfer import NotFittedError, OneHotForestRegressor, SourceRidgeRegressor, TransferRegressor
+from predictors.transfer import (
+    NEAREST_WEIGHTS,
+    NotFittedError,
+    OneHotForestRegressor,
+    SourceRidgeRegressor,
+    TransferRegressor,
+)
 
 from ..conftest import run_cli
 
@@ -146,7 +152,11 @@ def test_nearest_source_member_follows_a_sibling_device():
     assert off.nearest_source_ == -1 and off.nearest_weight_ == 0.0
     ours = metrics(y[10:], m.predict(X[10:], sources_ms=S[10:]))
     alone = metrics(y[10:], off.predict(X[10:], sources_ms=S[10:]))
-    assert ours["spearman"] > 0.95 and ours["spearman"] > alone["spearman"] + 0.05 and ours["acc10"] > 0.9
+    assert ours["spearman"] > 0.99 and alone["spearman"] < 0.95
+    # the ensemble keeps a quarter of the say (NEAREST_WEIGHTS stops at 3/4): on a perfect sibling
+    # that costs some level (±10% accuracy ~0.75, median error ~6%), never the ranking
+    assert m.nearest_weight_ == max(NEAREST_WEIGHTS) < 1.0 and ours["acc10"] > 0.6
+    assert ours["acc10"] > metrics(y[10:], off.predict(X[10:], sources_ms=S[10:]))["acc10"]
     # no sources: no nearest-source member
     assert TransferRegressor(n_cost_features=nc).fit(X[:20], y[:20], pool_X=X).nearest_weight_ == 0.0
 
