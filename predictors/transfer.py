@@ -204,8 +204,9 @@ class TransferRegressor:
     when one source is emphasized), ``boost_min_shots`` (use the XGBoost correction from this
     many shots on; 0 disables), ``boost_rounds``, ``boost_weights`` (the booster's candidate
     weights in its blend with the base model, chosen by cross-validation on the shots; default
-    :data:`BOOST_WEIGHTS`; ``(1.0,)`` uses the booster alone, as before that choice), ``n_average`` (average the predictions of this
-    many best grid points; 1 = the best only — averaging 5 or 20 did not help on NB201),
+    :data:`BOOST_WEIGHTS`; ``(1.0,)`` uses the booster alone, as before that choice),
+    ``n_average`` (average the predictions of this many best grid points; 1 = the best only —
+    averaging 5 or 20 did not help on NB201),
     ``nearest_source`` (blend in the nearest-source member), ``random_state``.
     Learned state: ``hyperparams_`` and ``coef_`` (the source GP's chosen grid points and their
     weights), ``members_`` (the fitted cost-prior members; empty without sources or cost
@@ -277,6 +278,7 @@ class TransferRegressor:
     def fit(self, X: np.ndarray, y: np.ndarray, *, sources_ms: np.ndarray | None = None,
             pool_X: np.ndarray | None = None, pool_sources_ms: np.ndarray | None = None) -> TransferRegressor:
         X, y = _check_fit_args(X, y, sources_ms)
+        self._boost_weight_grid()  # bad weights fail at once, not only once there are shots enough to boost
         nc = self.n_cost_features
         if not 0 <= nc <= X.shape[1]:
             raise ValueError(f"n_cost_features {nc} is outside 0..{X.shape[1]}")
@@ -327,13 +329,17 @@ class TransferRegressor:
                 self.booster_ = self._fit_booster(F, log_base + r)
         return self
 
+    def _boost_weight_grid(self) -> tuple[float, ...]:
+        weights = BOOST_WEIGHTS if self.boost_weights is None else tuple(self.boost_weights)
+        if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
+            raise ValueError(f"boost_weights {weights}: give weights within 0..1")
+        return weights
+
     def _boost_weight(self, F: np.ndarray, log_y: np.ndarray, log_base: np.ndarray) -> float:
         """The booster's weight in its (log-space) blend with the base model, from
         :data:`BOOST_WEIGHTS` by :data:`BOOST_FOLDS`-fold cross-validation on the shots: squared
         log error of the blend, the base model's part its leave-one-out prediction."""
-        weights = BOOST_WEIGHTS if self.boost_weights is None else tuple(self.boost_weights)
-        if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
-            raise ValueError(f"boost_weights {weights}: give weights within 0..1")
+        weights = self._boost_weight_grid()
         if len(weights) == 1:
             return float(weights[0])
         folds = np.random.default_rng(self.random_state or 0).permutation(len(log_y)) % BOOST_FOLDS
