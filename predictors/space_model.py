@@ -16,7 +16,8 @@ edge makes the network's output a constant, which a runtime that folds constants
 once, at load (on sim-raspi4 such a network costs 0.012 ms against >= 4 ms for any other).
 They are 2.6% of NB201, yet one fit across both kinds bent the boosted correction around
 that 300x step and missed cheap live cells: fidelity to the kernel-level model on sim-raspi4
-(600 distilled architectures) was 74% within ±10%, 96% with the folded ones apart. Their model
+(600 distilled architectures) was 74-79% within ±10%, 95-96% with the folded ones apart (two
+samples of held-out cells; the demo's `predictor train --space nb201` reports one). Their model
 is additive only (no boosting: there are few of them), used where the training set had at
 least :data:`MIN_FOLDED` of them.
 """
