@@ -2,7 +2,10 @@
 in the same run: ridge on the sources' log-latencies, random forest on one-hot ops.
 
     .venv/bin/python bench/predictor_transfer.py [--seeds 5] [--data ../shared/data] [--curve 100,300]
+    .venv/bin/python bench/predictor_transfer.py --expect 100
 
+``--expect N`` prints only the 10-shot means, over seeds 0..N-1 (~2 min for 100): the figure to
+expect on a random draw of shots, where the protocol's 5 seeds are one sample of it.
 ``--curve`` adds more shot counts on every target of both spaces, against the booster used
 alone (``boost_weights=(1.0,)``, before its weight was cross-validated) in the same run.
 
@@ -45,7 +48,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"))
     ap.add_argument("--curve", default="", help="more shot counts, e.g. 100,300 (~10 min on one core)")
+    ap.add_argument("--expect", type=int, default=0, metavar="N",
+                    help="only the 10-shot means, over N seeds (~2 min for 100)")
     args = ap.parse_args()
+    if args.expect:
+        _expect(args.expect, args.data)
+        return
     seeds = args.seeds
     t0 = time.perf_counter()
     ridge = lambda k, s: SourceRidgeRegressor()  # noqa: E731
@@ -99,6 +107,28 @@ def main() -> None:
     if args.curve:
         _curve([int(k) for k in args.curve.split(",")], seeds, {"nb201": nb, "fbnet": fb})
     print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+def _expect(seeds: int, data: str) -> None:
+    """10-shot Spearman per target over many seeds, with the spread of the 5-seed protocol's figure."""
+    t0 = time.perf_counter()
+    print(f"## 10 shots, {seeds} seeds (Spearman ρ): mean, and the range of 5-seed means over seed blocks\n")
+    print("| space | target | mean ρ | std over seeds | 5-seed blocks: min … max |\n|---|---|---|---|---|")
+    for space, targets, sources in (("nb201", NB201_TARGETS, NB201_SOURCES), ("fbnet", FBNET_TARGETS[:3], FBNET_SOURCES)):
+        table = read_table(f"{data}/{space}-latency/latency_ms.csv", space)
+        per_seed = []
+        for t in targets:
+            res = run_bench(table, t, [10], seeds=seeds, sources=sources, make_model=default_model(space),
+                            keep_seeds=True)["10"]
+            rows = [m["spearman"] for m in res["per_seed"]]
+            per_seed.append(rows)
+            blocks = [np.mean(rows[i:i + 5]) for i in range(0, len(rows) - 4, 5)]
+            print(f"| {space} | {t} | {np.mean(rows):.4f} | {np.std(rows):.4f} | {min(blocks):.3f} … {max(blocks):.3f} |")
+        mean = np.mean(per_seed, axis=0)  # the space's mean over targets, per seed
+        blocks = [np.mean(mean[i:i + 5]) for i in range(0, len(mean) - 4, 5)]
+        print(f"| {space} | **mean** | **{np.mean(mean):.4f}** | {np.std(mean):.4f} | "
+              f"{min(blocks):.3f} … {max(blocks):.3f} (seeds 0-4: {np.mean(mean[:5]):.4f}) |")
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 
 def _curve(shots: list[int], seeds: int, tables: dict) -> None:

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -204,10 +204,11 @@ def default_model(space: str) -> ModelFactory:
 
 def run_bench(table: LatencyTable, target: str, shots: Sequence[int], *, seeds: int = 5,
               sources: str | Sequence[str] = "all", make_model: ModelFactory | None = None,
-              on_step: Callable[[], None] | None = None) -> dict[str, dict[str, float | int]]:
+              on_step: Callable[[], None] | None = None, keep_seeds: bool = False) -> dict[str, dict[str, Any]]:
     """The protocol: ``{"<shots>": {"spearman", "kendall", "acc10", "rmspe", "std_spearman",
     "seeds", "n_test"}}``, metrics averaged over ``seeds`` seeds (seed s draws its training rows
-    with ``numpy.random.default_rng(s)``). ``on_step`` is called after every (shots, seed)."""
+    with ``numpy.random.default_rng(s)``). ``on_step`` is called after every (shots, seed);
+    ``keep_seeds`` adds ``"per_seed"``, each seed's metrics in seed order."""
     if seeds < 1:
         raise InputError(f"seeds {seeds}: must be >= 1")
     if not shots:
@@ -225,7 +226,7 @@ def run_bench(table: LatencyTable, target: str, shots: Sequence[int], *, seeds: 
         split(table.space, len(y_all), k, np.random.default_rng(0))
     factory = make_model or default_model(table.space)
     pool_rows, _ = _pool_and_test(table.space, len(y_all))
-    out: dict[str, dict[str, float | int]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for k in shots:
         per_seed: list[dict[str, float]] = []
         n_test = 0
@@ -243,9 +244,11 @@ def run_bench(table: LatencyTable, target: str, shots: Sequence[int], *, seeds: 
             per_seed.append(metrics(y_all[test], pred))
             if on_step is not None:
                 on_step()
-        row: dict[str, float | int] = {m: float(np.mean([r[m] for r in per_seed])) for m in METRICS}
+        row: dict[str, Any] = {m: float(np.mean([r[m] for r in per_seed])) for m in METRICS}
         row["std_spearman"] = float(np.std([r["spearman"] for r in per_seed]))
         row["seeds"] = seeds
         row["n_test"] = n_test
+        if keep_seeds:
+            row["per_seed"] = per_seed
         out[str(k)] = row
     return out

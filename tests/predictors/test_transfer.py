@@ -292,6 +292,12 @@ def test_run_bench_python_api(tmp_path):
     for row in res.values():
         assert {"spearman", "kendall", "acc10", "rmspe"} <= set(row) and row["seeds"] == 2
         assert 0.5 < row["spearman"] <= 1 and 0 <= row["acc10"] <= 1
+        assert "per_seed" not in row
+    # keep_seeds: each seed's metrics, in seed order, and the mean is theirs; seeds=1 gives per_seed[0] again
+    kept = run_bench(table, "mytarget", [10], seeds=3, sources="all", keep_seeds=True)["10"]
+    assert len(kept["per_seed"]) == 3 and kept["spearman"] == pytest.approx(np.mean([m["spearman"] for m in kept["per_seed"]]))
+    assert kept["per_seed"][0] == run_bench(table, "mytarget", [10], seeds=1, sources="all", keep_seeds=True)["10"]["per_seed"][0]
+    assert len({m["spearman"] for m in kept["per_seed"]}) == 3  # different draws
     with pytest.raises(InputError, match="shots"):
         run_bench(table, "mytarget", [10, 500], seeds=1)
 
