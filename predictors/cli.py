@@ -164,16 +164,24 @@ def eval_cmd(
     device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
     bundle: Optional[str] = typer.Option(None, "--bundle", help="Bundle id or directory (default: the newest)."),
     as_json: bool = typer.Option(False, "--json", help="Metrics and per-model rows as JSON on stdout."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw predicted against measured, log-log "
+                                        "with the ±10% band, to this .svg file."),
 ) -> None:
     """Accuracy on the dataset's whole-model measurements of the device."""
     from rich.table import Table
 
     from .api import evaluate, load
+    from .plot import check_path
 
     c = _ctx()
+    if plot is not None:
+        check_path(plot)
     spec, store = _open(device)
     p = load(bundle or device, db=c.STATE.db)
     res = evaluate(p, store, spec)
+    if plot is not None:
+        _eval_plot(plot, res)
+        c.err.print(f"plot: {plot}", highlight=False)
     if as_json:
         c.emit_json(res)
         return
@@ -188,6 +196,18 @@ def eval_cmd(
     m = res["metrics"]
     c.out.print(f"{m['n']} models: ±10% accuracy {_pct(m['acc10'])}, median error {_pct(m['median_ape'])}"
                 + (f", Spearman {m['spearman']:.3f}" if "spearman" in m else ""))
+
+
+def _eval_plot(path: Path, res: dict[str, Any]) -> None:
+    from .plot import scatter, write_svg
+
+    m = res["metrics"]
+    rows = res["models"]
+    sub = (f"{m['n']} models: ±10% accuracy {_pct(m['acc10'])}, median error {_pct(m['median_ape'])}"
+           + (f", Spearman {m['spearman']:.3f}" if "spearman" in m else ""))
+    write_svg(path, scatter([r["measured_ms"] for r in rows], [r["predicted_ms"] for r in rows],
+                            [Path(r["model"]).name for r in rows], title=f"{res['device']}: predicted vs measured",
+                            subtitle=sub, desc=f"hwfarm predictor eval, device {res['device']}, bundle {res['bundle']}"))
 
 
 def predict(
@@ -254,6 +274,8 @@ def bench(
     seeds: int = typer.Option(5, "--seeds", help="Random training draws per shot count (metrics are their mean)."),
     sources: str = typer.Option("all", "--sources", help="Transfer sources: all (every other device), none, or COL,COL,..."),
     as_json: bool = typer.Option(False, "--json", help='Print {"<shots>": {"spearman", "kendall", "acc10", "rmspe", ...}}.'),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the metrics against shots (Spearman ± std "
+                                        "over seeds, Kendall, ±10% accuracy) to this .svg file."),
 ) -> None:
     """Few-shot latency benchmark (HELP's protocol): train on SHOTS random target measurements
     plus the sources' latencies, test on the rest within the target's 10th-90th percentile."""
@@ -265,7 +287,10 @@ def bench(
     from rich.table import Table
 
     from .benchmark import read_table, resolve_sources, run_bench
+    from .plot import check_path
 
+    if plot is not None:
+        check_path(plot)
     shot_counts = _parse_shots(shots)
     table = read_table(csv_path, space)
     src = resolve_sources(table, target, sources)
@@ -275,6 +300,9 @@ def bench(
         task = bar.add_task(f"bench {target}", total=len(shot_counts) * max(seeds, 0))
         result = run_bench(table, target, shot_counts, seeds=seeds, sources=src if src else "none",
                            on_step=lambda: bar.advance(task))
+    if plot is not None:
+        _bench_plot(plot, result, target=target, space=space, n_sources=len(src), seeds=seeds)
+        err.print(f"plot: {plot}", highlight=False)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -287,3 +315,17 @@ def bench(
                   f"{100 * row['acc10']:.1f}%", f"{row['rmspe']:.1f}", f"{int(row['n_test'])}")
     out.print(t)
     out.print(f"sources: {', '.join(src) if src else 'none'}", highlight=False)
+
+
+def _bench_plot(path: Path, result: dict[str, dict[str, Any]], *, target: str, space: str, n_sources: int,
+                seeds: int) -> None:
+    from .plot import Series, curve, write_svg
+
+    ks = [int(k) for k in result]
+    rows = list(result.values())
+    series = [Series("Spearman ρ", [r["spearman"] for r in rows], [r["std_spearman"] for r in rows]),
+              Series("Kendall τ", [r["kendall"] for r in rows]),
+              Series("±10% accuracy", [r["acc10"] for r in rows])]
+    write_svg(path, curve(ks, series, title=f"{target} on {space}: few-shot transfer",
+                          subtitle=f"{n_sources} sources, {seeds} seeds; test rows within the target's p10-p90",
+                          xlabel="target measurements (shots)", logx=len(ks) > 1))

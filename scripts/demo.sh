@@ -31,6 +31,9 @@ step hwfarm nas export --space mobilenet_v2 --arch default --out demo_models/mob
 step hwfarm predict demo_models/nb201-cell.onnx demo_models/mobilenet_v2.onnx --device sim-raspi4
 note "…and what the device measures for them:"
 step hwfarm profile demo_models/nb201-cell.onnx demo_models/mobilenet_v2.onnx --device sim-raspi4
+note "The predictor against every network measured on the device: these two and the demo models (measured now), drawn too."
+step hwfarm profile demo_models/mlp.onnx demo_models/resnet8-cifar.onnx demo_models/mobilenet-v1-0.25-128.onnx --device sim-raspi4
+step hwfarm predictor eval --device sim-raspi4 --plot demo_models/eval-sim-raspi4.svg
 
 note "An int8-only accelerator: a kernel dataset of int8 .tflite kernels on the simulated Edge TPU, its predictor
 (with the USB link's per-network boundary term), and an int8 MobileNetV2 predicted, then measured."
@@ -43,7 +46,8 @@ step hwfarm profile demo_models/mobilenet_v2-int8.tflite --device sim-edgetpu
 if [ -f ../shared/data/nb201-latency/latency_ms.csv ]; then
     note "Few-shot transfer on real NB201 latencies: 10 measured cells of the Raspberry Pi 4 column."
     step hwfarm predictor bench --csv ../shared/data/nb201-latency/latency_ms.csv --space nb201 --target raspi4 \
-        --shots 10,100 --seeds 2 --sources 1080ti_1,1080ti_32,1080ti_256,silver_4114,pixel3,samsung_s7,titanx_1,titanx_32,titanx_256,gold_6240
+        --shots 10,100 --seeds 2 --sources 1080ti_1,1080ti_32,1080ti_256,silver_4114,pixel3,samsung_s7,titanx_1,titanx_32,titanx_256,gold_6240 \
+        --plot demo_models/transfer-raspi4.svg
 fi
 
 step hwfarm dataset show
@@ -56,6 +60,6 @@ Where the data went:
   hwfarm-predictors/    predictor bundles (bundle.json + XGBoost JSON models), one folder per training run
   hwfarm-models/        the fusion-test models (small, kept); a build's kernel models are removed after it (--keep-models keeps them)
   hwfarm-dataset.csv    one row per measurement, for pandas/spreadsheets
-  demo_models/          the ONNX and .tflite files that were measured
+  demo_models/          the ONNX and .tflite files that were measured, and the plots (*.svg: open in a browser)
 Run a profile step again: the results come from the dataset (cached); add --force to re-measure.
 TXT

@@ -297,10 +297,17 @@ def test_train_predict_eval_through_the_cli(farm_state):
     truth = simulate(load_workload(nets[0]).graph, RASPI4).latency_ms
     assert abs(rows[0]["latency_ms"] / truth - 1) < 0.15
 
-    r = _cli(d, "predictor", "eval", "--device", "sim-raspi4", "--json")
+    svg = d / "eval.svg"
+    r = _cli(d, "predictor", "eval", "--device", "sim-raspi4", "--json", "--plot", str(svg))
     assert r.returncode == 0, r.stderr
     ev = json.loads(r.stdout)
     assert ev["metrics"]["n"] == 4 and len(ev["models"]) == 4
+    import xml.etree.ElementTree as ET
+
+    points = ET.parse(svg).getroot().findall("{http://www.w3.org/2000/svg}circle")
+    assert len(points) == 4  # one per evaluated network, titled with its name and error
+    assert sorted(p[0].text.split(":")[0] for p in points) == sorted(Path(m["model"]).name for m in ev["models"])
+    assert sorted(float(p.get("data-error")) for p in points) == pytest.approx(sorted(m["error"] for m in ev["models"]), abs=1e-6)
 
     r = _cli(d, "predictor", "list", "--json")
     assert [b["id"] for b in json.loads(r.stdout)] == [info["id"]]

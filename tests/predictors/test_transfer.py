@@ -316,6 +316,28 @@ def test_cli_bench_json_on_made_up_devices(tmp_path):
     assert "Spearman" in r.stdout and "sources: none" in r.stdout
 
 
+def test_cli_bench_plot_draws_each_metric_against_shots(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    path = _write_csv(tmp_path / "t.csv")
+    svg = tmp_path / "curve.svg"
+    r = run_cli("predictor", "bench", "--csv", str(path), "--space", "nb201", "--target", "mytarget",
+                "--shots", "5,10,20", "--seeds", "2", "--json", "--plot", str(svg))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)  # --json stays clean: the plot's path goes to stderr
+    assert f"plot: {svg}" in r.stderr
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ET.parse(svg).getroot()
+    lines = {p.get("data-label"): p for p in root.iterfind("s:polyline", ns)}
+    assert set(lines) == {"Spearman ρ", "Kendall τ", "±10% accuracy"}
+    for label, key in (("Spearman ρ", "spearman"), ("Kendall τ", "kendall"), ("±10% accuracy", "acc10")):
+        xs, ys = zip(*(map(float, p.split(",")) for p in lines[label].get("points").split()), strict=True)
+        assert xs == tuple(sorted(xs)) and len(xs) == 3  # one point per shot count, left to right
+        vals = [out[k][key] for k in ("5", "10", "20")]  # a higher value sits higher (smaller y)
+        assert [a > b for a, b in zip(vals, vals[1:], strict=False)] == [ya < yb for ya, yb in zip(ys, ys[1:], strict=False)]
+    assert [t.text for t in root.iterfind("s:text", ns)].count("10") >= 1  # the shot counts are the x ticks
+
+
 @pytest.mark.parametrize("args, message", [
     (["--csv", "{missing}", "--target", "mytarget"], "no such file"),
     (["--target", "nothere"], "no target column 'nothere'"),
@@ -326,6 +348,8 @@ def test_cli_bench_json_on_made_up_devices(tmp_path):
     (["--target", "mytarget", "--space", "fbnet"], "op_idx"),
     (["--target", "mytarget", "--space", "darts"], "unknown space"),
     (["--target", "mytarget", "--seeds", "0"], "seeds"),
+    (["--target", "mytarget", "--plot", "out.png"], "ending in .svg"),
+    (["--target", "mytarget", "--plot", "{missing}/curve.svg"], "does not exist"),
 ])
 def test_cli_bench_bad_input_exits_2(tmp_path, capsys, args, message):
     path = _write_csv(tmp_path / "t.csv", n=60)
