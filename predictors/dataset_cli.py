@@ -158,6 +158,12 @@ def build(
                                               help="Whole networks measured after the kernels, to fit what a "
                                                    "kernel costs inside a network (default: 32 with the default "
                                                    "plan, about one per 60 kernels of --budget, none below 300)."),
+    kernel_rounds: int = typer.Option(1, "--rounds", min=1,
+                                      help="Measure the kernels in N interleaved rounds (every kernel once, then "
+                                           "every kernel again, N times; each record pools its rounds), so a "
+                                           "kernel's median spans the build rather than the seconds a drifting "
+                                           "machine gave it. About N times the build's time; resume with the "
+                                           "same N (measurements in other rounds are not reused)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
 ) -> None:
     """Measure single-kernel models on a device (resumable: run it again to finish)."""
@@ -176,10 +182,11 @@ def build(
     if plan_format(spec) == "tflite":
         types = parse_kernels(kernels) if kernels else None
         mdir = _models_dir(ctx, models_dir)
-        results, rules_text, again = _build_tflite(spec, _store(ctx), mdir, types, total, n_refine, seed, dtype, force)
+        results, rules_text, again = _build_tflite(spec, _store(ctx), mdir, types, total, n_refine, seed, dtype, force,
+                                                   kernel_rounds)
         dtypes = sorted({x.spec.dtype for x in results})
         _report(ctx, spec, results, mdir, keep_models, started, [], as_json, started_note=rules_text,
-                extra={"plan": "tflite", "dtypes": dtypes}, again=again)
+                extra={"plan": "tflite", "dtypes": dtypes}, again=again, kernel_rounds=kernel_rounds)
         return
     if dtype is not None:
         raise InputError(f"--dtype {dtype!r}: device {device!r} takes the float ONNX plan ({spec.default_runtime}); "
@@ -204,18 +211,19 @@ def build(
 
     plan = make_plan(budget=total - n_refine, kernels=types, seed=seed, fusion=rules)
     results = []
-    with _Bar(f"kernels on {spec.name}", len(plan)) as bar:
+    in_rounds = f" in {kernel_rounds} rounds" if kernel_rounds > 1 else ""
+    with _Bar(f"kernels on {spec.name}{in_rounds}", len(plan), kernel_rounds) as bar:
         results += measure_specs(store, spec, plan, models_dir=mdir, on_event=bar.on_event,
-                                 on_cached=bar.on_cached, on_requeue=_requeued, force=force)
+                                 on_cached=bar.on_cached, on_requeue=_requeued, force=force, rounds=kernel_rounds)
     rounds = 2 if n_refine >= 100 else 1
     for r in range(rounds if n_refine else 0):
         n = n_refine // rounds + (n_refine % rounds if r == rounds - 1 else 0)
         ok = [x for x in results if x.latency_ms is not None]
         extra = refine_plan([x.spec for x in ok], [float(x.latency_ms or 0) for x in ok], n=n, seed=seed + 1 + r,
                             exclude={x.spec.name for x in results})
-        with _Bar(f"refinement {r + 1}/{rounds} on {spec.name}", len(extra)) as bar:
+        with _Bar(f"refinement {r + 1}/{rounds} on {spec.name}{in_rounds}", len(extra), kernel_rounds) as bar:
             results += measure_specs(store, spec, extra, models_dir=mdir, on_event=bar.on_event,
-                                     on_cached=bar.on_cached, on_requeue=_requeued, force=force)
+                                     on_cached=bar.on_cached, on_requeue=_requeued, force=force, rounds=kernel_rounds)
     cal = calibration_plan(default_calibration(budget) if calibration is None else calibration)
     if cal:
         # In rounds on a real device: each network's median then spans the minutes the
@@ -226,7 +234,8 @@ def build(
             results += measure_specs(store, spec, cal, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
                                      on_requeue=_requeued, force=force, writer=write_calibration, rounds=n_rounds)
     again = _second_sitting(spec, store, mdir, [x.spec for x in results], force)
-    _report(ctx, spec, results, mdir, keep_models, started, [list(r) for r in rules], as_json, again=again)
+    _report(ctx, spec, results, mdir, keep_models, started, [list(r) for r in rules], as_json, again=again,
+            kernel_rounds=kernel_rounds)
 
 
 def _second_sitting(spec: Any, store: Any, mdir: Path, specs: list[Any], force: bool,
@@ -248,7 +257,7 @@ def _second_sitting(spec: Any, store: Any, mdir: Path, specs: list[Any], force: 
 
 
 def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | None, total: int, n_refine: int,
-                  seed: int, dtype: str | None, force: bool) -> tuple[list[Any], str, list[Any]]:
+                  seed: int, dtype: str | None, force: bool, kernel_rounds: int = 1) -> tuple[list[Any], str, list[Any]]:
     """The TFLite plan (float32 / int8 .tflite kernels) measured on a device, with refinement."""
     from .dataset import measure_specs
     from .tflite_plan import (
@@ -271,9 +280,11 @@ def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | No
         return tflite_bytes(t), ".tflite"
 
     def measure(specs: list[Any], title: str) -> list[Any]:
-        with _Bar(title, len(specs)) as bar:
+        in_rounds = f" in {kernel_rounds} rounds" if kernel_rounds > 1 else ""
+        with _Bar(title + in_rounds, len(specs), kernel_rounds) as bar:
             return measure_specs(store, spec, specs, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
-                                 on_requeue=_requeued, force=force, writer=writer, model_format="tflite")
+                                 on_requeue=_requeued, force=force, writer=writer, model_format="tflite",
+                                 rounds=kernel_rounds)
 
     results = measure(plan, f"tflite kernels on {spec.name}")
     rounds = 2 if n_refine >= 100 else 1
@@ -290,9 +301,10 @@ def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | No
 
 def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_models: bool, started: float,
             rules: list[list[str]], as_json: bool, started_note: str | None = None,
-            extra: dict[str, Any] | None = None, again: Sequence[Any] = ()) -> None:
+            extra: dict[str, Any] | None = None, again: Sequence[Any] = (), kernel_rounds: int = 1) -> None:
     """The build's summary (table or JSON). ``again``: the minimal models' second sitting,
-    re-measurements outside the plan's count (``overhead_again`` in the JSON)."""
+    re-measurements outside the plan's count (``overhead_again`` in the JSON); ``kernel_rounds``:
+    the rounds the kernels were measured in (``rounds``)."""
     from .dataset import summarize_results
 
     if started_note and not as_json:
@@ -314,7 +326,7 @@ def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_
         emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
                     "models_kept": not removed,
                     "fusion_rules": rules, **(extra or {"plan": "onnx"}), "models": len(results), **counts,
-                    "overhead_again": n_again,
+                    "overhead_again": n_again, "rounds": kernel_rounds,
                     "elapsed_s": round(elapsed, 2), "kernels": summary})
     else:
         table = Table(title=f"kernel dataset on {spec.name} ({_paths(ctx)[1]}), latency in ms", title_justify="left")

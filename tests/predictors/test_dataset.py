@@ -276,3 +276,26 @@ def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, 
     assert first.workload != second.workload and first.id < second.id  # its own workload, measured after
     ts = training_set(SqliteStore(db), load_registry(reg).get("host-cpu"))
     assert len(ts.calibration_nets()[0]) == 2
+
+
+def test_build_rounds_measures_the_kernels_in_interleaved_rounds(tmp_path, reg):
+    from farm.registry import load_registry
+    from predictors.api import training_set
+
+    db = tmp_path / "host.db"
+    args = ("build", "--device", "host-cpu", "--kernels", "act", "--budget", "3", "--refine", "0",
+            "--no-detect-fusion", "--calibration", "0", "--rounds", "2", "--json")
+    r = _cli(reg, db, *args)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["rounds"] == 2 and out["measured"] == 3 and out["overhead_again"] == 2
+    ms = SqliteStore(db).measurements(device="host-cpu")
+    plan = [m for m in ms if m.settings.rounds == 2]
+    assert len(plan) == 3 and all(len(m.provenance["rounds"]) == 2 for m in plan)  # each record pools two rounds
+    assert len([m for m in ms if m.settings.rounds == 1]) == 2  # the second sitting: one round, as always
+    again = json.loads(_cli(reg, db, *args).stdout)  # resumed with the same rounds: nothing to measure
+    assert again["cached"] == 3 and again["measured"] == 0
+    ts = training_set(SqliteStore(db), load_registry(reg).get("host-cpu"))
+    assert len(ts.subset(True)[0]) == 3 + 2  # the rounds' records train like any other
+    r = _cli(reg, db, "build", "--device", "host-cpu", "--rounds", "0")
+    assert r.returncode == 2 and "--rounds" in r.stderr and "Traceback" not in r.stderr
