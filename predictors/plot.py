@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -148,12 +148,14 @@ def scatter(measured: Sequence[float], predicted: Sequence[float], labels: Seque
             title: str, subtitle: str = "", desc: str = "", band: float = 0.10, unit: str = "ms") -> str:
     """Predicted against measured on shared log-log axes: the diagonal, the ±``band`` region
     shaded, each point green inside it and red outside, with its label as a hover title
-    (``desc``: the file's description, e.g. which bundle)."""
-    if not (len(measured) == len(predicted) == len(labels)) or not measured:
-        raise ValueError("scatter: measured, predicted and labels must be equally long and not empty")
-    if min(measured) <= 0 or min(predicted) <= 0:
-        raise ValueError("scatter: latencies must be positive")
-    lo, hi = _log_range([*measured, *predicted])
+    (``desc``: the file's description, e.g. which bundle). A point with a value ≤ 0 cannot sit
+    on log axes: it is left out, and the corner's count says so."""
+    if not (len(measured) == len(predicted) == len(labels)):
+        raise ValueError("scatter: measured, predicted and labels must be equally long")
+    points = [(m, p, name) for m, p, name in zip(measured, predicted, labels, strict=True) if m > 0 and p > 0]
+    if not points:
+        raise ValueError("scatter: no point with a positive measured and predicted value to draw")
+    lo, hi = _log_range([v for m, p, _ in points for v in (m, p)])
     x = _Axis(lo, hi, True, LEFT, W - RIGHT)
     y = _Axis(lo, hi, True, H - BOTTOM, TOP)
     c = _Canvas(title, subtitle, desc)
@@ -166,15 +168,17 @@ def scatter(measured: Sequence[float], predicted: Sequence[float], labels: Seque
           f'<title>within ±{100 * band:g}%</title></polygon>')
     c.add(f'<line x1="{x(lo):.1f}" y1="{y(lo):.1f}" x2="{x(hi):.1f}" y2="{y(hi):.1f}" stroke="#495057" '
           'stroke-dasharray="4 3"/>')
-    for m, p, name in zip(measured, predicted, labels, strict=True):
+    for m, p, name in points:
         err = p / m - 1.0
         colour = IN_BAND if abs(err) <= band else OUT_OF_BAND
         tip = f"{name}: measured {m:.4g} {unit}, predicted {p:.4g} {unit} ({100 * err:+.1f}%)"
         c.add(f'<circle cx="{x(m):.1f}" cy="{y(p):.1f}" r="4" fill="{colour}" fill-opacity="0.8" '
               f'data-error="{err:.6f}"><title>{escape(tip)}</title></circle>')
-    n_in = sum(abs(p / m - 1.0) <= band for m, p in zip(measured, predicted, strict=True))
+    n_in = sum(abs(p / m - 1.0) <= band for m, p, _ in points)
+    left_out = len(measured) - len(points)
     c.add(f'<text x="{W - RIGHT - 8}" y="{H - BOTTOM - 10}" {FONT} text-anchor="end">'
-          f'{n_in} of {len(measured)} within ±{100 * band:g}%</text>')
+          f'{n_in} of {len(points)} within ±{100 * band:g}%'
+          + (f" ({left_out} not drawn: a value ≤ 0 has no place on log axes)" if left_out else "") + '</text>')
     return c.svg()
 
 
@@ -185,7 +189,6 @@ class Series:
     label: str
     y: Sequence[float]
     err: Sequence[float] | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # more data-* attributes on the line
 
 
 def curve(x: Sequence[float], series: Sequence[Series], *, title: str, subtitle: str = "",
@@ -212,9 +215,8 @@ def curve(x: Sequence[float], series: Sequence[Series], *, title: str, subtitle:
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
         pts = " ".join(f"{xa(a):.1f},{ya(b):.1f}" for a, b in zip(x, s.y, strict=True))
-        attrs = "".join(f" data-{k}={quoteattr(v)}" for k, v in s.extra.items())
         c.add(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2" '
-              f'data-label={quoteattr(s.label)}{attrs}/>')
+              f'data-label={quoteattr(s.label)}/>')
         for j, (a, b) in enumerate(zip(x, s.y, strict=True)):
             px, py = xa(a), ya(b)
             if s.err is not None and s.err[j] > 0:

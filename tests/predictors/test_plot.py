@@ -60,6 +60,12 @@ def test_scatter_refuses_what_it_cannot_draw(args):
         scatter(*args, title="t")
 
 
+def test_scatter_leaves_out_and_counts_values_log_axes_cannot_hold():
+    root = _root(scatter([1.0, 2.0, 3.0], [1.0, 0.0, 3.3], ["a", "zero", "c"], title="t"))
+    assert [p[0].text.split(":")[0] for p in root.findall(f"{NS}circle")] == ["a", "c"]
+    assert any(t.text.startswith("2 of 2 within ±10% (1 not drawn") for t in root.iter(f"{NS}text"))
+
+
 def test_curve_draws_each_series_with_its_error_bars():
     x = [10, 100, 1000]
     svg = curve(x, [Series("rho", [0.90, 0.95, 0.97], [0.02, 0.0, 0.01]), Series("tau", [0.7, 0.8, 0.85])],
