@@ -16,9 +16,11 @@ For each device, through the `hwfarm` command exactly as a user runs it:
 
 Prints ±10% accuracy (the share of networks predicted within ±10% of the measured median),
 median error and Spearman ρ per device. The dataset is kept (default /tmp/hwfarm-accuracy),
-so a second run resumes instead of measuring again.
+so a second run resumes instead of measuring again; each device's predicted-vs-measured plot
+goes beside it (``eval-DEVICE.svg``).
 
     .venv/bin/python bench/predictor_accuracy.py --devices host-cpu            # real host, ~20 min
+    .venv/bin/python bench/predictor_accuracy.py --devices host-cpu --build-rounds 3   # kernels in 3 rounds
     .venv/bin/python bench/predictor_accuracy.py --devices sim-raspi4,sim-pixel3 --budget 600
     .venv/bin/python bench/predictor_accuracy.py --devices sim-edgetpu,sim-cortex-m4 --budget 600   # int8
 
@@ -205,6 +207,8 @@ def main() -> None:
                     help="skip profiling the held-out networks a second time (the repeatability column)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="measure the held-out networks in this many interleaved rounds (1: one measurement each)")
+    ap.add_argument("--build-rounds", type=int, default=1,
+                    help="measure the kernels in this many interleaved rounds (dataset build --rounds)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     from farm.registry import load_registry
@@ -219,7 +223,8 @@ def main() -> None:
             onnx_nets = onnx_nets or export_nets(a.work / "nets", a.space_nets)
             nets = onnx_nets
         print(f"[{dev}] kernel dataset…", file=sys.stderr)
-        build = ["dataset", "build", "--device", dev, "--json"] + (["--budget", str(a.budget)] if a.budget else [])
+        build = ["dataset", "build", "--device", dev, "--json", "--rounds", str(a.build_rounds)]
+        build += ["--budget", str(a.budget)] if a.budget else []
         r = hwfarm(a.work, *build)
         if r.returncode != 0:
             rows.append((dev, f"dataset build failed: {r.stderr.strip().splitlines()[-1:]}"))
@@ -233,7 +238,7 @@ def main() -> None:
             rows.append((dev, f"train failed: {r.stderr.strip()}"))
             continue
         info = json.loads(r.stdout)
-        r = hwfarm(a.work, "predictor", "eval", "--device", dev, "--json")
+        r = hwfarm(a.work, "predictor", "eval", "--device", dev, "--json", "--plot", str(a.work / f"eval-{dev}.svg"))
         ev = json.loads(r.stdout)
         m = ev["metrics"]
         worst = max(ev["models"], key=lambda x: abs(x["error"]))
