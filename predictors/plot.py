@@ -119,15 +119,15 @@ class _Canvas:
         self.parts.append(element)
 
     def axes(self, x: _Axis, y: _Axis, xticks: Sequence[float], yticks: Sequence[float],
-             xlabel: str, ylabel: str, xtick_labels: Sequence[str] | None = None) -> None:
+             xlabel: str, ylabel: str) -> None:
         x0, x1, y0, y1 = x.px0, x.px1, y.px0, y.px1
         for t in yticks:
             py = y(t)
             self.add(f'<line x1="{x0:.1f}" y1="{py:.1f}" x2="{x1:.1f}" y2="{py:.1f}" stroke="#e9ecef"/>')
             self.add(f'<text x="{x0 - 6:.1f}" y="{py + 4:.1f}" {FONT} text-anchor="end">{_fmt(t)}</text>')
-        for i, t in enumerate(xticks):
+        for t in xticks:
             px = x(t)
-            label = xtick_labels[i] if xtick_labels is not None else _fmt(t)
+            label = _fmt(t)
             self.add(f'<line x1="{px:.1f}" y1="{y0:.1f}" x2="{px:.1f}" y2="{y1:.1f}" stroke="#e9ecef"/>')
             self.add(f'<text x="{px:.1f}" y="{y0 + 18:.1f}" {FONT} text-anchor="middle">{escape(label)}</text>')
         self.add(f'<rect x="{x0:.1f}" y="{y1:.1f}" width="{x1 - x0:.1f}" height="{y0 - y1:.1f}" '
