@@ -197,9 +197,8 @@ def curve(x: Sequence[float], series: Sequence[Series], *, title: str, subtitle:
     values themselves), its ± bars where given, and a legend."""
     if not x or not series or any(len(s.y) != len(x) or (s.err is not None and len(s.err) != len(x)) for s in series):
         raise ValueError("curve: every series needs one value (and error) per x")
-    ys = [v + sgn * (e or 0.0) for s in series
-          for v, e in zip(s.y, s.err if s.err is not None else [0.0] * len(x), strict=True) for sgn in (-1, 1)]
-    ylo, yhi = min(ys), max(ys)
+    ylo = min(v - e for s in series for v, e in zip(s.y, s.err or [0.0] * len(x), strict=True))
+    yhi = max(v + e for s in series for v, e in zip(s.y, s.err or [0.0] * len(x), strict=True))
     pad = max(0.05 * (yhi - ylo), 0.01)
     ylo, yhi = ylo - pad, yhi + pad
     if logx:
