@@ -35,7 +35,7 @@ def main() -> None:
 
     from farm.agent.measure import Policy, SpeedProbe, run_protocol, summarize
     from farm.agent.runners import OnnxRuntimeRunner
-    from farm.onnx_export import graph_to_onnx
+    from farm.formats.onnx_export import graph_to_onnx
     from farm.zoo.nets import build_net
     from predictors.dataset import DATASET_POLICY
     from predictors.space_model import build_arch, sample_archs

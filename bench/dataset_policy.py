@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from farm.measurement import Policy
-from farm.registry import load_registry
-from farm.store import SqliteStore
+from farm.registry.spec import load_registry
+from farm.store.sqlite import SqliteStore
 from predictors.dataset import DATASET_POLICY, measure_specs
 from predictors.sampling import make_plan
 

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = (64, 128, 192, 256, 320, 384, 512, 768, 1024, 2048)
 
 
-def random_mlp(rng: np.random.Generator, i: int):  # -> farm.graph.Graph
-    from farm.zoo.ir import IRBuilder
+def random_mlp(rng: np.random.Generator, i: int):  # -> farm.ir.graph.Graph
+    from farm.ir.builder import IRBuilder
 
     inputs = int(rng.choice((128, 256, 640, 1024)))
     widths = [int(w) for w in rng.choice(WIDTHS, int(rng.integers(2, 9)))]
@@ -60,7 +60,7 @@ def main() -> None:
     import onnx
 
     import predictors
-    from farm.onnx_export import graph_to_onnx
+    from farm.formats.onnx_export import graph_to_onnx
 
     rng = np.random.default_rng(a.seed)
     graphs = [random_mlp(rng, i) for i in range(a.n)]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.registry import load_registry
-from farm.store import SqliteStore
+from farm.registry.spec import load_registry
+from farm.store.sqlite import SqliteStore
 from predictors.dataset import measure_specs
 from predictors.sampling import make_plan
 

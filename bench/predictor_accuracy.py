@@ -54,7 +54,7 @@ def hwfarm(work: Path, *args: str, db: str = "hwfarm.db") -> subprocess.Complete
 def export_nets(folder: Path, n_space: int) -> list[Path]:
     import onnx
 
-    from farm.onnx_export import graph_to_onnx
+    from farm.formats.onnx_export import graph_to_onnx
     from farm.zoo.nets import build_net
     from predictors.space_model import build_arch, sample_archs
 
@@ -89,12 +89,12 @@ def export_tflite_nets(folder: Path, n_space: int, dev: str) -> list[Path]:
     widths (BIT_PRIOR) for a bit-serial device."""
     import numpy as np
 
-    from farm.graph import DTYPE_BYTES
-    from farm.registry import load_registry
-    from farm.sim.model import flash_kb, peak_sram_kb
+    from farm.formats.tflite import graph_from_tflite
+    from farm.formats.tflite_export import graph_to_tflite
+    from farm.ir.graph import DTYPE_BYTES
+    from farm.ir.memory import flash_kb, peak_sram_kb
+    from farm.registry.spec import load_registry
     from farm.sim.profile import load_profile
-    from farm.tflite_export import graph_to_tflite
-    from farm.tflite_graph import graph_from_tflite
     from farm.zoo.nets import build_net
     from predictors.space_model import build_arch, sample_archs
     from predictors.tflite_plan import BIT_PRIOR, bit_serial, plan_dtypes
@@ -140,7 +140,7 @@ def roofline_baseline(work: Path, dev: str, models: list[dict[str, object]]) -> 
     import numpy as np
     from scipy.optimize import nnls
 
-    from farm.store import SqliteStore
+    from farm.store.sqlite import SqliteStore
     from farm.workload import load_workload
     from predictors.dataset import kernel_samples
 
@@ -159,8 +159,8 @@ def roofline_baseline(work: Path, dev: str, models: list[dict[str, object]]) -> 
 def baseline(work: Path, dev: str) -> dict[str, float]:
     """The same kernel-level predictor without boundary costs (chains ignored: each lone
     kernel's time less the overhead), trained and evaluated on the same dataset."""
-    from farm.registry import load_registry
-    from farm.store import SqliteStore
+    from farm.registry.spec import load_registry
+    from farm.store.sqlite import SqliteStore
     from predictors.api import accuracy_metrics, training_set
     from predictors.kernel_model import KernelLevelPredictor
 
@@ -211,7 +211,7 @@ def main() -> None:
                     help="measure the kernels in this many interleaved rounds (dataset build --rounds)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    from farm.registry import load_registry
+    from farm.registry.spec import load_registry
     from predictors.tflite_plan import plan_format
 
     onnx_nets: list[Path] | None = None

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from farm.onnx_export import graph_to_onnx
-from farm.onnx_graph import read_onnx_structure
+from farm.formats.onnx import read_onnx_structure
+from farm.formats.onnx_export import graph_to_onnx
 from farm.sim.model import simulate
 from farm.sim.profile import load_profile
 from farm.workload import load_workload

@@ -16,13 +16,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "profile": "farm.api", "ProfileResult": "farm.api",
-    "load_registry": "farm.registry", "DeviceSpec": "farm.registry", "Registry": "farm.registry",
+    "load_registry": "farm.registry.spec", "DeviceSpec": "farm.registry.spec", "Registry": "farm.registry.spec",
     "open_device": "farm.devices", "Device": "farm.devices", "Health": "farm.devices",
     "load_workload": "farm.workload", "Workload": "farm.workload",
-    "Graph": "farm.graph", "Node": "farm.graph", "TensorInfo": "farm.graph",
+    "Graph": "farm.ir.graph", "Node": "farm.ir.graph", "TensorInfo": "farm.ir.graph",
     "Measurement": "farm.measurement", "Settings": "farm.measurement", "Policy": "farm.measurement",
     "LatencyStats": "farm.measurement",
-    "SqliteStore": "farm.store", "Scheduler": "farm.scheduler",
+    "SqliteStore": "farm.store.sqlite", "Scheduler": "farm.scheduler.core",
     "HwfarmError": "farm.errors", "InputError": "farm.errors", "DeviceError": "farm.errors",
 }
 

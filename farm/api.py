@@ -15,12 +15,12 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .devices import open_device
-from .measurement import Measurement, Policy, Settings, resolve_runtime
-from .registry import load_registry
-from .scheduler import Failure, JobEvent, Scheduler
-from .store import SqliteStore
-from .workload import load_workload
+from farm.devices import open_device
+from farm.measurement import Measurement, Policy, Settings, resolve_runtime
+from farm.registry.spec import load_registry
+from farm.scheduler.core import Failure, JobEvent, Scheduler
+from farm.store.sqlite import SqliteStore
+from farm.workload import load_workload
 
 __all__ = ["profile", "ProfileResult"]
 

@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .agent.measure import LatencyStats, Policy, rejected, summarize
+from farm.agent.measure import LatencyStats, Policy, rejected, summarize
 
 __all__ = ["Settings", "Measurement", "LatencyStats", "Policy", "merge_rounds", "resolve_runtime", "RUNTIME_FOR_FORMAT"]
 

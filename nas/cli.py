@@ -48,10 +48,9 @@ def export(
     """Write one architecture of a space (or one reference net) as an ONNX or .tflite file any tool can profile."""
 
     from farm.errors import InputError
-    from farm.onnx_export import graph_to_onnx
+    from farm.formats.onnx_export import graph_to_onnx
     from farm.zoo.nets import NETS, build_net, parse_net_options
-
-    from .spaces import SPACES
+    from nas.spaces import SPACES
 
     if space in SPACES:
         s = SPACES[space]()
@@ -75,7 +74,7 @@ def export(
     if dtype not in ("float32", "int8") or (dtype != "float32" and out.suffix == ".onnx"):
         raise InputError(f"--dtype {dtype!r}: expected float32, or int8 with a .tflite --out")
     if out.suffix == ".tflite":
-        from farm.tflite_export import graph_to_tflite
+        from farm.formats.tflite_export import graph_to_tflite
 
         data = graph_to_tflite(graph, dtype=dtype, seed=seed)
         what += f", {dtype} .tflite"

@@ -24,18 +24,17 @@ import numpy as np
 
 from farm.agent.measure import slowed_throughout
 from farm.errors import InputError
-from farm.graph import Graph
-from farm.onnx_graph import read_onnx_structure
-from farm.store import SqliteStore
+from farm.formats.onnx import read_onnx_structure
+from farm.ir.graph import Graph
+from farm.store.sqlite import SqliteStore
 from farm.workload import Workload, load_workload
-
-from .boundary import io_boundary
-from .bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
-from .calibration import CALIBRATION_DIR
-from .kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, chain_length, is_minimal_model
-from .kernels import FusionRules, detect_kernels, fusion_rules_for, layout_block
-from .metrics import accuracy_metrics
-from .space_model import SpaceModel, arch_of_graph, build_arch, sample_archs
+from predictors.boundary import io_boundary
+from predictors.bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
+from predictors.calibration import CALIBRATION_DIR
+from predictors.kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, chain_length, is_minimal_model
+from predictors.kernels import FusionRules, detect_kernels, fusion_rules_for, layout_block
+from predictors.metrics import accuracy_metrics
+from predictors.space_model import SpaceModel, arch_of_graph, build_arch, sample_archs
 
 __all__ = ["DevicePredictor", "TrainingSet", "load", "training_set", "train", "train_space", "evaluate",
            "accuracy_metrics"]
@@ -225,7 +224,7 @@ def _models_dir(store: SqliteStore) -> Path | None:
     """Where `hwfarm dataset build` writes its models for this dataset (resolved)."""
     if store.path == ":memory:":
         return None
-    from .dataset import models_dir_for
+    from predictors.dataset import models_dir_for
 
     return models_dir_for(store.path).resolve()
 

@@ -26,8 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from farm.errors import InputError
-
-from .encodings import ARCH_COLUMN, SPACES, encode, n_cost_features
+from predictors.encodings import ARCH_COLUMN, SPACES, encode, n_cost_features
 
 __all__ = ["LatencyTable", "read_table", "resolve_sources", "split", "percentile_mask", "metrics",
            "run_bench", "default_model", "FBNET_POOL_ROWS", "FBNET_TEST_ROWS", "METRICS"]
@@ -196,7 +195,7 @@ ModelFactory = Callable[[int, int], _Regressor]  # (shots, seed) -> unfitted reg
 
 def default_model(space: str) -> ModelFactory:
     """The benchmark's model: :class:`predictors.transfer.TransferRegressor`, seeded per run."""
-    from .transfer import TransferRegressor
+    from predictors.transfer import TransferRegressor
 
     nc = n_cost_features(space)
     return lambda shots, seed: TransferRegressor(n_cost_features=nc, random_state=seed)

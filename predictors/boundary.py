@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from farm.graph import Graph
-from farm.sim.model import flash_kb
+from farm.ir.graph import Graph
+from farm.ir.memory import flash_kb
 
 if TYPE_CHECKING:
-    from farm.registry import DeviceSpec
-
-    from .kernels import DetectedKernel
+    from farm.registry.spec import DeviceSpec
+    from predictors.kernels import DetectedKernel
 
 __all__ = ["IoBoundary", "IoCost", "io_quantities", "fit_io_cost", "io_boundary", "PROBE_TYPES"]
 
@@ -102,7 +101,7 @@ def io_boundary(spec: DeviceSpec) -> IoBoundary | None:
     accelerator profiles that run the TFLite int8 plan (Edge TPU, phone NPU; on-chip cache
     from the profile), and LiteRT devices with a delegate (the Edge TPU's documented 8 MB
     parameter cache for ``libedgetpu``). None elsewhere."""
-    from .tflite_plan import plan_format
+    from predictors.tflite_plan import plan_format
 
     if plan_format(spec) != "tflite":
         return None

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import InputError
-
-from .features import FEATURE_SCHEMA
-from .kernel_model import KernelLevelPredictor
-from .space_model import SpaceModel
+from predictors.features import FEATURE_SCHEMA
+from predictors.kernel_model import KernelLevelPredictor
+from predictors.space_model import SpaceModel
 
 __all__ = ["BUNDLE_FORMAT", "BundleInfo", "bundles_dir", "save_bundle", "read_bundle", "read_spaces", "list_bundles",
            "find_bundle"]

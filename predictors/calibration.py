@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .sampling import to_onnx_bytes
-from .space_model import build_arch, sample_archs
+from predictors.sampling import to_onnx_bytes
+from predictors.space_model import build_arch, sample_archs
 
 __all__ = ["CALIBRATION_DIR", "CALIBRATION_SEED", "DEFAULT_CALIBRATION", "CalibrationSpec", "calibration_plan",
            "default_calibration", "write_calibration"]

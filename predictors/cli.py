@@ -21,14 +21,14 @@ def _ctx() -> Any:
 
 
 def _bundle_dir(bundle_dir: Optional[Path]) -> Path:
-    from .bundle import bundles_dir
+    from predictors.bundle import bundles_dir
 
     return bundle_dir or bundles_dir(_ctx().STATE.db)
 
 
 def _open(device: str) -> tuple[Any, Any]:
-    from farm.registry import load_registry
-    from farm.store import SqliteStore
+    from farm.registry.spec import load_registry
+    from farm.store.sqlite import SqliteStore
 
     c = _ctx()
     spec = load_registry(c.STATE.registry).get(device)
@@ -55,9 +55,8 @@ def train_cmd(
 ) -> None:
     """Train a device's latency (and energy) predictor on its kernel measurements."""
     from farm.errors import InputError
-
-    from .api import train
-    from .encodings import SPACES
+    from predictors.api import train
+    from predictors.encodings import SPACES
 
     spaces = tuple(s.strip() for s in space.split(",") if s.strip()) if space else ()
     for s in spaces:
@@ -110,7 +109,7 @@ def list_cmd(
     """Trained predictor bundles, newest first."""
     from rich.table import Table
 
-    from .bundle import list_bundles
+    from predictors.bundle import list_bundles
 
     c = _ctx()
     found = [b.summary() for b in list_bundles(_bundle_dir(bundle_dir), device=device)]
@@ -138,7 +137,7 @@ def show_cmd(
     as_json: bool = typer.Option(False, "--json", help="bundle.json's summary as JSON on stdout."),
 ) -> None:
     """One bundle: device, runtime, data, fusion rules, per-type models and metrics."""
-    from .bundle import find_bundle
+    from predictors.bundle import find_bundle
 
     c = _ctx()
     info = find_bundle(_bundle_dir(bundle_dir), bundle=bundle)
@@ -170,8 +169,8 @@ def eval_cmd(
     """Accuracy on the dataset's whole-model measurements of the device."""
     from rich.table import Table
 
-    from .api import evaluate, load
-    from .plot import check_path
+    from predictors.api import evaluate, load
+    from predictors.plot import check_path
 
     c = _ctx()
     if plot is not None:
@@ -199,7 +198,7 @@ def eval_cmd(
 
 
 def _eval_plot(path: Path, res: dict[str, Any]) -> None:
-    from .plot import scatter, write_svg
+    from predictors.plot import scatter, write_svg
 
     m = res["metrics"]
     rows = res["models"]
@@ -219,7 +218,7 @@ def predict(
     """Predict latency (and energy) of models on a device, without running them."""
     from rich.table import Table
 
-    from .api import load
+    from predictors.api import load
 
     c = _ctx()
     p = load(bundle or device, db=c.STATE.db)
@@ -286,8 +285,8 @@ def bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from .benchmark import read_table, resolve_sources, run_bench
-    from .plot import check_path
+    from predictors.benchmark import read_table, resolve_sources, run_bench
+    from predictors.plot import check_path
 
     if plot is not None:
         check_path(plot)
@@ -319,7 +318,7 @@ def bench(
 
 def _bench_plot(path: Path, result: dict[str, dict[str, Any]], *, target: str, space: str, n_sources: int,
                 seeds: int) -> None:
-    from .plot import Series, curve, write_svg
+    from predictors.plot import Series, curve, write_svg
 
     ks = [int(k) for k in result]
     rows = list(result.values())

@@ -2,7 +2,7 @@
 
 :func:`measure_specs` writes each :class:`~predictors.sampling.KernelSpec` of a plan as an ONNX
 file (under ``models_dir``, one folder per kernel type, named by the spec), queues it on the
-device through the farm's :class:`~farm.scheduler.Scheduler` and returns one
+device through the farm's :class:`~farm.scheduler.core.Scheduler` and returns one
 :class:`SpecResult` per spec. Everything lands in the store like any ``hwfarm profile``
 measurement, so:
 
@@ -33,15 +33,14 @@ from typing import Any, Callable, Sequence
 
 from farm.devices import open_device
 from farm.errors import InputError
-from farm.graph import Graph
+from farm.ir.graph import Graph
+from farm.ir.kernels import Kernel
 from farm.measurement import Measurement, Policy, Settings, resolve_runtime
-from farm.registry import DeviceSpec
-from farm.scheduler import JobEvent, Scheduler
-from farm.sim.model import Kernel
-from farm.store import SqliteStore
+from farm.registry.spec import DeviceSpec
+from farm.scheduler.core import JobEvent, Scheduler
+from farm.store.sqlite import SqliteStore
 from farm.workload import Workload, load_workload
-
-from .sampling import KernelSpec, build_graph, kernel_type_of, single_kernel, to_onnx_bytes
+from predictors.sampling import KernelSpec, build_graph, kernel_type_of, single_kernel, to_onnx_bytes
 
 __all__ = ["DATASET_POLICY", "SpecResult", "KernelSample", "kernel_samples", "models_dir_for", "write_models", "dataset_settings", "measure_specs",
            "summarize_results"]
@@ -185,7 +184,7 @@ def kernel_samples(store: SqliteStore, device: str, *,
     contract between the dataset and the kernel predictor. Workloads of several kernels
     (whole networks, fusion chains the device does not fuse) are evaluation data instead."""
     if fusion is None:
-        from .fusion import detected_fusion_rules
+        from predictors.fusion import detected_fusion_rules
 
         fusion = detected_fusion_rules(store, device) or ()
     rules = tuple(tuple(r) for r in fusion)

@@ -76,7 +76,7 @@ def _paths(ctx: typer.Context) -> tuple[Path, Path]:
 
 def _models_dir(ctx: typer.Context, given: Path | None) -> Path:
     """The models folder, created now: a path that cannot be a folder is bad input."""
-    from .dataset import models_dir_for
+    from predictors.dataset import models_dir_for
 
     db = _paths(ctx)[1]
     if str(db) != ":memory:" and not db.parent.is_dir():
@@ -92,7 +92,7 @@ def _models_dir(ctx: typer.Context, given: Path | None) -> Path:
 def _device(ctx: typer.Context, device: str, *, tflite_ok: bool = False) -> Any:
     from farm.devices import open_device
     from farm.measurement import resolve_runtime
-    from farm.registry import load_registry
+    from farm.registry.spec import load_registry
 
     spec = load_registry(_paths(ctx)[0]).get(device)
     runtime = spec.default_runtime
@@ -104,7 +104,7 @@ def _device(ctx: typer.Context, device: str, *, tflite_ok: bool = False) -> Any:
 
 
 def _store(ctx: typer.Context) -> Any:
-    from farm.store import SqliteStore
+    from farm.store.sqlite import SqliteStore
 
     return SqliteStore(_paths(ctx)[1])
 
@@ -116,8 +116,7 @@ def _requeued(ids: list[int]) -> None:
 def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...] | None,
             repeats: int | None = None) -> list[Any]:
     from farm.measurement import Policy
-
-    from .fusion import CANDIDATES, detect_fusion, fusion_tests
+    from predictors.fusion import CANDIDATES, detect_fusion, fusion_tests
 
     names = candidates or tuple(CANDIDATES)
     # A simulated device's noise is seeded: one round says all; real devices get three.
@@ -167,11 +166,11 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
 ) -> None:
     """Measure single-kernel models on a device (resumable: run it again to finish)."""
-    from .calibration import calibration_plan, default_calibration, write_calibration
-    from .dataset import measure_specs
-    from .fusion import detect_fusion_graph, detected_fusion_rules
-    from .sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
-    from .tflite_plan import plan_format
+    from predictors.calibration import calibration_plan, default_calibration, write_calibration
+    from predictors.dataset import measure_specs
+    from predictors.fusion import detect_fusion_graph, detected_fusion_rules
+    from predictors.sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
+    from predictors.tflite_plan import plan_format
 
     if budget is not None and budget < 1:
         raise InputError(f"--budget {budget}: must be at least 1")
@@ -245,8 +244,8 @@ def _second_sitting(spec: Any, store: Any, mdir: Path, specs: list[Any], force: 
     the build's start, a machine slowed then lifts every tiny kernel's prediction. The
     predictor keeps each one's faster sitting. (A simulated device's noise is seeded and
     does not drift: one sitting.)"""
-    from .dataset import measure_specs
-    from .sampling import second_sitting
+    from predictors.dataset import measure_specs
+    from predictors.sampling import second_sitting
 
     again = second_sitting(specs) if spec.kind != "sim" else []
     if not again:
@@ -259,8 +258,8 @@ def _second_sitting(spec: Any, store: Any, mdir: Path, specs: list[Any], force: 
 def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | None, total: int, n_refine: int,
                   seed: int, dtype: str | None, force: bool, kernel_rounds: int = 1) -> tuple[list[Any], str, list[Any]]:
     """The TFLite plan (float32 / int8 .tflite kernels) measured on a device, with refinement."""
-    from .dataset import measure_specs
-    from .tflite_plan import (
+    from predictors.dataset import measure_specs
+    from predictors.tflite_plan import (
         TFLITE_KERNEL_TYPES,
         bit_serial,
         describe,
@@ -305,7 +304,7 @@ def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_
     """The build's summary (table or JSON). ``again``: the minimal models' second sitting,
     re-measurements outside the plan's count (``overhead_again`` in the JSON); ``kernel_rounds``:
     the rounds the kernels were measured in (``rounds``)."""
-    from .dataset import summarize_results
+    from predictors.dataset import summarize_results
 
     if started_note and not as_json:
         err.print(started_note, markup=False, highlight=False)
@@ -365,7 +364,7 @@ def fusion(
 ) -> None:
     """Detect which op sequences the device runs as one kernel (A, B, A+B test models) and
     store the rules in the dataset."""
-    from .fusion import check_graph_method, detect_fusion_graph, parse_candidates, rules_from_records
+    from predictors.fusion import check_graph_method, detect_fusion_graph, parse_candidates, rules_from_records
 
     names = parse_candidates(candidates)
     if method not in ("measured", "graph"):

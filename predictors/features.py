@@ -14,10 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from farm.graph import DTYPE_BYTES, Node
-from farm.sim.model import bit_widths
-
-from .kernels import DetectedKernel
+from farm.ir.bits import bit_widths
+from farm.ir.graph import DTYPE_BYTES, Node
+from predictors.kernels import DetectedKernel
 
 __all__ = ["FEATURE_SCHEMA", "FEATURES", "FALLBACK_FEATURES", "kernel_quantities", "feature_row", "feature_matrix"]
 

@@ -20,7 +20,7 @@ the followers' memory traffic is a sizeable fraction of the head's time.
 
 Results go to the dataset (``fusion_rules`` table, one row per candidate with its
 evidence); :func:`detected_fusion_rules` turns them into the op-sequence rules that
-:func:`farm.sim.model.form_kernels` takes. An op sequence is a rule when every candidate
+:func:`farm.ir.kernels.form_kernels` takes. An op sequence is a rule when every candidate
 with that sequence (``conv+bn`` and ``dwconv+bn`` are both ``Conv, BatchNormalization``) was
 fused.
 """
@@ -34,12 +34,11 @@ from typing import Any, Callable, Sequence
 
 from farm.errors import InputError
 from farm.measurement import Measurement, Policy
-from farm.registry import DeviceSpec
-from farm.scheduler import JobEvent
-from farm.store import FusionRecord, SqliteStore
-
-from .dataset import DATASET_POLICY, SpecResult, measure_specs
-from .sampling import KernelSpec, build_graph, parse_names
+from farm.registry.spec import DeviceSpec
+from farm.scheduler.core import JobEvent
+from farm.store.sqlite import FusionRecord, SqliteStore
+from predictors.dataset import DATASET_POLICY, SpecResult, measure_specs
+from predictors.sampling import KernelSpec, build_graph, parse_names
 
 __all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records",
            "detect_fusion_graph", "check_graph_method", "detect_fusion", "detected_fusion_rules",
@@ -245,7 +244,7 @@ def detect_fusion_graph(store: SqliteStore, device: DeviceSpec, *,
     import onnx
     import onnxruntime as ort
 
-    from .sampling import to_onnx_bytes
+    from predictors.sampling import to_onnx_bytes
 
     names = tuple(candidates) if candidates is not None else tuple(CANDIDATES)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

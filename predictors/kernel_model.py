@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from farm.graph import Graph
-
-from .boundary import IoBoundary, IoCost, fit_io_cost
-from .features import FALLBACK_FEATURES, FEATURES, feature_row
-from .kernels import DetectedKernel, FusionRules, detect_kernels
-from .metrics import accuracy_metrics
+from farm.ir.graph import Graph
+from predictors.boundary import IoBoundary, IoCost, fit_io_cost
+from predictors.features import FALLBACK_FEATURES, FEATURES, feature_row
+from predictors.kernels import DetectedKernel, FusionRules, detect_kernels
+from predictors.metrics import accuracy_metrics
 
 __all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "chain_length", "KernelPrediction", "Prediction", "NotFittedError"]
 

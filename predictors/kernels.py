@@ -9,7 +9,7 @@ runtime, so the rules come from (in this order):
 2. the **simulator profile** of a ``sim://`` device (the simulator fuses by exactly these),
 3. the **runtime's documented defaults** (:data:`RUNTIME_FUSION`).
 
-Grouping itself is :func:`farm.sim.model.form_kernels`, shared with the simulator so that a
+Grouping itself is :func:`farm.ir.kernels.form_kernels`, shared with the simulator so that a
 predictor and the simulated device agree on what a kernel is.
 """
 
@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from farm.graph import Graph, Node
-from farm.sim.model import Kernel, dedupe, form_kernels
+from farm.ir.graph import Graph, Node
+from farm.ir.kernels import Kernel, dedupe, form_kernels
 
 if TYPE_CHECKING:
-    from farm.registry import DeviceSpec
-    from farm.store import SqliteStore
+    from farm.registry.spec import DeviceSpec
+    from farm.store.sqlite import SqliteStore
 
 __all__ = ["FusionRules", "RUNTIME_FUSION", "KERNEL_TYPES", "DetectedKernel", "kernel_type", "detect_kernels",
            "fusion_rules_for", "layout_block"]
@@ -144,7 +144,7 @@ def layout_block(runtime: str, simd: object) -> int:
 
 def _detected(store: SqliteStore, device: str) -> tuple[FusionPattern, ...] | None:
     """Rules stored by ``hwfarm dataset fusion``, if that ran for this device."""
-    from .fusion import detected_fusion_rules
+    from predictors.fusion import detected_fusion_rules
 
     found = detected_fusion_rules(store, device)
     return tuple(tuple(p) for p in found) if found else None

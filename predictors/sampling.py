@@ -2,8 +2,8 @@
 
 A kernel-level predictor learns one regressor per kernel type from measurements of models
 that are each *one kernel* on the device (after fusion). This module generates those models
-directly as graph IR (:mod:`farm.zoo.ir`, no torch) and writes them as ONNX through
-:func:`farm.onnx_export.graph_to_onnx`.
+directly as graph IR (:mod:`farm.ir.builder`, no torch) and writes them as ONNX through
+:func:`farm.formats.onnx_export.graph_to_onnx`.
 
 - :class:`KernelSpec` is one configuration: kernel type, fused variant and shape. Its
   :attr:`~KernelSpec.name` is unique and stable, and the ONNX bytes depend only on the spec
@@ -40,10 +40,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from farm.errors import InputError
-from farm.graph import Graph, Node, TensorInfo
-from farm.onnx_graph import node_macs
-from farm.sim.model import Kernel, form_kernels
-from farm.zoo.ir import IRBuilder
+from farm.formats.onnx import node_macs
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph, Node, TensorInfo
+from farm.ir.kernels import Kernel, form_kernels
 
 __all__ = [
     "KERNEL_TYPES", "OVERHEAD", "TYPE_WEIGHTS", "STAGES", "KernelSpec", "Plan", "variants_for", "build_graph",
@@ -295,7 +295,7 @@ def _body(b: IRBuilder, x: str, spec: KernelSpec, sfx: str) -> str:
 def to_onnx_bytes(graph: Graph) -> bytes:
     """The model file for a graph. Weights are seeded by a constant, so the bytes (and the
     workload hash) depend only on the graph."""
-    from farm.onnx_export import graph_to_onnx
+    from farm.formats.onnx_export import graph_to_onnx
 
     return bytes(graph_to_onnx(graph, seed=0).SerializeToString(deterministic=True))
 

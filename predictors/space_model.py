@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 
 from farm.errors import InputError
-from farm.graph import Graph
-
-from .encodings import SPACES, encode, feature_names
-from .kernel_model import KernelRegressor
+from farm.ir.graph import Graph
+from predictors.encodings import SPACES, encode, feature_names
+from predictors.kernel_model import KernelRegressor
 
 __all__ = ["SpaceModel", "arch_of_graph", "sample_archs", "build_arch", "folded"]
 
@@ -72,7 +71,7 @@ def sample_archs(space: str, n: int, seed: int = 0) -> list[str]:
         picks = rng.choice(size, min(n, size), replace=False)
         return [arch_str_from_ops([OPS[(int(i) // len(OPS) ** e) % len(OPS)] for e in range(6)]) for i in picks]
     if space == "fbnet":
-        from .encodings import FBNET_LAYERS, FBNET_OPS
+        from predictors.encodings import FBNET_LAYERS, FBNET_OPS
 
         out: set[str] = set()
         while len(out) < n:
@@ -121,7 +120,7 @@ class SpaceModel:
     def predict_quantiles(self, archs: Sequence[str]) -> np.ndarray:
         """(n, 3): low, point and high cost of each architecture."""
         if not hasattr(self, "regressor_"):
-            from .kernel_model import NotFittedError
+            from predictors.kernel_model import NotFittedError
 
             raise NotFittedError("this SpaceModel is not fitted yet; call fit() first")
         X = encode(self.space, list(archs))

@@ -9,7 +9,7 @@ Two kinds of devices cannot run the float ONNX plan of :mod:`predictors.sampling
 
 A :class:`TfliteSpec` is a :class:`~predictors.sampling.KernelSpec` (the same priors, the same
 graph IR) plus a dtype and, for bit-serial devices, weight/activation bit widths. Its file is
-:func:`farm.tflite_export.graph_to_tflite` of the spec's graph: BN folded, ReLU/ReLU6 fused as
+:func:`farm.formats.tflite_export.graph_to_tflite` of the spec's graph: BN folded, ReLU/ReLU6 fused as
 the converter does, so the fused variants are the ones a TFLite kernel has (``conv`` plain,
 ``+relu``, ``+relu6``; ``gemm`` ``+relu``; ``add+relu``) and there is no standalone ``bn``
 kernel (an int8 network has none left).
@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from farm.errors import InputError
-from farm.graph import Graph
-
-from .sampling import (
+from farm.ir.graph import Graph
+from predictors.sampling import (
     KERNEL_TYPES,
     TYPE_WEIGHTS,
     KernelSpec,
@@ -46,7 +45,7 @@ from .sampling import (
 )
 
 if TYPE_CHECKING:
-    from farm.registry import DeviceSpec
+    from farm.registry.spec import DeviceSpec
 
 __all__ = ["TFLITE_KERNEL_TYPES", "TFLITE_FUSION", "BIT_PRIOR", "TfliteSpec", "tflite_bytes", "plan_dtypes",
            "plan_format", "fits_for", "bit_serial", "make_tflite_plan", "refine_tflite_plan", "parse_dtypes",
@@ -84,7 +83,7 @@ class TfliteSpec:
 
 def tflite_bytes(t: TfliteSpec) -> bytes:
     """The model file of a spec (weights seeded by a constant: bytes depend only on the spec)."""
-    from farm.tflite_export import graph_to_tflite
+    from farm.formats.tflite_export import graph_to_tflite
 
     bits = {"*": [t.w_bits, t.a_bits]} if t.w_bits else None
     return graph_to_tflite(build_graph(t.spec), dtype=t.dtype, seed=0, bit_widths=bits)
@@ -121,7 +120,7 @@ def plan_dtypes(device: DeviceSpec) -> tuple[str, ...]:
 
 def parse_dtypes(text: str | None, device: DeviceSpec) -> tuple[str, ...]:
     """``--dtype float32,int8`` → the dtypes (the device's default when None)."""
-    from farm.tflite_export import TFLITE_DTYPES
+    from farm.formats.tflite_export import TFLITE_DTYPES
 
     if text is None or not text.strip():
         return plan_dtypes(device)
@@ -147,8 +146,8 @@ def fits_for(device: DeviceSpec) -> Callable[[Graph, str], bool] | None:
     p = _profile(device)
     if p.mcu is None:
         return None
-    from farm.graph import DTYPE_BYTES
-    from farm.sim.model import flash_kb, peak_sram_kb
+    from farm.ir.graph import DTYPE_BYTES
+    from farm.ir.memory import flash_kb, peak_sram_kb
 
     m = p.mcu
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from farm.registry import DeviceSpec
+    from farm.registry.spec import DeviceSpec
 
 A_CNXN, A_AUTH, A_OPEN, A_OKAY, A_CLSE, A_WRTE = (int.from_bytes(c, "little") for c in
                                                   (b"CNXN", b"AUTH", b"OPEN", b"OKAY", b"CLSE", b"WRTE"))
@@ -643,7 +643,7 @@ def wait_until(pred, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untype
 def start_phone(root: Path, *, name: str = "phone", timeout_s: float = 60.0, **peer_kw: object) -> tuple[AdbPeer, DeviceSpec]:
     """A peer with an authorized client key and the stand-in benchmark_model, and the
     registry entry that reaches it (the stand-in is a local file: hwfarm pushes it)."""
-    from farm.registry import DeviceSpec
+    from farm.registry.spec import DeviceSpec
 
     root.mkdir(parents=True, exist_ok=True)
     key = make_client_key(root / "adbkey")

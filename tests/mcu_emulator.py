@@ -1,7 +1,7 @@
 """A firmware emulator for MCU tests: the MLPerf Tiny / EEMBC runner protocol on a pseudo-terminal.
 
 It behaves like the reference firmware (mlcommons/tiny ``benchmark/reference_submissions/*/
-api/internally_implemented.cpp``, see :mod:`farm.devices.eembc`): ``%``-terminated commands of
+api/internally_implemented.cpp``, see :mod:`farm.devices.serial.eembc`): ``%``-terminated commands of
 at most 80 characters, ``m-`` lines, ``m-ready`` after every command, ``e-[…]`` errors,
 ``name``, ``profile``, ``db load N`` / ``db HEX`` / ``db print``, ``infer N W``, ``results``,
 ``timestamp``. Its clock is a 32-bit microsecond counter (``m-lap-us-%lu``) that advances by
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from farm.graph import Graph
+from farm.ir.graph import Graph
 from farm.sim.model import simulate
 from farm.sim.profile import load_profile
 
@@ -324,7 +324,7 @@ def contract_spec(request: Any, tmp: Path) -> Any:
     any model (``flash_command: cp {model} DIR/``), stopped when the test ends."""
     import onnx
 
-    from farm.registry import DeviceSpec
+    from farm.registry.spec import DeviceSpec
     from farm.workload import load_workload
 
     from .conftest import gemm_model

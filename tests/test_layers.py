@@ -69,7 +69,7 @@ def test_import_has_no_side_effects(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"))
-    code = "import farm, farm.cli, farm.store, farm.scheduler, farm.devices, predictors, nas, compress; import sys; " \
+    code = "import farm, farm.cli, farm.store.sqlite, farm.scheduler.core, farm.devices, predictors, nas, compress; import sys; " \
            "print(sorted(m for m in ('torch', 'onnxruntime', 'ai_edge_litert', 'paramiko') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

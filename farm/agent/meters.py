@@ -413,7 +413,7 @@ class CommandMeter(Meter):
     optionally followed by the seconds it measured them over (``0.5 J 0.25 s``, ``0.5 0.25``).
 
     The one implementation for agents (window = the timed runs) and for MCUs over serial
-    (window = a firmware ``infer`` burst, see :mod:`farm.devices.serial`), which turn
+    (window = a firmware ``infer`` burst, see :mod:`farm.devices.serial.device`), which turn
     :attr:`power_mw` into energy per inference with their own per-inference time.
     """
 

@@ -7,44 +7,43 @@ Built-in kinds live in :data:`DEVICE_KINDS`. Third-party kinds come in through t
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib.metadata import EntryPoint, entry_points
 from typing import Callable
 
-from ..errors import DeviceUnavailable
-from ..registry import DeviceSpec
-from .base import Device, Health
+from farm.devices.base import Device, Health
+from farm.errors import DeviceUnavailable
+from farm.registry.plugins import device_plugins
+from farm.registry.spec import DeviceSpec
 
-__all__ = ["Device", "Health", "open_device", "DEVICE_KINDS", "plugin_schemes"]
+__all__ = ["Device", "Health", "open_device", "DEVICE_KINDS"]
 
 
 def _local(spec: DeviceSpec) -> Device:
-    from .agent_device import AgentDevice, LocalTransport
+    from farm.devices.agent_device import AgentDevice, LocalTransport
 
     return AgentDevice(spec, LocalTransport())
 
 
 def _ssh(spec: DeviceSpec) -> Device:
-    from .agent_device import AgentDevice
-    from .ssh import SshTransport
+    from farm.devices.agent_device import AgentDevice
+    from farm.devices.ssh import SshTransport
 
     return AgentDevice(spec, SshTransport(spec))
 
 
 def _adb(spec: DeviceSpec) -> Device:
-    from .adb import AdbDevice
+    from farm.devices.adb.device import AdbDevice
 
     return AdbDevice(spec)
 
 
 def _sim(spec: DeviceSpec) -> Device:
-    from ..sim.device import SimDevice
+    from farm.devices.sim import SimDevice
 
     return SimDevice(spec)
 
 
 def _serial(spec: DeviceSpec) -> Device:
-    from .serial import SerialDevice
+    from farm.devices.serial.device import SerialDevice
 
     return SerialDevice(spec)
 
@@ -58,23 +57,13 @@ DEVICE_KINDS: dict[str, Callable[[DeviceSpec], Device]] = {
 }
 
 
-@lru_cache(maxsize=1)
-def _plugins() -> dict[str, EntryPoint]:
-    """Third-party device kinds by scheme; each loads only when a device of its kind opens."""
-    return {ep.name: ep for ep in entry_points(group="hwfarm.devices")}
-
-
-def plugin_schemes() -> tuple[str, ...]:
-    return tuple(s for s in _plugins() if s not in DEVICE_KINDS)
-
-
 def open_device(spec: DeviceSpec) -> Device:
     """Build the device for a registry entry. Raises DeviceUnavailable for kinds that cannot
     run here; nothing is contacted until ``check()`` or ``run()``."""
     kind = spec.kind
     if kind in DEVICE_KINDS:
         return DEVICE_KINDS[kind](spec)
-    ep = _plugins().get(kind)
+    ep = device_plugins().get(kind)
     if ep is None:  # parse_device_url already refused it; defensive
         raise DeviceUnavailable(f"device {spec.name!r}: no device kind for {kind}://")
     factory: Callable[[DeviceSpec], Device] = ep.load()

@@ -16,7 +16,7 @@ import subprocess
 import threading
 from typing import Any, Callable, Protocol, Sequence
 
-from ..errors import DeviceError, DeviceTimeout, RuntimeFailure
+from farm.errors import DeviceError, DeviceTimeout, RuntimeFailure
 
 __all__ = ["Pipe", "SubprocessPipe", "AgentSession", "LineSink"]
 

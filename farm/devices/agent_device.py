@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from .. import __version__
-from ..agent.measure import rejected, summarize
-from ..errors import DeviceError, DeviceUnauthorized, DeviceUnavailable, InputError, ModelError, RuntimeFailure
-from ..measurement import Measurement, Settings
-from ..registry import DeviceSpec
-from ..workload import Workload
-from .agent_client import AgentSession, LineSink, Pipe, SubprocessPipe
-from .base import Health
+from farm import __version__
+from farm.agent.measure import rejected, summarize
+from farm.devices.agent_client import AgentSession, LineSink, Pipe, SubprocessPipe
+from farm.devices.base import Health
+from farm.errors import DeviceError, DeviceUnauthorized, DeviceUnavailable, InputError, ModelError, RuntimeFailure
+from farm.measurement import Measurement, Settings
+from farm.registry.spec import DeviceSpec
+from farm.workload import Workload
 
 __all__ = ["AgentDevice", "AgentTransport", "LocalTransport", "measurement_from_reply"]
 

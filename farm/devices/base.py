@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..measurement import Measurement, Settings
-from ..registry import DeviceSpec
-from ..workload import Workload
+from farm.measurement import Measurement, Settings
+from farm.registry.spec import DeviceSpec
+from farm.workload import Workload
 
 __all__ = ["Device", "Health", "STATES"]
 

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import DeviceError, DeviceTimeout, DeviceUnauthorized, DeviceUnavailable
-from ..registry import DeviceSpec
-from ..workload import Workload
-from .agent_client import LineSink
+from farm.devices.agent_client import LineSink
+from farm.errors import DeviceError, DeviceTimeout, DeviceUnauthorized, DeviceUnavailable
+from farm.registry.spec import DeviceSpec
+from farm.workload import Workload
 
 __all__ = ["SshTransport", "agent_files"]
 

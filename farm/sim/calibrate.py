@@ -17,9 +17,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..graph import Graph
-from .model import form_kernels
-from .profile import KernelCost, SimProfile
+from farm.ir.graph import Graph
+from farm.ir.kernels import form_kernels
+from farm.sim.profile import KernelCost, SimProfile
 
 __all__ = ["split", "nnls", "spearman", "mape", "design_matrix", "fit_kernel_costs", "predict", "read_table",
            "CalibrationReport", "calibrate_on_table"]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import InputError
+from farm.errors import InputError
 
 __all__ = ["KernelCost", "Noise", "Power", "Accelerator", "HostCpu", "OnChipMemory", "McuMemory", "Thermal",
            "BitSerial", "SimProfile", "load_profile", "base_profile", "profile_names", "PROFILE_DIR"]
@@ -137,7 +137,7 @@ class SimProfile(_Frozen):
     fusion: tuple[tuple[str, ...], ...] = ()  # op sequences executed as one kernel
     fold_constants: bool = False  # the runtime's converter folds input-independent and dead subgraphs
     invoke_overhead_us: float = Field(0.0, ge=0)  # fixed cost of one inference call
-    kernels: dict[str, KernelCost]  # by kernel class (see farm.sim.model.kernel_class); "default" required
+    kernels: dict[str, KernelCost]  # by kernel class (see farm.ir.kernels.kernel_class); "default" required
     noise: Noise = Noise()
     power: Power | None = None
     dtype_scale: dict[str, float] = Field(default_factory=dict)  # compute-time multiplier per dtype

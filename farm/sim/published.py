@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..graph import Graph
-from .calibrate import nnls
-from .model import SimResult, simulate
-from .profile import SimProfile
+from farm.errors import InputError
+from farm.ir.graph import Graph
+from farm.sim.calibrate import nnls
+from farm.sim.model import SimResult, simulate
+from farm.sim.profile import SimProfile
 
 __all__ = ["Figure", "load_figures", "fit_published", "figure_report", "summary", "TERMS", "find_published_table", "layer_graph"]
 
@@ -72,7 +72,7 @@ class Figure:
 def layer_graph(spec: dict[str, Any]) -> Graph:
     """One conv or fully connected layer (batch ``batch``) with ``w_bits``/``a_bits`` attrs:
     how per-layer figures (BitFusion's simulator tables) are described."""
-    from ..zoo.ir import IRBuilder
+    from farm.ir.builder import IRBuilder
 
     kind = spec.get("layer")
     batch = int(spec.get("batch", 1))
@@ -87,7 +87,7 @@ def layer_graph(spec: dict[str, Any]) -> Graph:
     else:
         raise InputError(f"layer figure: 'layer' must be conv or fc, got {kind!r}")
     g = b.build(f"{kind}-layer", x)
-    from .model import with_bit_widths
+    from farm.ir.bits import with_bit_widths
 
     return with_bit_widths(g, w, a)
 
@@ -101,7 +101,7 @@ def load_figures(profile: SimProfile, table: Path | None, *, key: str = "figures
     """The profile's calibration figures with their published values (CSV rows resolved).
     ``key="checks"``: the figures a profile is compared with but not fitted on (the
     NB201-calibrated CPU profiles against published ImageNet-size latencies)."""
-    from ..zoo.nets import build_net
+    from farm.zoo.nets import build_net
 
     specs = profile.calibration.get(key) or []
     rows: list[dict[str, str]] | None = None
@@ -114,7 +114,7 @@ def load_figures(profile: SimProfile, table: Path | None, *, key: str = "figures
             if "net" in spec:
                 graph = build_net(str(spec["net"]), **dict(spec.get("options") or {}))
                 if spec.get("bits"):
-                    from .model import with_bit_widths
+                    from farm.ir.bits import with_bit_widths
 
                     graph = with_bit_widths(graph, *spec["bits"])
             elif "layer" in spec:

@@ -22,8 +22,8 @@ heads, which only run in training); ``vgg16`` 138,357,544 / 15.47.
 
 from __future__ import annotations
 
-from ..graph import Graph
-from .ir import IRBuilder
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph
 
 __all__ = ["squeezenet1_1", "googlenet", "vgg16", "VGG16_CFG", "GOOGLENET_MODULES", "SQUEEZENET_FIRES"]
 

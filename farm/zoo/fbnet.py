@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..graph import Graph
-from .ir import IRBuilder
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph
 
 __all__ = ["OPS", "LAYERS", "NUM_LAYERS", "parse_arch", "arch_str", "op_idx_str", "build_fbnet", "layer_macs"]
 

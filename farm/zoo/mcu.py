@@ -26,9 +26,9 @@ https://linleygroup.com/newsletters/newsletter_detail.php?num=6344&year=2021&tag
 
 from __future__ import annotations
 
-from ..graph import Graph
-from .ir import IRBuilder
-from .mobilenet import mobilenet_v1
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph
+from farm.zoo.mobilenet import mobilenet_v1
 
 __all__ = ["ds_cnn", "resnet8", "mobilenet_v1_vww", "fc_autoencoder"]
 

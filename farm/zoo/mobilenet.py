@@ -21,8 +21,8 @@ Padding is TensorFlow's SAME, so any resolution gives the TF output sizes. ReLU6
 
 from __future__ import annotations
 
-from ..graph import Graph
-from .ir import IRBuilder
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph
 
 __all__ = ["mobilenet_v1", "mobilenet_v2", "make_divisible", "MBV1_BLOCKS", "MBV2_SETTINGS"]
 

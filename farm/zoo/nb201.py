@@ -19,8 +19,8 @@ import functools
 import itertools
 from typing import Iterator, Sequence
 
-from ..graph import Graph
-from .ir import IRBuilder
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph
 
 __all__ = ["OPS", "EDGES", "parse_arch", "arch_str_from_ops", "ops_from_arch_str", "all_arch_strs", "build_nb201"]
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError
-from ..graph import DTYPE_BYTES, Graph
-from . import classic, mcu, mobilenet, resnet
+from farm.errors import InputError
+from farm.ir.graph import DTYPE_BYTES, Graph
+from farm.zoo import classic, mcu, mobilenet, resnet
 
 __all__ = ["NetSpec", "NETS", "build_net", "parse_net_options", "net_names", "match_published"]
 

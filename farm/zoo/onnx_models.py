@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..errors import InputError
+from farm.errors import InputError
 
 if TYPE_CHECKING:
     import onnx

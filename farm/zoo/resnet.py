@@ -13,8 +13,8 @@ BN's running mean and variance (4 per channel, as the ONNX importer counts an ex
 
 from __future__ import annotations
 
-from ..graph import Graph
-from .ir import IRBuilder
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph
 
 __all__ = ["resnet", "resnet18", "resnet50", "RESNET_DEPTHS"]
 

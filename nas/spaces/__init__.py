@@ -12,10 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from farm.graph import Graph
-
-from .fbnet import FBNetSpace
-from .nb201 import NB201Space
+from farm.ir.graph import Graph
+from nas.spaces.fbnet import FBNetSpace
+from nas.spaces.nb201 import NB201Space
 
 
 class SearchSpace(Protocol):

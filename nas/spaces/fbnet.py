@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from farm.errors import InputError
-from farm.graph import Graph
+from farm.ir.graph import Graph
 from farm.zoo.fbnet import NUM_LAYERS, OPS, arch_str, build_fbnet, parse_arch
 
 __all__ = ["FBNetSpace"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from farm.errors import InputError
-from farm.graph import Graph
+from farm.ir.graph import Graph
 from farm.zoo.nb201 import OPS, arch_str_from_ops, build_nb201, parse_arch
 
 __all__ = ["NB201Space"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import predictors
-from farm.store import SqliteStore
+from farm.store.sqlite import SqliteStore
 from farm.zoo.onnx_models import export_demo_model
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "v0.1"

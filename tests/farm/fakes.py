@@ -8,9 +8,9 @@ import time
 from farm.agent.measure import summarize
 from farm.devices.base import Health
 from farm.errors import DeviceError, DeviceTimeout, ModelError, RuntimeFailure
-from farm.graph import Graph, Node, TensorInfo
+from farm.ir.graph import Graph, Node, TensorInfo
 from farm.measurement import Measurement, Settings
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 from farm.workload import Workload
 
 

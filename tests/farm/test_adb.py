@@ -14,10 +14,10 @@ import pytest
 
 from farm.agent.measure import Policy
 from farm.devices import open_device
-from farm.devices.adb import DeviceUnauthorized
+from farm.devices.adb.device import DeviceUnauthorized
 from farm.errors import DeviceError, DeviceTimeout, ModelError, RuntimeFailure
 from farm.measurement import Settings
-from farm.registry import DeviceSpec, EnergySpec
+from farm.registry.spec import DeviceSpec, EnergySpec
 from farm.workload import load_workload
 
 from .. import adbd
@@ -26,7 +26,7 @@ from ..conftest import FAST, REGISTRY, gemm_model, run_cli
 pytest.importorskip("adb_shell")
 pytest.importorskip("ai_edge_litert")  # the stand-in benchmark_model runs models with LiteRT
 
-from farm.zoo.tflite_models import fc_model  # noqa: E402
+from farm.formats.tflite_builder import fc_model  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "benchmark_model"
 QUICK = Settings(runtime="benchmark_model", threads=1, policy=Policy(warmup=2, warmup_s=0, max_runs=20, max_time_s=2))
@@ -124,7 +124,7 @@ def test_key_is_generated_once_in_the_config_dir(tmp_path, monkeypatch):
 
     cfg = tmp_path / "cfg"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(cfg))
-    subprocess.run([sys.executable, "-c", "import farm.devices.adb"], check=True)  # importing writes nothing
+    subprocess.run([sys.executable, "-c", "import farm.devices.adb.device"], check=True)  # importing writes nothing
     assert not cfg.exists()
     peer = adbd.AdbPeer(tmp_path / "phone", accept_new_keys=True)
     try:

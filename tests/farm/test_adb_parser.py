@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from farm.agent.measure import Policy
-from farm.devices.adb import benchmark_args, parse_device_facts
-from farm.devices.benchmark_model import classify_failure, latency_from_output, parse_benchmark_output
+from farm.devices.adb.benchmark_model import classify_failure, latency_from_output, parse_benchmark_output
+from farm.devices.adb.device import benchmark_args, parse_device_facts
+from farm.devices.adb.meters import BatterySample, battery_power, parse_samples
 from farm.errors import InputError
 from farm.measurement import Settings
-from farm.meters_android import BatterySample, battery_power, parse_samples
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 
 GOLDEN = Path(__file__).parent / "golden" / "benchmark_model"
 

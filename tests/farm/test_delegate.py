@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 
 from farm.agent.litert import LiteRtRunner, delegation_report  # noqa: E402
-from farm.zoo.tflite_models import TfliteBuilder, conv_model  # noqa: E402
+from farm.formats.tflite_builder import TfliteBuilder, conv_model  # noqa: E402
 
 from ..conftest import FAST, run_cli  # noqa: E402
 

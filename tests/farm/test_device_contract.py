@@ -20,7 +20,7 @@ from farm.agent.measure import Policy
 from farm.devices import Device, open_device
 from farm.errors import DeviceTimeout, ModelError
 from farm.measurement import Settings, resolve_runtime
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 from farm.workload import Workload, load_workload
 
 from ..conftest import gemm_model, matmul_model
@@ -74,7 +74,7 @@ TFLITE_KINDS = {"adb"}
 
 def _load(tmp_path: Path, model: onnx.ModelProto, name: str, device: Device | None = None) -> Workload:
     if device is not None and device.info()["kind"] in TFLITE_KINDS:
-        from farm.zoo.tflite_models import fc_model
+        from farm.formats.tflite_builder import fc_model
 
         rows, cols = model.graph.initializer[0].dims
         path = tmp_path / f"{name}.tflite"

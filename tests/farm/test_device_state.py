@@ -15,9 +15,9 @@ from ..conftest import FAST, run_cli
 
 HOLD = """
 import sys, time
-from farm.store import SqliteStore, process_owner
+from farm.store.sqlite import SqliteStore, process_owner
 store = SqliteStore(sys.argv[1])
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 store.put_device(DeviceSpec(name="host-cpu", url="local://cpu"))
 assert store.acquire_device("host-cpu", process_owner()) is None
 print("held", flush=True)

@@ -15,8 +15,8 @@ pytest.importorskip("ai_edge_litert")
 from farm.agent import litert  # noqa: E402
 from farm.agent.litert import LiteRtRunner  # noqa: E402
 from farm.agent.runners import ModelLoadError, RunnerUnavailable, get_runner  # noqa: E402
+from farm.formats.tflite_builder import TfliteBuilder, conv_model, dwconv_model, fc_model, fc_model_int8  # noqa: E402
 from farm.workload import load_workload  # noqa: E402
-from farm.zoo.tflite_models import TfliteBuilder, conv_model, dwconv_model, fc_model, fc_model_int8  # noqa: E402
 
 from ..conftest import FAST, run_cli  # noqa: E402
 

@@ -14,7 +14,7 @@ import pytest
 
 from farm.agent.meters import MeterError, open_meter, parse_tegrastats, tegrastats_input_mw
 from farm.errors import InputError
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 
 from ..conftest import FAST, REGISTRY, run_cli, ssh_spec_text
 

@@ -181,8 +181,8 @@ def _run(model):
                                   "|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|nor_conv_3x3~2|",
                                   "|skip_connect~0|+|none~0|skip_connect~1|+|skip_connect~0|none~1|skip_connect~2|"])
 def test_onnx_round_trip_and_runs(arch):
-    from farm.onnx_export import graph_to_onnx
-    from farm.onnx_graph import graph_from_onnx
+    from farm.formats.onnx import graph_from_onnx
+    from farm.formats.onnx_export import graph_to_onnx
 
     g = build_nb201(arch)
     m = graph_to_onnx(g, seed=0)
@@ -195,7 +195,7 @@ def test_onnx_round_trip_and_runs(arch):
 
 
 def test_all_none_cell_outputs_zero_features():
-    from farm.onnx_export import graph_to_onnx
+    from farm.formats.onnx_export import graph_to_onnx
 
     g = build_nb201(ALL_NONE)
     assert g.op_counts()["Mul"] == 15 * 6

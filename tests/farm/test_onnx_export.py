@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from farm.graph import Graph, Node, TensorInfo
-from farm.onnx_export import graph_to_onnx
-from farm.onnx_graph import graph_from_onnx
+from farm.formats.onnx import graph_from_onnx
+from farm.formats.onnx_export import graph_to_onnx
+from farm.ir.graph import Graph, Node, TensorInfo
 from farm.zoo.onnx_models import DEMO_MODELS
 
 F = "float32"

@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from farm.errors import ModelError
-from farm.graph import Graph
-from farm.onnx_graph import graph_from_onnx, load_onnx_graph, parse_onnx
+from farm.formats.onnx import graph_from_onnx, load_onnx_graph, parse_onnx
+from farm.ir.graph import Graph
 from farm.workload import load_workload
 from farm.zoo.onnx_models import (
     DEMO_MODELS,

@@ -9,8 +9,8 @@ import onnx
 import pytest
 
 from farm.errors import ModelError
-from farm.onnx_export import graph_to_onnx
-from farm.onnx_graph import load_onnx_graph, onnx_skeleton, read_onnx_structure
+from farm.formats.onnx import load_onnx_graph, onnx_skeleton, read_onnx_structure
+from farm.formats.onnx_export import graph_to_onnx
 from farm.zoo import onnx_models
 from farm.zoo.nets import build_net
 

@@ -8,8 +8,9 @@ import typer
 
 import farm.cli as cli
 import farm.devices as devices
+import farm.registry.plugins as plugins
 from farm.devices.agent_device import AgentDevice, LocalTransport
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 
 
 def test_command_group_plugin_is_mounted(monkeypatch, capsys):
@@ -66,11 +67,11 @@ class _PluginDevice(AgentDevice):
 
 def test_device_kind_plugin(monkeypatch):
     ep = EntryPoint(name="mylab", value=f"{__name__}:_PluginDevice", group="hwfarm.devices")
-    devices._plugins.cache_clear()
-    monkeypatch.setattr(devices, "entry_points", lambda group: [ep] if group == "hwfarm.devices" else [])
+    plugins.device_plugins.cache_clear()
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [ep] if group == "hwfarm.devices" else [])
     try:
         spec = DeviceSpec(name="x", url="mylab://bench-7")
         dev = devices.open_device(spec)
         assert isinstance(dev, _PluginDevice) and spec.kind == "mylab"
     finally:
-        devices._plugins.cache_clear()
+        plugins.device_plugins.cache_clear()

@@ -10,9 +10,9 @@ import pytest
 
 from farm.agent.measure import summarize
 from farm.measurement import Measurement, Settings, merge_rounds
-from farm.registry import DeviceSpec
-from farm.scheduler import Scheduler
-from farm.store import SqliteStore
+from farm.registry.spec import DeviceSpec
+from farm.scheduler.core import Scheduler
+from farm.store.sqlite import SqliteStore
 
 from .fakes import ScriptedDevice, workload
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from farm.measurement import Settings
-from farm.registry import DeviceSpec
-from farm.scheduler import Scheduler
-from farm.store import SqliteStore
+from farm.registry.spec import DeviceSpec
+from farm.scheduler.core import Scheduler
+from farm.store.sqlite import SqliteStore
 
 from .fakes import ScriptedDevice, workload
 

@@ -12,12 +12,12 @@ import pytest
 
 from farm.agent.measure import Policy
 from farm.devices import open_device
-from farm.devices.serial import input_bytes, port_url, workload_matches
+from farm.devices.serial.device import input_bytes, port_url, workload_matches
 from farm.errors import DeviceError, DeviceTimeout, InputError, ModelError
 from farm.measurement import Settings
-from farm.registry import DeviceSpec
-from farm.scheduler import Scheduler
-from farm.store import SqliteStore
+from farm.registry.spec import DeviceSpec
+from farm.scheduler.core import Scheduler
+from farm.store.sqlite import SqliteStore
 from farm.workload import load_workload
 
 from ..conftest import FAST, gemm_model, matmul_model, run_cli
@@ -106,7 +106,7 @@ def test_int8_model_is_timed_by_the_cortex_m7_profile(tmp_path):
     """An int8 .tflite (what MLPerf Tiny firmware runs) on the emulated board: int8 kernels of
     the Cortex-M7 profile, the same latency as the simulated device, faster than its float twin."""
     pytest.importorskip("ai_edge_litert")
-    from farm.zoo.tflite_models import fc_model, fc_model_int8
+    from farm.formats.tflite_builder import fc_model, fc_model_int8
 
     path = tmp_path / "fc_int8.tflite"
     path.write_bytes(fc_model_int8(64, 16))
@@ -426,7 +426,7 @@ def test_termios_errors_of_a_vanished_port_are_device_errors(monkeypatch, emu):
     """flush() is tcdrain: EIO once the other end is gone raises termios.error, not OSError."""
     import termios
 
-    from farm.devices.serial import SerialLink
+    from farm.devices.serial.device import SerialLink
 
     link = SerialLink("mcu", str(emu.link), 115200, timeout_s=2)
     link.open()

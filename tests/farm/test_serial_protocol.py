@@ -1,4 +1,4 @@
-"""The EEMBC / MLPerf Tiny protocol layer (farm.devices.eembc): framer and parsers, table-driven.
+"""The EEMBC / MLPerf Tiny protocol layer (farm.devices.serial.eembc): framer and parsers, table-driven.
 
 Golden responses are real DUT output, quoted from:
 - KWS01 on the MLPerf Tiny reference board, relayed by the interface board (its ``RX:[dut]:``
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from farm.devices import eembc
-from farm.devices.eembc import FirmwareError, GarbledResponse
+from farm.devices.serial import eembc
+from farm.devices.serial.eembc import FirmwareError, GarbledResponse
 
 # ---------------------------------------------------------------------------- golden outputs
 

@@ -11,10 +11,11 @@ from onnx import TensorProto, helper
 from farm.agent.measure import Policy
 from farm.devices import open_device
 from farm.errors import InputError
+from farm.formats.onnx import graph_from_onnx
+from farm.ir.kernels import form_kernels
 from farm.measurement import Settings
-from farm.onnx_graph import graph_from_onnx
-from farm.registry import DeviceSpec
-from farm.sim.model import form_kernels, simulate
+from farm.registry.spec import DeviceSpec
+from farm.sim.model import simulate
 from farm.sim.profile import load_profile, profile_names
 from farm.workload import load_workload
 from farm.zoo.onnx_models import DEMO_MODELS, OnnxBuilder

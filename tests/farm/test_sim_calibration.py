@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from farm.cli.sim import find_nb201_table
 from farm.sim.calibrate import design_matrix, fit_kernel_costs, mape, nnls, predict, spearman
-from farm.sim.commands import find_nb201_table
 from farm.sim.profile import KernelCost, load_profile
 from farm.zoo.nb201 import all_arch_strs, build_nb201
 

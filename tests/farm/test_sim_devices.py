@@ -150,7 +150,7 @@ def test_thermal_throttling_under_sustained_load_not_in_a_short_run(cli, tmp_pat
     long = json.loads(p.stdout)
     th = long["provenance"]["thermal"]
     assert th["throttled"] and 0.2 * th["runs"] < th["throttled_runs"] < th["runs"]
-    from farm.store import SqliteStore
+    from farm.store.sqlite import SqliteStore
 
     raw = [m for m in SqliteStore(tmp_path / "h.db").measurements(device="sim-adreno-gpu") if len(m.samples_ms) > 1000]
     late = raw[0].samples_ms[-100:]  # the end of the run is throttled: a slower clock, slower runs
@@ -160,7 +160,8 @@ def test_thermal_throttling_under_sustained_load_not_in_a_short_run(cli, tmp_pat
 
 
 def test_bitfusion_reads_bit_widths_from_the_graph(tmp_path):
-    from farm.sim.model import simulate, with_bit_widths
+    from farm.ir.bits import with_bit_widths
+    from farm.sim.model import simulate
     from farm.sim.profile import load_profile
     from farm.zoo.nets import build_net
 

@@ -6,21 +6,15 @@ from __future__ import annotations
 import pytest
 
 from farm.agent.measure import Policy
+from farm.devices.sim import SimDevice
 from farm.errors import InputError, ModelError
+from farm.ir.bits import bit_widths, with_bit_widths
+from farm.ir.builder import IRBuilder
+from farm.ir.memory import flash_kb, peak_sram_kb
 from farm.measurement import Settings
-from farm.registry import DeviceSpec
-from farm.sim.device import SimDevice
-from farm.sim.model import (
-    CompileError,
-    OutOfMemoryError,
-    bit_widths,
-    flash_kb,
-    peak_sram_kb,
-    simulate,
-    with_bit_widths,
-)
+from farm.registry.spec import DeviceSpec
+from farm.sim.model import CompileError, OutOfMemoryError, simulate
 from farm.sim.profile import SimProfile
-from farm.zoo.ir import IRBuilder
 
 BASE = {"name": "t", "description": "test", "device_class": "test", "vector_width": 1,
         "kernels": {"default": {"gmacs": 1.0, "gbs": 1.0, "overhead_us": 10.0}},
@@ -151,7 +145,7 @@ THERMAL = {"ambient_c": 25, "busy_rise_c": 50, "tau_s": 10, "throttle_c": 60, "t
 
 def _thermal_device(monkeypatch, seed: int = 0) -> SimDevice:
     p = profile(thermal=THERMAL, kernels={"default": {"gmacs": 0.01}})  # 73.7 ms of compute per run
-    monkeypatch.setattr("farm.sim.device.load_profile", lambda name: p)
+    monkeypatch.setattr("farm.devices.sim.load_profile", lambda name: p)
     return SimDevice(DeviceSpec(name="hot", url=f"sim://t?seed={seed}"))
 
 

@@ -93,7 +93,7 @@ def test_profile_without_a_target_is_refused():
 
 @needs_table
 def test_nb201_cpu_profiles_carry_published_checks_not_fits():
-    from farm.sim.commands import _check_published
+    from farm.cli.sim import _check_published
 
     r = _check_published("raspi4", TABLE)
     assert r["target"].endswith("(check, not fitted)") and r["n_figures"] == 4

@@ -14,7 +14,7 @@ from farm.agent.measure import Policy
 from farm.devices import open_device
 from farm.errors import DeviceError, DeviceTimeout
 from farm.measurement import Settings
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 from farm.workload import load_workload
 
 from ..conftest import FAST, REGISTRY, gemm_model, matmul_model, run_cli, ssh_spec_text

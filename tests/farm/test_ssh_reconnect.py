@@ -15,9 +15,9 @@ import pytest
 
 from farm.agent.measure import Policy
 from farm.measurement import Settings
-from farm.registry import DeviceSpec
-from farm.scheduler import Scheduler
-from farm.store import SqliteStore
+from farm.registry.spec import DeviceSpec
+from farm.scheduler.core import Scheduler
+from farm.store.sqlite import SqliteStore
 from farm.workload import load_workload
 
 from .. import sshd as sshd_mod

@@ -8,8 +8,8 @@ import pytest
 
 from farm.errors import StoreError
 from farm.measurement import Settings
-from farm.registry import DeviceSpec
-from farm.store import SCHEMA_VERSION, SqliteStore
+from farm.registry.spec import DeviceSpec
+from farm.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 from .fakes import ScriptedDevice, workload
 
@@ -57,7 +57,7 @@ def test_garbage_file_is_a_clear_error(tmp_path):
 
 
 def test_migration_from_empty_file_applies_all_steps(tmp_path, monkeypatch):
-    import farm.store as st
+    import farm.store.sqlite as st
 
     path = tmp_path / "m.db"
     SqliteStore(path).close()
@@ -167,7 +167,7 @@ def test_in_memory_store_works():
 
 
 def test_v1_file_upgrades_in_place_keeping_its_rows(tmp_path, monkeypatch):
-    import farm.store as st
+    import farm.store.sqlite as st
 
     path = tmp_path / "old.db"
     monkeypatch.setattr(st, "MIGRATIONS", st.MIGRATIONS[:1])

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from farm.errors import InputError
-from farm.tflite_graph import graph_from_tflite
+from farm.formats.tflite import graph_from_tflite
 from farm.workload import load_workload
 from farm.zoo.nets import build_net
 
 pytest.importorskip("ai_edge_litert")
 
-from farm.tflite_export import graph_to_tflite  # noqa: E402
+from farm.formats.tflite_export import graph_to_tflite  # noqa: E402
 
 
 def _graphs():

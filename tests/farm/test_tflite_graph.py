@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 
 from farm.errors import ModelError  # noqa: E402
-from farm.graph import Graph  # noqa: E402
-from farm.tflite_graph import graph_from_tflite, load_tflite_graph  # noqa: E402
-from farm.zoo.tflite_models import TfliteBuilder, conv_model, dwconv_model, fc_model, fc_model_int8  # noqa: E402
+from farm.formats.tflite import graph_from_tflite, load_tflite_graph  # noqa: E402
+from farm.formats.tflite_builder import TfliteBuilder, conv_model, dwconv_model, fc_model, fc_model_int8  # noqa: E402
+from farm.ir.graph import Graph  # noqa: E402
 
 
 def test_conv_then_add():

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from farm.errors import InputError, ModelError
-from farm.onnx_graph import graph_from_onnx, load_onnx_graph
+from farm.formats.onnx import graph_from_onnx, load_onnx_graph
 from farm.zoo.onnx_models import (
     DEMO_MODELS,
     OnnxBuilder,

@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from farm.onnx_export import graph_to_onnx
-from farm.onnx_graph import graph_from_onnx
+from farm.formats.onnx import graph_from_onnx
+from farm.formats.onnx_export import graph_to_onnx
 from farm.zoo.fbnet import LAYERS, NUM_LAYERS, OPS, arch_str, build_fbnet, layer_macs, op_idx_str, parse_arch
 
 CSV = Path(__file__).resolve().parents[2] / "../shared/data/fbnet-latency/latency_ms.csv"

@@ -8,10 +8,10 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from farm.graph import Graph
-from farm.onnx_export import SUPPORTED_OPS, graph_to_onnx
-from farm.onnx_graph import graph_from_onnx
-from farm.zoo.ir import IRBuilder
+from farm.formats.onnx import graph_from_onnx
+from farm.formats.onnx_export import SUPPORTED_OPS, graph_to_onnx
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph
 
 
 def assert_round_trip(g: Graph) -> None:

@@ -13,9 +13,9 @@ import onnxruntime as ort
 import pytest
 
 from farm.errors import InputError
-from farm.graph import Graph
-from farm.onnx_export import graph_to_onnx
-from farm.onnx_graph import graph_from_onnx
+from farm.formats.onnx import graph_from_onnx
+from farm.formats.onnx_export import graph_to_onnx
+from farm.ir.graph import Graph
 from farm.zoo.nets import NETS, build_net, match_published, parse_net_options
 
 from ..conftest import run_cli

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from farm.onnx_graph import graph_from_onnx
+from farm.formats.onnx import graph_from_onnx
 from farm.zoo.nb201 import build_nb201
 from nas.spaces import NB201Space
 
@@ -57,7 +57,7 @@ def test_space_samples_valid_architectures():
 
 
 def test_export_tflite_int8_then_profile_on_an_int8_accelerator(tmp_path):
-    from farm.tflite_graph import graph_from_tflite
+    from farm.formats.tflite import graph_from_tflite
 
     out = tmp_path / "cell.tflite"
     p = run_cli("nas", "export", "--space", "nb201", "--arch", ARCH, "--dtype", "int8", "--out", str(out))

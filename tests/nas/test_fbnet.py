@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from farm.errors import InputError
-from farm.onnx_graph import graph_from_onnx
+from farm.formats.onnx import graph_from_onnx
 from farm.zoo.fbnet import build_fbnet, parse_arch
 from farm.zoo.nets import build_net
 from nas.spaces import SPACES, FBNetSpace

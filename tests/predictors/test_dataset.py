@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 from farm.sim.profile import load_profile
-from farm.store import SqliteStore
+from farm.store.sqlite import SqliteStore
 from predictors.dataset import DATASET_POLICY, kernel_samples, measure_specs, models_dir_for, summarize_results
 from predictors.fusion import detected_fusion_rules
 from predictors.sampling import OVERHEAD, kernel_type_of, make_plan, single_kernel
@@ -206,7 +206,7 @@ def _slow_provenance(db: Path, ids: list[int]) -> None:
 
 
 def test_kernels_slowed_throughout_are_left_out_of_training_but_not_for_good(tmp_path, reg):
-    from farm.registry import load_registry
+    from farm.registry.spec import load_registry
     from predictors.api import training_set
 
     db = tmp_path / "farm.db"
@@ -228,7 +228,7 @@ def test_kernels_slowed_throughout_are_left_out_of_training_but_not_for_good(tmp
 
 
 def test_calibration_networks_are_measured_for_training_never_for_evaluation(tmp_path, reg):
-    from farm.registry import load_registry
+    from farm.registry.spec import load_registry
     from predictors.api import training_set
     from predictors.calibration import calibration_plan, default_calibration
 
@@ -254,7 +254,7 @@ def test_calibration_networks_are_measured_for_training_never_for_evaluation(tmp
 
 
 def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, reg):
-    from farm.registry import load_registry
+    from farm.registry.spec import load_registry
     from predictors.api import training_set
     from predictors.dataset_cli import CALIBRATION_ROUNDS
 
@@ -279,7 +279,7 @@ def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, 
 
 
 def test_build_rounds_measures_the_kernels_in_interleaved_rounds(tmp_path, reg):
-    from farm.registry import load_registry
+    from farm.registry.spec import load_registry
     from predictors.api import training_set
 
     db = tmp_path / "host.db"

@@ -9,12 +9,12 @@ from collections import Counter
 
 import pytest
 
-import farm.sim.device as sim_device
+import farm.devices.sim as sim_device
 from farm.agent.measure import LatencyStats
 from farm.measurement import Measurement, Settings
-from farm.registry import DeviceSpec
+from farm.registry.spec import DeviceSpec
 from farm.sim.profile import load_profile
-from farm.store import SCHEMA_VERSION, FusionRecord, SqliteStore
+from farm.store.sqlite import SCHEMA_VERSION, FusionRecord, SqliteStore
 from predictors.fusion import (
     CANDIDATES,
     candidate_ops,
@@ -134,7 +134,7 @@ def test_store_keeps_rules_per_device_and_replaces_them(tmp_path):
 
 
 def test_v2_file_upgrades_to_current(tmp_path, monkeypatch):
-    import farm.store as st
+    import farm.store.sqlite as st
 
     path = tmp_path / "old.db"
     monkeypatch.setattr(st, "MIGRATIONS", st.MIGRATIONS[:2])

@@ -12,11 +12,11 @@ import numpy as np
 import onnx
 import pytest
 
-from farm.graph import Graph
-from farm.onnx_export import graph_to_onnx
+from farm.formats.onnx_export import graph_to_onnx
+from farm.ir.builder import IRBuilder
+from farm.ir.graph import Graph
 from farm.sim.model import simulate
 from farm.sim.profile import load_profile
-from farm.zoo.ir import IRBuilder
 from farm.zoo.nb201 import build_nb201
 from predictors.features import FEATURES, kernel_quantities
 from predictors.kernel_model import KernelLevelPredictor, KernelRegressor, NotFittedError
@@ -74,8 +74,8 @@ def test_detect_kernels_fuses_per_device_rules():
 
 
 def test_onnxruntime_shares_scalar_constants_before_it_eliminates_common_subexpressions(tmp_path):
-    from farm.onnx_graph import load_onnx_graph
-    from farm.sim.model import dedupe
+    from farm.formats.onnx import load_onnx_graph
+    from farm.ir.kernels import dedupe
 
     # every edge `none` (x * 0): node 0 feeds three such edges per cell, node 1 two; onnxruntime
     # shares the equal zeros (ConstantSharing), then runs each Mul once per tensor (CSE)
@@ -395,8 +395,8 @@ def test_space_model_keeps_folded_cells_apart():
 
 def test_bundle_with_a_space_answers_archs_fast_path(farm_state, tmp_path):
     import predictors
-    from farm.registry import load_registry
-    from farm.store import SqliteStore
+    from farm.registry.spec import load_registry
+    from farm.store.sqlite import SqliteStore
     from predictors.api import train
     from predictors.space_model import sample_archs
 

@@ -14,8 +14,8 @@ import pytest
 from onnx import numpy_helper
 
 from farm.errors import InputError
-from farm.onnx_graph import graph_from_onnx
-from farm.sim.model import form_kernels
+from farm.formats.onnx import graph_from_onnx
+from farm.ir.kernels import form_kernels
 from farm.sim.profile import load_profile
 from predictors.sampling import (
     CHAIN_LENGTHS,

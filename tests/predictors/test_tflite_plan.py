@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from farm.registry import DeviceSpec
-from farm.sim.model import CompileError, flash_kb, simulate
+from farm.ir.memory import flash_kb
+from farm.registry.spec import DeviceSpec
+from farm.sim.model import CompileError, simulate
 from farm.sim.profile import load_profile
-from farm.store import SqliteStore
+from farm.store.sqlite import SqliteStore
 from farm.workload import load_workload
 from predictors.dataset import kernel_samples
 from predictors.features import kernel_quantities
@@ -249,7 +250,7 @@ def test_io_boundary_fit_recovers_the_link_and_streams_past_the_cache(tmp_path):
 
 
 def test_the_boundary_term_is_what_makes_edgetpu_networks_right(tmp_path, reg):
-    from farm.tflite_export import graph_to_tflite
+    from farm.formats.tflite_export import graph_to_tflite
     from farm.zoo.nets import build_net
     from predictors.boundary import io_boundary
     from predictors.kernel_model import KernelLevelPredictor

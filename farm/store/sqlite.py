@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .agent.measure import LatencyStats
-from .errors import StoreError
-from .graph import Graph
-from .measurement import Measurement, Settings
-from .registry import DeviceSpec
-from .workload import Workload
+from farm.agent.measure import LatencyStats
+from farm.errors import StoreError
+from farm.ir.graph import Graph
+from farm.measurement import Measurement, Settings
+from farm.registry.spec import DeviceSpec
+from farm.workload import Workload
 
 __all__ = ["SqliteStore", "Job", "WorkloadRecord", "FusionRecord", "SCHEMA_VERSION", "MIGRATIONS", "open_store", "process_owner"]
 

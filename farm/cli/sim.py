@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import InputError
+from farm.errors import InputError
 
 app = typer.Typer(help="Simulated devices: profiles and their calibration.", no_args_is_help=True)
 
@@ -38,7 +38,7 @@ def find_nb201_table(explicit: Path | None = None) -> Path:
 @app.command("list")
 def list_profiles(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the simulator profiles (sim://NAME)."""
-    from .profile import load_profile, profile_names
+    from farm.sim.profile import load_profile, profile_names
 
     rows = [load_profile(n) for n in profile_names()]
     if as_json:
@@ -64,7 +64,7 @@ def calibrate(
     NB201-calibrated CPU profiles: Spearman ρ and median APE on the cells not used to fit
     (exit 1 if a target is missed). Accelerator/MCU profiles: every published figure they
     are calibrated on, simulated vs published, with its error (and energy where published)."""
-    from .profile import load_profile, profile_names
+    from farm.sim.profile import load_profile, profile_names
 
     names = profiles or [n for n in profile_names() if load_profile(n).calibration.get("dataset")]
     chosen = [load_profile(n) for n in names]
@@ -77,7 +77,7 @@ def calibrate(
     pub = [_calibrate_published(n, published, refit) for n in others]
     checked = [n for n in nb201 if load_profile(n).calibration.get("checks")]
     if checked:
-        from .published import find_published_table
+        from farm.sim.published import find_published_table
 
         try:
             table = find_published_table(published)
@@ -116,9 +116,9 @@ def _print_published(r: dict[str, Any]) -> None:
 
 
 def _calibrate_published(name: str, table: Path | None, refit: bool) -> dict[str, Any]:
-    from .profile import PROFILE_DIR, base_profile, load_profile
-    from .published import figure_report as report
-    from .published import fit_published, load_figures, summary
+    from farm.sim.profile import PROFILE_DIR, base_profile, load_profile
+    from farm.sim.published import figure_report as report
+    from farm.sim.published import fit_published, load_figures, summary
 
     base = base_profile(name)
     figures = load_figures(base, table)
@@ -138,8 +138,8 @@ def _calibrate_published(name: str, table: Path | None, refit: bool) -> dict[str
 
 def _check_published(name: str, table: Path | None) -> dict[str, Any]:
     """Published figures an NB201-calibrated profile is compared with, not fitted on."""
-    from .profile import load_profile
-    from .published import figure_report, load_figures, summary
+    from farm.sim.profile import load_profile
+    from farm.sim.published import figure_report, load_figures, summary
 
     p = load_profile(name)
     rows = figure_report(p, load_figures(p, table, key="checks"))
@@ -152,7 +152,7 @@ def _write_published_fit(path: Path, factors: dict[str, float], out: dict[str, A
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
-    from .profile import base_profile, load_profile
+    from farm.sim.profile import base_profile, load_profile
 
     y = YAML(typ="rt")
     y.width = 200
@@ -188,9 +188,9 @@ def _calibrate_nb201(names: list[str], data: Path | None, refit: bool, limit: in
     import numpy as np
     from rich.progress import Progress
 
-    from ..zoo.nb201 import build_nb201
-    from .calibrate import design_matrix, fit_kernel_costs, mape, predict, read_table, spearman, split
-    from .profile import PROFILE_DIR, load_profile
+    from farm.sim.calibrate import design_matrix, fit_kernel_costs, mape, predict, read_table, spearman, split
+    from farm.sim.profile import PROFILE_DIR, load_profile
+    from farm.zoo.nb201 import build_nb201
 
     chosen = [load_profile(n) for n in names]
     table = find_nb201_table(data)
@@ -232,7 +232,7 @@ def _write_fit(path: Path, fitted: object, rho: float, err: float, n_eval: int) 
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
-    from .profile import SimProfile, load_profile
+    from farm.sim.profile import SimProfile, load_profile
 
     assert isinstance(fitted, SimProfile)
     y = YAML(typ="rt")
@@ -248,6 +248,6 @@ def _write_fit(path: Path, fitted: object, rho: float, err: float, n_eval: int) 
     doc["calibration"]["n_eval"] = n_eval
     _atomic_dump(y, doc, path)
     load_profile.cache_clear()
-    from .profile import base_profile
+    from farm.sim.profile import base_profile
 
     base_profile.cache_clear()

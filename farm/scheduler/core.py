@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .devices import Device, open_device
-from .errors import DeviceError, HwfarmError, InputError, ModelError
-from .measurement import Measurement, Settings, merge_rounds
-from .registry import DeviceSpec
-from .store import Job, SqliteStore, process_owner
-from .workload import Workload, load_workload
+from farm.devices import Device, open_device
+from farm.errors import DeviceError, HwfarmError, InputError, ModelError
+from farm.measurement import Measurement, Settings, merge_rounds
+from farm.registry.spec import DeviceSpec
+from farm.store.sqlite import Job, SqliteStore, process_owner
+from farm.workload import Workload, load_workload
 
 __all__ = ["Scheduler", "Submission", "JobEvent", "RunReport", "Failure", "OUTAGE_S"]
 

@@ -20,15 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..agent.measure import mad_outliers, run_protocol, summarize
-from ..devices.base import Health
-from ..errors import InputError
-from ..measurement import Measurement, Settings
-from ..registry import DeviceSpec
-from ..workload import Workload
-from .model import CompileError, OutOfMemoryError, simulate, with_bit_widths
-from .profile import load_profile
+from farm import __version__
+from farm.agent.measure import mad_outliers, run_protocol, summarize
+from farm.devices.base import Health
+from farm.errors import InputError
+from farm.ir.bits import BIT_WIDTHS_KEY, apply_bit_widths
+from farm.measurement import Measurement, Settings
+from farm.registry.spec import DeviceSpec
+from farm.sim.model import CompileError, OutOfMemoryError, simulate
+from farm.sim.profile import load_profile
+from farm.workload import Workload
 
 __all__ = ["SimDevice"]
 
@@ -80,32 +81,18 @@ class SimDevice:
 
     def _graph(self, workload: Workload) -> Any:
         """The workload's graph; for bit-serial profiles with per-layer bit widths from an ONNX
-        file's metadata: key ``hwfarm.bit_widths``, JSON ``{"*": [w, a], "node name": [w, a]}``
+        file's metadata: key ``hwfarm.bit_widths`` (:func:`farm.ir.bits.apply_bit_widths`), JSON ``{"*": [w, a], "node name": [w, a]}``
         (ONNX has no place for them on the nodes themselves)."""
         graph = workload.graph
         if self.profile.bitserial is None or workload.format != "onnx" or not workload.data:
             return graph
-        import json
-
         import onnx
 
         props = {p.key: p.value for p in onnx.load_model_from_string(workload.data).metadata_props}
-        spec = props.get("hwfarm.bit_widths")
+        spec = props.get(BIT_WIDTHS_KEY)
         if spec is None:
             return graph
-        label = workload.path or workload.name
-        try:
-            table = json.loads(spec)
-            default = table.pop("*", None)
-            per_node = {str(k): (int(v[0]), int(v[1])) for k, v in table.items()}
-            w, a = (int(default[0]), int(default[1])) if default is not None else (None, None)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-            raise InputError(f"{label}: metadata 'hwfarm.bit_widths' must be JSON like "
-                             '{"*": [4, 4], "conv1": [8, 8]}') from None
-        try:
-            return with_bit_widths(graph, w, a, per_node=per_node)
-        except InputError as err:
-            raise InputError(f"{label}: metadata 'hwfarm.bit_widths': {err}") from None
+        return apply_bit_widths(graph, spec, label=workload.path or workload.name)
 
     def run(self, workload: Workload, settings: Settings) -> Measurement:
         label = workload.path or workload.name

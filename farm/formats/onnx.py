@@ -24,7 +24,7 @@ Copes with the files people actually have:
   tensor; a graph input with a symbolic dim (``'batch'``) is one naming the input. We need
   static shapes.
 
-Counting rules (:func:`node_macs`): MACs are counted for Conv / ConvTranspose / Gemm /
+Counting rules (:func:`farm.ir.cost.node_macs`): MACs are counted for Conv / ConvTranspose / Gemm /
 MatMul, their integer and QLinear variants, and LSTM / GRU / RNN. Every other op
 (pooling, elementwise, normalization, activation, data movement) has ``macs = 0``: their
 cost shows up in ``bytes_moved``. ``params`` is the element count of the node's constant
@@ -35,19 +35,19 @@ QLinearConv its scales and zero points. A weight read by two nodes counts in bot
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelError
-from .graph import Graph, Node, TensorInfo
+from farm.errors import ModelError
+from farm.ir.cost import node_macs, numel
+from farm.ir.graph import Graph, Node, TensorInfo
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["graph_from_onnx", "load_onnx_graph", "parse_onnx", "node_macs", "onnx_skeleton", "read_onnx_structure"]
+__all__ = ["graph_from_onnx", "load_onnx_graph", "parse_onnx", "onnx_skeleton", "read_onnx_structure"]
 
 # Nodes that are never constant-folded even when all their inputs are constant.
 _NEVER_FOLD = frozenset({
@@ -60,42 +60,6 @@ _STATIC_SHAPE_OPS = frozenset({"Shape", "Size"})
 # shape inference needs their values (Reshape shapes, Slice bounds, axes).
 _SMALL_EXTERNAL_NUMEL = 64
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    return math.prod(shape) if shape else 1
-
-
-def node_macs(op: str, ins: list[TensorInfo], outs: list[TensorInfo], attrs: dict[str, Any]) -> int:
-    """Multiply-accumulates of one node from its shapes.
-
-    ``ins`` are the node's present inputs in order (empty optional names skipped; the inputs
-    read here all come before any optional one). Conv-like: output elements × weights per
-    output (``Cin/group · prod(kernel)``); ConvTranspose: input elements × ``Cout/group ·
-    prod(kernel)``; Gemm/MatMul: ``M·N·K`` times the batch; recurrent: per step and batch
-    row, the elements of W and R. Everything else: 0.
-    """
-    if not outs:
-        return 0
-    out = outs[0].shape
-    if op in ("Conv", "ConvInteger", "QLinearConv"):
-        w = ins[3 if op == "QLinearConv" else 1].shape  # [Cout, Cin/group, k...]
-        return _numel(out) * _numel(w[1:])
-    if op == "ConvTranspose":
-        x, w = ins[0].shape, ins[1].shape  # w: [Cin, Cout/group, k...]
-        return _numel(x) * _numel(w[1:])
-    if op == "Gemm":
-        a = ins[0].shape
-        k = a[0] if attrs.get("transA", 0) else a[-1]
-        return _numel(out) * k
-    if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
-        a = ins[0].shape
-        return _numel(out) * (a[-1] if a else 1)
-    if op in ("LSTM", "GRU", "RNN"):
-        x, w, r = ins[0].shape, ins[1].shape, ins[2].shape  # w: [dirs, gates*H, I], r: [dirs, gates*H, H]
-        seq, batch = x[0], x[1]  # layout=1 swaps them; the product is the same
-        return seq * batch * (_numel(w) + _numel(r))
-    return 0
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -177,7 +141,7 @@ def load_onnx_graph(path: str | Path) -> Graph:
     A missing, unreadable, empty, truncated or non-ONNX file is a ModelError naming the path.
     """
     p = Path(path)
-    from .workload import read_model_bytes  # late: workload imports this module's parser
+    from farm.formats.files import read_model_bytes
 
     data = read_model_bytes(p)
     return graph_from_onnx(parse_onnx(data, source=str(p), base_dir=p.parent), source=str(p))
@@ -191,7 +155,7 @@ def _load_small_external_data(model: Any, base_dir: Path, *, source: str) -> Non
 
     ints = {TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8}
     for t in model.graph.initializer:
-        if uses_external_data(t) and t.data_type in ints and _numel(tuple(t.dims)) <= _SMALL_EXTERNAL_NUMEL:
+        if uses_external_data(t) and t.data_type in ints and numel(tuple(t.dims)) <= _SMALL_EXTERNAL_NUMEL:
             try:
                 load_external_data_for_tensor(t, str(base_dir))
             except (OSError, ValueError, ValidationError) as err:  # a missing file is a ValidationError
@@ -293,7 +257,7 @@ def _without_weight_data(model: Any, order: list[int] | None) -> Any:
     lg.sparse_initializer.extend(g.sparse_initializer)
     declared = {vi.name for vi in g.input}
     for t in g.initializer:
-        if _numel(tuple(t.dims)) <= _SMALL_INIT_NUMEL:
+        if numel(tuple(t.dims)) <= _SMALL_INIT_NUMEL:
             lg.initializer.append(t)
         elif t.name not in declared:  # IR < 4 lists weights as inputs already
             lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
@@ -435,7 +399,7 @@ def _scalar_values(initializers: Any) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for t in initializers:
-        if _numel(tuple(t.dims)) == 1 and not t.external_data:
+        if numel(tuple(t.dims)) == 1 and not t.external_data:
             try:
                 v = numpy_helper.to_array(t).reshape(-1)
                 out[t.name] = float(v[0])

@@ -8,8 +8,8 @@ counts used by the simulator and the predictors:
 - ``params``: number of weight elements the node reads from initializers,
 - ``bytes_moved``: bytes of all input and output tensors, weights included.
 
-The IR is built from ONNX (:func:`farm.onnx_graph.graph_from_onnx`), from TFLite
-(:func:`farm.tflite_graph.graph_from_tflite`) and, for search spaces, directly in Python
+The IR is built from ONNX (:func:`farm.formats.onnx.graph_from_onnx`), from TFLite
+(:func:`farm.formats.tflite.graph_from_tflite`) and, for search spaces, directly in Python
 (``farm/zoo``) without any file. Records are frozen; JSON round-trips through
 :meth:`Graph.to_dict` / :meth:`Graph.from_dict`.
 """

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import DeviceUnavailable
+from farm.errors import DeviceUnavailable
 
 __all__ = ["export_rows"]
 

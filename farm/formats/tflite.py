@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
-from .graph import Graph, Node, TensorInfo
+from farm.errors import ModelError
+from farm.ir.graph import Graph, Node, TensorInfo
 
 __all__ = ["graph_from_tflite", "load_tflite_graph"]
 
@@ -168,7 +168,7 @@ def _parse(s: Any, data: bytes) -> tuple[tuple[Node, ...], tuple[TensorInfo, ...
 def load_tflite_graph(path: str | os.PathLike[str]) -> Graph:
     """Read a ``.tflite`` file; errors are :class:`ModelError` naming the path."""
     p = Path(path)
-    from .workload import read_model_bytes  # late: workload imports this module's parser
+    from farm.formats.files import read_model_bytes
 
     data = read_model_bytes(p)
     return graph_from_tflite(data, source=str(p), name=p.stem)

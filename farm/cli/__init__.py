@@ -23,8 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .errors import DeviceUnavailable, HwfarmError, InputError
+from farm import __version__
+from farm.errors import DeviceUnavailable, HwfarmError, InputError
 
 app = typer.Typer(
     name="hwfarm",
@@ -44,7 +44,7 @@ app.add_typer(zoo_app, name="zoo")
 
 
 def _sim_app() -> typer.Typer:
-    from .sim.commands import app as sim
+    from farm.cli.sim import app as sim
 
     return sim
 
@@ -84,13 +84,13 @@ def _global(
 
 
 def _registry():
-    from .registry import load_registry
+    from farm.registry.spec import load_registry
 
     return load_registry(STATE.registry)
 
 
 def _store():
-    from .store import SqliteStore
+    from farm.store.sqlite import SqliteStore
 
     return SqliteStore(STATE.db)
 
@@ -146,7 +146,7 @@ def _holders(specs: list[Any]) -> dict[str, str]:
 
 
 def _check(spec: Any, holder: str | None = None) -> "Any":
-    from .devices import Health, open_device
+    from farm.devices import Health, open_device
 
     if holder is not None:  # contacting it could disturb the measurement running there
         return Health(spec.name, "busy", f"held by {holder} (a job is measuring on it); not contacted", state="busy")
@@ -203,7 +203,7 @@ def devices_add(
     sets: Optional[list[str]] = typer.Option(None, "--set", help="Extra field, key=value (repeatable): --set threads=2"),
 ) -> None:
     """Add a device to the registry (comments and order in the file are kept)."""
-    from .registry import add_device
+    from farm.registry.edit import add_device
 
     spec = add_device(STATE.registry, name, url, _parse_sets(sets or []))
     err.print(f"added {spec.name} ({spec.url}) to {STATE.registry}")
@@ -212,7 +212,7 @@ def devices_add(
 @devices_app.command("remove")
 def devices_remove(name: str = typer.Argument(..., help="Device to remove.")) -> None:
     """Remove a device from the registry. Its measurements stay in the dataset."""
-    from .registry import remove_device
+    from farm.registry.edit import remove_device
 
     remove_device(STATE.registry, name)
     err.print(f"removed {name} from {STATE.registry}")
@@ -227,7 +227,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
     """Show a model's layers with shapes, MACs, parameters and bytes moved."""
-    from .workload import load_workload
+    from farm.workload import load_workload
 
     w = load_workload(model)
     g = w.graph
@@ -288,9 +288,9 @@ def profile(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout."),
 ) -> None:
     """Measure models on a device; results go to the dataset and to stdout."""
-    from .api import profile as run_profile
-    from .measurement import Policy
-    from .scheduler import JobEvent
+    from farm.api import profile as run_profile
+    from farm.measurement import Policy
+    from farm.scheduler.core import JobEvent
 
     if 0 < gate <= 1:
         raise InputError(f"--gate {gate}: give 0 (off) or a factor above 1 (default 1.25)")
@@ -381,7 +381,7 @@ def dataset_export(
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Only this device."),
 ) -> None:
     """Export measurements (one row each, raw samples as a JSON list) to CSV or Parquet."""
-    from .export import export_rows
+    from farm.store.export import export_rows
 
     if fmt not in ("csv", "parquet"):
         raise InputError(f"--format {fmt!r}: expected csv or parquet")
@@ -420,7 +420,7 @@ def jobs_list(
 @jobs_app.command("run")
 def jobs_run() -> None:
     """Run every queued job (re-queueing jobs whose process died) on the registry's devices."""
-    from .scheduler import JobEvent, Scheduler
+    from farm.scheduler.core import JobEvent, Scheduler
 
     _require_db()
     reg = _registry()
@@ -446,8 +446,8 @@ def jobs_run() -> None:
 @zoo_app.command("list")
 def zoo_list(json_out: bool = typer.Option(False, "--json", help="One JSON object per model.")) -> None:
     """List the demo models and the reference networks (with MACs and params at their defaults)."""
-    from .zoo.nets import NETS
-    from .zoo.onnx_models import DEMO_MODELS
+    from farm.zoo.nets import NETS
+    from farm.zoo.onnx_models import DEMO_MODELS
 
     rows: list[dict[str, Any]] = [{"name": n, "kind": "demo", "description": "small example model (ONNX)"}
                                   for n in DEMO_MODELS]
@@ -478,8 +478,8 @@ def zoo_export(
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights of reference nets."),
 ) -> None:
     """Write demo models and reference networks as ONNX files (random weights: for latency, not accuracy)."""
-    from .zoo.nets import NETS, build_net
-    from .zoo.onnx_models import DEMO_MODELS, export_demo_model
+    from farm.zoo.nets import NETS, build_net
+    from farm.zoo.onnx_models import DEMO_MODELS, export_demo_model
 
     chosen = list(DEMO_MODELS) if names == ["all"] else names
     for name in chosen:
@@ -510,7 +510,7 @@ def _write_onnx(graph: Any, path: Path, *, seed: int = 0) -> Path:
 
     import onnx
 
-    from .onnx_export import graph_to_onnx
+    from farm.formats.onnx_export import graph_to_onnx
 
     model = graph_to_onnx(graph, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)

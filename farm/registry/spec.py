@@ -19,7 +19,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import RegistryError
+from farm.errors import RegistryError
+from farm.registry.plugins import SCHEMES, plugin_schemes
 
 __all__ = [
     "DeviceSpec",
@@ -36,13 +36,8 @@ __all__ = [
     "DeviceUrl",
     "parse_device_url",
     "load_registry",
-    "add_device",
-    "remove_device",
-    "SCHEMES",
 ]
 
-# Schemes hwfarm knows; which ones can run here is the device factory's business (farm.devices).
-SCHEMES = ("local", "ssh", "adb", "serial", "sim")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -135,7 +130,7 @@ class DeviceSpec(BaseModel):
     firmware_model: str | None = None
     flash_command: str | None = None
     timeout_s: float = Field(default=600.0, gt=0)
-    # how long the device may stop answering before its jobs fail (default: farm.scheduler.OUTAGE_S)
+    # how long the device may stop answering before its jobs fail (default: farm.scheduler.core.OUTAGE_S)
     outage_s: float | None = Field(default=None, ge=0)
 
     @field_validator("name")
@@ -148,7 +143,7 @@ class DeviceSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parse_device_url(v, extra_schemes=_plugin_schemes())
+        parse_device_url(v, extra_schemes=plugin_schemes())
         return v
 
     @field_validator("affinity")
@@ -160,7 +155,7 @@ class DeviceSpec(BaseModel):
 
     @property
     def parsed_url(self) -> DeviceUrl:
-        return parse_device_url(self.url, extra_schemes=_plugin_schemes())
+        return parse_device_url(self.url, extra_schemes=plugin_schemes())
 
     @property
     def kind(self) -> str:
@@ -175,12 +170,6 @@ class DeviceSpec(BaseModel):
     def public_dict(self) -> dict[str, Any]:
         """The entry as JSON-able data, without unset optional fields."""
         return self.model_dump(mode="json", exclude_defaults=True) | {"name": self.name, "url": self.url}
-
-
-def _plugin_schemes() -> tuple[str, ...]:
-    from .devices import plugin_schemes  # late: devices imports registry
-
-    return plugin_schemes()
 
 
 @dataclass(frozen=True)
@@ -308,67 +297,3 @@ def load_registry(path: str | os.PathLike[str]) -> Registry:
     """Read and validate the whole registry; raises :class:`RegistryError` on the first problem."""
     p = Path(path)
     return Registry(p, _validate(p, _read_doc(p)))
-
-
-# ---------------------------------------------------------------------------- editing
-
-
-def _coerce(raw: str) -> Any:
-    """``--set key=value`` values: YAML scalars/flow collections (``2``, ``true``, ``[0, 1]``)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        return YAML(typ="safe").load(raw)
-    except YAMLError:
-        return raw
-
-
-def _write_atomic(path: Path, doc: Any) -> None:
-    import io
-
-    buf = io.StringIO()
-    _yaml().dump(doc, buf)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def add_device(path: str | os.PathLike[str], name: str, url: str, settings: dict[str, str] | None = None) -> DeviceSpec:
-    """Append a device entry; the new file is validated whole before it replaces the old one."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-    p = Path(path)
-    doc = _read_doc(p) if p.exists() else None
-    if doc is None:
-        doc = CommentedMap()
-    _validate(p, doc if doc else None)  # refuse to edit a file that is already broken
-    if "devices" not in doc or doc["devices"] is None:
-        doc["devices"] = CommentedSeq()
-    entry = CommentedMap()
-    entry["name"] = name
-    entry["url"] = url
-    for key, raw in (settings or {}).items():
-        if key in ("name", "url"):
-            raise RegistryError(f"{p}: set name and url as arguments, not with --set {key}=...")
-        entry[key] = _coerce(raw)
-    doc["devices"].append(entry)
-    specs = _validate(p, doc)
-    _write_atomic(p, doc)
-    return specs[-1]
-
-
-def remove_device(path: str | os.PathLike[str], name: str) -> None:
-    p = Path(path)
-    doc = _read_doc(p)
-    reg = Registry(p, _validate(p, doc))
-    reg.get(name)  # clear error when absent
-    entries = doc["devices"]
-    idx = next(i for i, e in enumerate(entries) if e.get("name") == name)
-    del entries[idx]
-    _write_atomic(p, doc)

@@ -1,6 +1,6 @@
 """Graph IR → ``.tflite`` (float32 or full-integer int8), the way LiteRT's converter lays it out.
 
-The IR is NCHW with ONNX op names (:mod:`farm.zoo.ir`); a TFLite model is NHWC with fused
+The IR is NCHW with ONNX op names (:mod:`farm.ir.builder`); a TFLite model is NHWC with fused
 activations. :func:`graph_to_tflite` writes what the converter would: BatchNormalization is
 folded into the convolution or fully-connected layer before it, a following ReLU / ReLU6 (and
 a ReLU after an Add) becomes the op's ``fused_activation_function``, ``Identity`` vanishes,
@@ -11,7 +11,7 @@ NHWC, 5-D ones (a channel shuffle's ``[N, g, C/g, H, W]``) as ``[N, H, W, g, C/g
 per-tensor scales): what int8-only accelerators (Edge TPU, phone NPUs, MCUs) take. The
 values are seeded random numbers — the files exist to be timed, not to be accurate.
 ``bit_widths`` (``{"*": [w, a], "conv_2d_3": [w, a]}``, node names as
-:func:`farm.tflite_graph.graph_from_tflite` gives them) is stored as the model's metadata
+:func:`farm.formats.tflite.graph_from_tflite` gives them) is stored as the model's metadata
 ``hwfarm.bit_widths``, which :func:`farm.workload.load_workload` puts on the graph's nodes
 (bit-serial accelerators cost by it).
 
@@ -26,9 +26,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .graph import Graph, Node
-from .workload import BIT_WIDTHS_KEY
+from farm.errors import InputError
+from farm.ir.bits import BIT_WIDTHS_KEY
+from farm.ir.graph import Graph, Node
 
 __all__ = ["graph_to_tflite", "tflite_metadata", "TFLITE_DTYPES"]
 
@@ -55,7 +55,7 @@ def _tfl_axis(axis: int, rank: int) -> int:
 
 class _Writer:
     def __init__(self, graph: Graph, dtype: str, seed: int) -> None:
-        from .zoo.tflite_models import TfliteBuilder
+        from farm.formats.tflite_builder import TfliteBuilder
 
         self.graph = graph
         self.int8 = dtype == "int8"

@@ -1,6 +1,6 @@
 """Graph IR → runnable ONNX model, with seeded random weights.
 
-The inverse of :func:`farm.onnx_graph.graph_from_onnx` for the CNN ops the zoo's search
+The inverse of :func:`farm.formats.onnx.graph_from_onnx` for the CNN ops the zoo's search
 spaces use, so that an architecture built in Python (``farm/zoo``) can be measured on a
 device. The IR keeps only weight *shapes* (the ``Node.inputs`` entries named in
 ``Node.weights``), so the values are drawn from a seeded generator: He-normal for
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Graph, Node
+from farm.ir.graph import Graph, Node
 
 __all__ = ["graph_to_onnx", "SUPPORTED_OPS"]
 

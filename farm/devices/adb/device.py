@@ -19,7 +19,7 @@ Each run is one command::
 
 with every argument ``shlex.quote``d. The device-side ``timeout`` kills the process at the
 job deadline even if the host is gone; the host waits a little longer and then drops the
-connection. The output is parsed by :mod:`farm.devices.benchmark_model`; the delegate that
+connection. The output is parsed by :mod:`farm.devices.adb.benchmark_model`; the delegate that
 ran and the ops that fell back to the CPU go into the provenance and the per-op breakdown.
 
 Delegates (``delegate:``): ``gpu`` (``--use_gpu=true``), ``nnapi`` (``--use_nnapi=true``),
@@ -35,7 +35,7 @@ battery is below ``thermal_gate_c`` (default 40 °C) and Android's thermal statu
 
 Energy (``energy: {meter: android-battery}``): a shell loop samples ``current_now`` and
 ``voltage_now`` (``sample_hz``, default 10) while the benchmark runs; energy per inference =
-mean battery power × median latency (see :mod:`farm.meters_android`).
+mean battery power × median latency (see :mod:`farm.devices.adb.meters`).
 """
 
 from __future__ import annotations
@@ -49,9 +49,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..agent.measure import LatencyStats
-from ..errors import (
+from farm import __version__
+from farm.agent.measure import LatencyStats
+from farm.devices.adb.benchmark_model import (
+    BenchmarkOutput,
+    classify_failure,
+    latency_from_output,
+    parse_benchmark_output,
+)
+from farm.devices.adb.meters import battery_power, parse_samples
+from farm.devices.base import Health
+from farm.errors import (
     DeviceError,
     DeviceTimeout,
     DeviceUnauthorized,
@@ -60,12 +68,9 @@ from ..errors import (
     ModelError,
     RuntimeFailure,
 )
-from ..measurement import Measurement, Settings
-from ..meters_android import battery_power, parse_samples
-from ..registry import DeviceSpec
-from ..workload import Workload
-from .base import Health
-from .benchmark_model import BenchmarkOutput, classify_failure, latency_from_output, parse_benchmark_output
+from farm.measurement import Measurement, Settings
+from farm.registry.spec import DeviceSpec
+from farm.workload import Workload
 
 __all__ = ["AdbDevice", "AdbTransport", "DeviceUnauthorized", "default_key_path", "parse_device_facts",
            "benchmark_args", "DEVICE_ROOT"]

@@ -1,5 +1,5 @@
 """MCUs over a serial line (``serial:///dev/ttyACM0?baud=115200``): firmware speaking the
-EEMBC / MLPerf Tiny runner protocol (see :mod:`farm.devices.eembc` for the protocol and the
+EEMBC / MLPerf Tiny runner protocol (see :mod:`farm.devices.serial.eembc` for the protocol and the
 sources it follows).
 
 URL: ``serial://`` + a port path (``/dev/ttyACM0``, ``/dev/serial/by-id/…``, a pty), or
@@ -62,15 +62,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .. import __version__
-from ..agent.measure import converged, mad_outliers, summarize
-from ..agent.meters import CommandMeter, MeterError
-from ..errors import DeviceError, DeviceTimeout, DeviceUnavailable, InputError, ModelError, RuntimeFailure
-from ..measurement import Measurement, Settings
-from ..registry import DeviceSpec
-from ..workload import Workload
-from . import eembc
-from .base import Health
+from farm import __version__
+from farm.agent.measure import converged, mad_outliers, summarize
+from farm.agent.meters import CommandMeter, MeterError
+from farm.devices.base import Health
+from farm.devices.serial import eembc
+from farm.errors import DeviceError, DeviceTimeout, DeviceUnavailable, InputError, ModelError, RuntimeFailure
+from farm.measurement import Measurement, Settings
+from farm.registry.spec import DeviceSpec
+from farm.workload import Workload
 
 __all__ = ["SerialDevice", "SerialLink", "Firmware", "PortBusy", "port_url", "workload_matches", "input_bytes"]
 

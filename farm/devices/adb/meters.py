@@ -2,7 +2,7 @@
 
 The sampling itself happens on the phone (a shell loop reading
 ``/sys/class/power_supply/battery/current_now`` and ``voltage_now`` next to the benchmark,
-see :mod:`farm.devices.adb`); this module turns the samples into power and energy.
+see :mod:`farm.devices.adb.device`); this module turns the samples into power and energy.
 
 Vendors differ: ``current_now`` is µA on most kernels (mA on some), and negative while
 discharging on some (Google Pixel) but positive on others (many Samsung and Xiaomi builds);

@@ -1,0 +1,5 @@
+"""``python -m farm.cli``: the ``hwfarm`` command."""
+
+from farm.cli import main
+
+main()
