@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from farm.devices.caps import device_caps
 from farm.ir.graph import Graph
 from farm.ir.memory import flash_kb
 
@@ -105,13 +106,7 @@ def io_boundary(spec: DeviceSpec) -> IoBoundary | None:
 
     if plan_format(spec) != "tflite":
         return None
-    if spec.kind == "sim":
-        from farm.sim.profile import load_profile
-
-        p = load_profile(spec.parsed_url.host)
-        if p.accelerator is None:
-            return None
-        return IoBoundary(p.onchip.sram_kb if p.onchip is not None else 0.0)
-    if not spec.delegate or spec.delegate == "xnnpack":
+    caps = device_caps(spec)
+    if caps.accelerator is None:
         return None
-    return IoBoundary(8192.0 if "edgetpu" in spec.delegate else 0.0)
+    return IoBoundary(caps.onchip_sram_kb or 0.0)

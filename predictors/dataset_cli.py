@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from farm.cli import STATE, emit_json, err, out
+from farm.devices.caps import device_caps
 from farm.errors import InputError
 
 __all__ = ["build", "fusion"]
@@ -120,7 +121,7 @@ def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...]
 
     names = candidates or tuple(CANDIDATES)
     # A simulated device's noise is seeded: one round says all; real devices get three.
-    rounds = repeats or (1 if spec.kind == "sim" else 3)
+    rounds = repeats or (1 if device_caps(spec).simulated else 3)
     total = 2 + len({s.name for n in names for t in fusion_tests(n) for s in (t.head, *t.followers, t.chain)})
     with _Bar(f"fusion tests on {spec.name}", total * rounds) as bar:
         return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(), repeats=rounds,
@@ -228,7 +229,7 @@ def build(
         # In rounds on a real device: each network's median then spans the minutes the
         # calibration takes, not the second or two a drifting machine gave it (a simulated
         # device's noise is seeded and does not drift: one round says all).
-        n_rounds = 1 if spec.kind == "sim" else CALIBRATION_ROUNDS
+        n_rounds = 1 if device_caps(spec).simulated else CALIBRATION_ROUNDS
         with _Bar(f"calibration networks on {spec.name}", len(cal), n_rounds) as bar:
             results += measure_specs(store, spec, cal, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
                                      on_requeue=_requeued, force=force, writer=write_calibration, rounds=n_rounds)
@@ -247,7 +248,7 @@ def _second_sitting(spec: Any, store: Any, mdir: Path, specs: list[Any], force: 
     from predictors.dataset import measure_specs
     from predictors.sampling import second_sitting
 
-    again = second_sitting(specs) if spec.kind != "sim" else []
+    again = second_sitting(specs) if not device_caps(spec).simulated else []
     if not again:
         return []
     with _Bar(f"minimal models again on {spec.name}", len(again)) as bar:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from farm.devices.caps import device_caps
 from farm.ir.graph import Graph, Node
 from farm.ir.kernels import Kernel, dedupe, form_kernels
 
@@ -110,6 +111,7 @@ def detect_kernels(graph: Graph, rules: FusionRules) -> list[DetectedKernel]:
 
 def fusion_rules_for(spec: DeviceSpec, store: SqliteStore | None = None, *, runtime: str | None = None) -> FusionRules:
     """The fusion rules of a registered device (detected > simulator profile > runtime default)."""
+    caps = device_caps(spec)
     rt = runtime or spec.default_runtime or "onnxruntime"
     if rt == "benchmark_model":
         rt = "litert"
@@ -118,17 +120,10 @@ def fusion_rules_for(spec: DeviceSpec, store: SqliteStore | None = None, *, runt
         if found:
             # The A, B, A+B test finds fusion patterns, not whether the converter folds
             # constants and dedupes: that comes from the runtime, or a simulator's profile.
-            fold = rt == "litert"
-            if spec.kind == "sim":
-                from farm.sim.profile import load_profile
-
-                fold = load_profile(spec.parsed_url.host).fold_constants
+            fold = caps.fold_constants if caps.fold_constants is not None else rt == "litert"
             return FusionRules(found, fold, "detected", dedupe=rt in _CSE_RUNTIMES)
-    if spec.kind == "sim":
-        from farm.sim.profile import load_profile
-
-        p = load_profile(spec.parsed_url.host)
-        return FusionRules(tuple(tuple(x) for x in p.fusion), p.fold_constants, f"profile:{p.name}")
+    if caps.fusion is not None:
+        return FusionRules(caps.fusion, bool(caps.fold_constants), f"profile:{caps.profile}")
     return FusionRules(RUNTIME_FUSION.get(rt, _ORT_CPU), rt == "litert", f"runtime:{rt}", dedupe=rt in _CSE_RUNTIMES)
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from farm.devices.caps import device_caps
 from farm.errors import InputError
 from farm.ir.graph import Graph
 from predictors.sampling import (
@@ -89,20 +90,15 @@ def tflite_bytes(t: TfliteSpec) -> bytes:
     return graph_to_tflite(build_graph(t.spec), dtype=t.dtype, seed=0, bit_widths=bits)
 
 
-def _profile(device: DeviceSpec) -> Any:
-    from farm.sim.profile import load_profile
-
-    return load_profile(device.parsed_url.host)
-
-
 def plan_format(device: DeviceSpec) -> str:
     """``onnx`` (the float plan) or ``tflite``: devices whose runtime takes only .tflite, and
     simulated devices whose profile computes in integers first (int8-only accelerators, MCUs)."""
     from farm.measurement import resolve_runtime
 
     rt = device.default_runtime
-    if device.kind == "sim":
-        return "tflite" if _profile(device).dtypes[0] in _INT_DTYPES else "onnx"
+    caps = device_caps(device)
+    if caps.simulated:
+        return "tflite" if caps.dtypes[0] in _INT_DTYPES else "onnx"
     if rt and resolve_runtime(rt, "onnx") != rt:
         return "tflite"
     return "onnx"
@@ -110,9 +106,9 @@ def plan_format(device: DeviceSpec) -> str:
 
 def plan_dtypes(device: DeviceSpec) -> tuple[str, ...]:
     """The dtypes of a device's TFLite plan by default."""
-    if device.kind == "sim":
-        dts = _profile(device).dtypes
-        return ("int8",) if dts[0] in _INT_DTYPES else ("float32",)
+    caps = device_caps(device)
+    if caps.simulated:
+        return ("int8",) if caps.dtypes[0] in _INT_DTYPES else ("float32",)
     if (device.delegate or "") == "gpu":
         return ("float32",)
     return ("float32", "int8")
@@ -125,8 +121,9 @@ def parse_dtypes(text: str | None, device: DeviceSpec) -> tuple[str, ...]:
     if text is None or not text.strip():
         return plan_dtypes(device)
     names = parse_names(text, TFLITE_DTYPES, option="--dtype", noun="dtype")
-    if device.kind == "sim":
-        allowed = _profile(device).dtypes
+    caps = device_caps(device)
+    if caps.simulated:
+        allowed = caps.dtypes
         refused = [n for n in names if n not in allowed]
         if refused:
             raise InputError(f"--dtype {text!r}: device {device.name!r} runs {', '.join(allowed)}, not "
@@ -135,26 +132,24 @@ def parse_dtypes(text: str | None, device: DeviceSpec) -> tuple[str, ...]:
 
 
 def bit_serial(device: DeviceSpec) -> bool:
-    return device.kind == "sim" and _profile(device).bitserial is not None
+    return device_caps(device).bit_serial
 
 
 def fits_for(device: DeviceSpec) -> Callable[[Graph, str], bool] | None:
     """For an MCU profile: does a kernel's graph (at a dtype) fit its SRAM and flash? The
     graph IR is float32; int8 tensors take a quarter of its bytes."""
-    if device.kind != "sim":
-        return None
-    p = _profile(device)
-    if p.mcu is None:
+    caps = device_caps(device)
+    if caps.sram_kb is None or caps.flash_kb is None:
         return None
     from farm.ir.graph import DTYPE_BYTES
     from farm.ir.memory import flash_kb, peak_sram_kb
 
-    m = p.mcu
+    sram_kb, flash_limit_kb = caps.sram_kb, caps.flash_kb
 
     def fits(g: Graph, dtype: str) -> bool:
         f = DTYPE_BYTES[dtype] / 4.0
-        sram = peak_sram_kb(g)[0] * f + m.runtime_sram_kb
-        return sram <= 0.9 * m.sram_kb and flash_kb(g) * f + m.runtime_flash_kb <= 0.9 * m.flash_kb
+        sram = peak_sram_kb(g)[0] * f + caps.runtime_sram_kb
+        return sram <= 0.9 * sram_kb and flash_kb(g) * f + caps.runtime_flash_kb <= 0.9 * flash_limit_kb
 
     return fits
 

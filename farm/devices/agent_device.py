@@ -20,6 +20,7 @@ from farm import __version__
 from farm.agent.measure import rejected, summarize
 from farm.devices.agent_client import AgentSession, LineSink, Pipe, SubprocessPipe
 from farm.devices.base import Health
+from farm.devices.caps import DeviceCaps, device_caps
 from farm.errors import DeviceError, DeviceUnauthorized, DeviceUnavailable, InputError, ModelError, RuntimeFailure
 from farm.measurement import Measurement, Settings
 from farm.registry.spec import DeviceSpec
@@ -69,6 +70,10 @@ class AgentDevice:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def caps(self) -> DeviceCaps:
+        return device_caps(self.spec)
 
     def _hello(self) -> dict[str, Any]:
         return self._agent.start(timeout_s=min(self.spec.timeout_s, 120.0))

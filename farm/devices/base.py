@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from farm.devices.caps import DeviceCaps
 from farm.measurement import Measurement, Settings
 from farm.registry.spec import DeviceSpec
 from farm.workload import Workload
@@ -62,6 +63,12 @@ class Device(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def caps(self) -> DeviceCaps:
+        """What the device is and runs (simulated or real, runtime, dtypes, memory limits,
+        accelerator and fallback): callers read this, never the URL scheme."""
+        ...
 
     def info(self) -> dict[str, Any]:
         """Static description: kind, url, runtime, threads, plus what the device reports."""

@@ -23,6 +23,7 @@ import numpy as np
 from farm import __version__
 from farm.agent.measure import mad_outliers, run_protocol, summarize
 from farm.devices.base import Health
+from farm.devices.caps import DeviceCaps, device_caps
 from farm.errors import InputError
 from farm.ir.bits import BIT_WIDTHS_KEY, apply_bit_widths
 from farm.measurement import Measurement, Settings
@@ -51,6 +52,10 @@ class SimDevice:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def caps(self) -> DeviceCaps:
+        return device_caps(self.spec)
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "sim", "url": self.spec.url, "runtime": "sim",

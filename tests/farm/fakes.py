@@ -7,6 +7,7 @@ import time
 
 from farm.agent.measure import summarize
 from farm.devices.base import Health
+from farm.devices.caps import DeviceCaps
 from farm.errors import DeviceError, DeviceTimeout, ModelError, RuntimeFailure
 from farm.ir.graph import Graph, Node, TensorInfo
 from farm.measurement import Measurement, Settings
@@ -35,6 +36,10 @@ class ScriptedDevice:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def caps(self) -> DeviceCaps:
+        return DeviceCaps(simulated=False, runtime="fake")
 
     def info(self):
         return {"name": self.name, "kind": "fake"}

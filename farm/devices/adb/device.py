@@ -59,6 +59,7 @@ from farm.devices.adb.benchmark_model import (
 )
 from farm.devices.adb.meters import battery_power, parse_samples
 from farm.devices.base import Health
+from farm.devices.caps import DeviceCaps, device_caps
 from farm.errors import (
     DeviceError,
     DeviceTimeout,
@@ -385,6 +386,10 @@ class AdbDevice:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def caps(self) -> DeviceCaps:
+        return device_caps(self.spec)
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "adb", "url": self.spec.url, "runtime": "benchmark_model",

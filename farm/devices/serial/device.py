@@ -66,6 +66,7 @@ from farm import __version__
 from farm.agent.measure import converged, mad_outliers, summarize
 from farm.agent.meters import CommandMeter, MeterError
 from farm.devices.base import Health
+from farm.devices.caps import DeviceCaps, device_caps
 from farm.devices.serial import eembc
 from farm.errors import DeviceError, DeviceTimeout, DeviceUnavailable, InputError, ModelError, RuntimeFailure
 from farm.measurement import Measurement, Settings
@@ -335,6 +336,10 @@ class SerialDevice:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def caps(self) -> DeviceCaps:
+        return device_caps(self.spec)
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "serial", "url": self.spec.url, "runtime": "eembc", "port": self.port,
