@@ -19,6 +19,7 @@ from farm.devices import open_device
 from farm.measurement import Measurement, Policy, Settings, resolve_runtime
 from farm.registry.spec import load_registry
 from farm.scheduler.core import Failure, JobEvent, Scheduler
+from farm.store.base import Store
 from farm.store.sqlite import SqliteStore
 from farm.workload import load_workload
 
@@ -48,7 +49,7 @@ def profile(
     *,
     device: str,
     registry: str | os.PathLike[str] = "devices.yaml",
-    db: str | os.PathLike[str] | SqliteStore = "hwfarm.db",
+    db: str | os.PathLike[str] | Store = "hwfarm.db",
     policy: Policy | None = None,
     threads: int | None = None,
     timeout_s: float | None = None,
@@ -67,7 +68,7 @@ def profile(
     workloads = [load_workload(m) for m in models]
     open_device(spec).close()  # a kind that cannot run here fails now, with nothing written
     policy = policy or Policy()
-    store = db if isinstance(db, SqliteStore) else SqliteStore(db)
+    store = SqliteStore(db) if isinstance(db, (str, os.PathLike)) else db
     sched = Scheduler(store, on_event=on_event)
     requeued = sched.requeue_stale()
     if requeued and on_requeue is not None:

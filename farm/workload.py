@@ -16,7 +16,7 @@ from farm.formats.files import read_model_bytes
 from farm.ir.bits import BIT_WIDTHS_KEY, apply_bit_widths
 from farm.ir.graph import Graph
 
-__all__ = ["Workload", "load_workload", "FORMATS"]
+__all__ = ["Workload", "load_workload", "workload_from_bytes", "FORMATS"]
 
 # File suffix → format name.
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
@@ -53,19 +53,30 @@ def load_workload(path: str | os.PathLike[str]) -> Workload:
     data = read_model_bytes(p)
     if not data:
         raise ModelError(f"{p}: model file is empty")
-    fmt = _format_of(p, data)
+    return workload_from_bytes(data, fmt=_format_of(p, data), name=p.stem, path=str(p.resolve()), label=str(p))
+
+
+def workload_from_bytes(data: bytes, *, fmt: str, name: str, path: str | None = None,
+                        label: str | None = None) -> Workload:
+    """A workload from a model's bytes (e.g. as the store keeps them, by content hash).
+    ``path``: where the file is (for ONNX, external weight files are looked up beside it);
+    ``label`` names the model in errors (default: the path, else the name)."""
+    label = label or path or name
+    base_dir = Path(path).parent if path else None
     if fmt == "onnx":
         from farm.formats.onnx import graph_from_onnx, parse_onnx
 
-        model = parse_onnx(data, source=str(p), base_dir=p.parent)
-        graph = graph_from_onnx(model, source=str(p))
+        model = parse_onnx(data, source=label, base_dir=base_dir)
+        graph = graph_from_onnx(model, source=label)
         bits = {m.key: m.value for m in model.metadata_props}.get(BIT_WIDTHS_KEY)
-    else:
+    elif fmt == "tflite":
         from farm.formats.tflite import graph_from_tflite
         from farm.formats.tflite_export import tflite_metadata
 
-        graph = graph_from_tflite(data, source=str(p), name=p.stem)
+        graph = graph_from_tflite(data, source=label, name=name)
         bits = tflite_metadata(data).get(BIT_WIDTHS_KEY)
+    else:
+        raise ModelError(f"{label}: unknown model format {fmt!r} (expected {', '.join(sorted(FORMATS.values()))})")
     if bits is not None:
-        graph = apply_bit_widths(graph, bits, label=str(p))
-    return Workload(hashlib.sha256(data).hexdigest(), fmt, p.stem, str(p.resolve()), graph, data)
+        graph = apply_bit_widths(graph, bits, label=label)
+    return Workload(hashlib.sha256(data).hexdigest(), fmt, name, path, graph, data)

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ from farm.devices import Device, open_device
 from farm.errors import DeviceError, HwfarmError, InputError, ModelError
 from farm.measurement import Measurement, Settings, merge_rounds
 from farm.registry.spec import DeviceSpec
-from farm.store.sqlite import Job, SqliteStore, process_owner
-from farm.workload import Workload, load_workload
+from farm.scheduler.executor import Executor, ThreadExecutor
+from farm.store.base import Job, Store
+from farm.store.sqlite import process_owner
+from farm.workload import Workload, load_workload, workload_from_bytes
 
 __all__ = ["Scheduler", "Submission", "JobEvent", "RunReport", "Failure", "OUTAGE_S"]
 
@@ -85,7 +88,7 @@ class RunReport:
 class Scheduler:
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         *,
         max_attempts: int = 3,
         backoff_s: float = 1.0,
@@ -94,8 +97,10 @@ class Scheduler:
         lease_wait_s: float = 600.0,
         device_factory: Callable[[DeviceSpec], Device] = open_device,
         on_event: Callable[[JobEvent], None] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.store = store
+        self.executor: Executor = executor or ThreadExecutor()
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -127,16 +132,14 @@ class Scheduler:
         report = RunReport()
         lock = threading.Lock()
         known = dict(workloads or {})
-        threads = [threading.Thread(target=self._worker, args=(s, job_ids, known, report, lock),
-                                    name=f"hwfarm-{s.name}", daemon=True) for s in specs]
         beat = threading.Event()
         hb = threading.Thread(target=self._heartbeat, args=(specs, beat), daemon=True)
         hb.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        beat.set()
+        try:
+            self.executor.run_workers([
+                (s.name, functools.partial(self._worker, s, job_ids, known, report, lock)) for s in specs])
+        finally:
+            beat.set()
         return report
 
     # ------------------------------------------------------------------ internals
@@ -166,9 +169,15 @@ class Scheduler:
         if job.workload in known:
             return known[job.workload]
         rec = self.store.get_workload(job.workload)
-        if rec is None or not rec.source_path:
-            raise ModelError(f"workload {job.workload[:12]}: no model file recorded")
-        w = load_workload(Path(rec.source_path))
+        if rec is None:
+            raise ModelError(f"workload {job.workload[:12]}: not in the store")
+        data = self.store.model_bytes(job.workload)
+        if data is not None:  # the bytes that were queued: no shared disk needed
+            w = workload_from_bytes(data, fmt=rec.format, name=rec.name, path=rec.source_path)
+        elif rec.source_path:  # a dataset written before the store kept model bytes
+            w = load_workload(Path(rec.source_path))
+        else:
+            raise ModelError(f"workload {job.workload[:12]}: no model bytes or file recorded")
         if w.hash != job.workload:
             raise ModelError(f"{rec.source_path}: file changed since it was queued (hash differs)")
         known[w.hash] = w

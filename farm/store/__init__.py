@@ -1,8 +1,10 @@
-"""The dataset: devices, workloads, measurements, jobs and fusion rules.
+"""The dataset: devices, workloads (graphs and model bytes), measurements, jobs, fusion rules.
 
-:class:`SqliteStore` (:mod:`.sqlite`) is the embedded default: one SQLite file in WAL mode.
+:class:`Store` (:mod:`.base`) is the protocol and its contract; :class:`SqliteStore`
+(:mod:`.sqlite`) the embedded default: one SQLite file in WAL mode, or ``":memory:"``.
 """
 
-from farm.store.sqlite import FusionRecord, Job, SqliteStore, WorkloadRecord, open_store, process_owner
+from farm.store.base import FusionRecord, Job, Store, WorkloadRecord
+from farm.store.sqlite import SqliteStore, open_store, process_owner
 
-__all__ = ["SqliteStore", "Job", "WorkloadRecord", "FusionRecord", "open_store", "process_owner"]
+__all__ = ["Store", "SqliteStore", "Job", "WorkloadRecord", "FusionRecord", "open_store", "process_owner"]

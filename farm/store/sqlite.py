@@ -19,7 +19,6 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +27,7 @@ from farm.errors import StoreError
 from farm.ir.graph import Graph
 from farm.measurement import Measurement, Settings
 from farm.registry.spec import DeviceSpec
+from farm.store.base import FusionRecord, Job, WorkloadRecord
 from farm.workload import Workload
 
 __all__ = ["SqliteStore", "Job", "WorkloadRecord", "FusionRecord", "SCHEMA_VERSION", "MIGRATIONS", "open_store", "process_owner"]
@@ -125,8 +125,11 @@ ALTER TABLE jobs ADD COLUMN rounds_done INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN rounds_json TEXT NOT NULL DEFAULT '[]'
 """
 
+# v5: model bytes by content hash, so that a job can run on a host without the coordinator's disk.
+_V5 = "CREATE TABLE models (hash TEXT PRIMARY KEY, data BLOB NOT NULL)"
+
 # MIGRATIONS[i] upgrades a file from user_version i to i + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -155,47 +158,9 @@ def owner_alive(owner: str | None) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class Job:
-    id: int
-    device: str
-    workload: str
-    settings: Settings
-    status: str
-    attempts: int
-    max_attempts: int
-    error: str | None
-    measurement_id: int | None
-    owner: str | None
-    rounds_done: int = 0  # of a job measured in rounds (``settings.rounds``)
-
-
-@dataclass(frozen=True)
-class WorkloadRecord:
-    hash: str
-    format: str
-    name: str
-    source_path: str | None
-    size_bytes: int
-    macs: int
-    params: int
-    graph: Graph
-
-
-@dataclass(frozen=True)
-class FusionRecord:
-    """One tested fusion candidate on a device: its op sequence, the verdict and the
-    measurements behind it (``evidence``: latencies and the decision rule's numbers)."""
-
-    device: str
-    candidate: str
-    ops: tuple[str, ...]
-    fused: bool
-    evidence: dict[str, Any]
-    created_at: str
-
-
 class SqliteStore:
+    """The :class:`~farm.store.base.Store` on one SQLite file (or ``":memory:"``)."""
+
     def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
         self.path = str(path)
         self._lock = threading.RLock()
@@ -282,6 +247,14 @@ class SqliteStore:
                 (w.hash, w.format, w.name, w.path, len(w.data), w.graph.macs, w.graph.params,
                  json.dumps(w.graph.to_dict()), _now_iso()),
             )
+            if w.data:
+                db.execute("INSERT OR IGNORE INTO models(hash, data) VALUES (?, ?)", (w.hash, w.data))
+
+    def model_bytes(self, hash_: str) -> bytes | None:
+        """The model file's bytes of a workload (None for workloads stored before v5, which
+        kept only the file's path)."""
+        rows = self._query("SELECT data FROM models WHERE hash = ?", (hash_,))
+        return bytes(rows[0]["data"]) if rows else None
 
     def get_workload(self, hash_: str) -> WorkloadRecord | None:
         rows = self._query("SELECT * FROM workloads WHERE hash = ?", (hash_,))

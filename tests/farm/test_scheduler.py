@@ -191,3 +191,22 @@ def test_busy_device_waits_then_gives_up(tmp_path):
     report = sched.run([SPEC], job_ids=ids, workloads={w.hash: w})
     assert not devices and not report.ok
     assert any(e.kind == "waiting" and other in e.message for e in events)
+
+
+def test_a_queued_job_runs_from_the_stored_model_bytes_when_its_file_is_gone(tmp_path):
+    """The store keeps model bytes by content hash: a worker on another host, or after the
+    file was deleted, runs exactly the bytes that were queued."""
+    from farm.formats.onnx_export import graph_to_onnx
+    from farm.workload import load_workload
+    from farm.zoo.nets import build_net
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(graph_to_onnx(build_net("ds_cnn")).SerializeToString())
+    w = load_workload(path)
+    store, sched, devices, _ = make(tmp_path)
+    _, ids = submit_all(sched, [w])
+    assert store.model_bytes(w.hash) == w.data
+    path.unlink()
+    report = sched.run([SPEC], job_ids=ids)  # no in-memory workloads: loaded from the store
+    assert report.ok and len(report.done) == 1
+    assert devices[0].calls == ["m"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -176,7 +177,7 @@ def test_v1_file_upgrades_in_place_keeping_its_rows(tmp_path, monkeypatch):
     old.put_device(SPEC)
     con = old._db
     w = workload()
-    old.put_workload(w)
+    old.put_workload(replace(w, data=b""))  # a v1 file keeps no model bytes
     con.execute("INSERT INTO measurements(device, workload, settings_hash, settings_json, median_ms, mean_ms, p10_ms, "
                 "p90_ms, std_ms, cv, n, n_outliers, ci_low_ms, ci_high_ms, stop_reason, samples_json, outliers_json, "
                 "warmup_json, provenance_json, created_at) VALUES ('dev', ?, ?, ?, 1, 1, 1, 1, 0, 0, 3, 0, 1, 1, "
@@ -185,6 +186,7 @@ def test_v1_file_upgrades_in_place_keeping_its_rows(tmp_path, monkeypatch):
     old.close()
     monkeypatch.undo()
     new = SqliteStore(path)
-    assert new.schema_version == SCHEMA_VERSION == 4
+    assert new.schema_version == SCHEMA_VERSION == 5
+    assert new.model_bytes(w.hash) is None  # stored before v5: the file's path only
     (m,) = new.measurements()
     assert m.breakdown == () and m.samples_ms == (1, 1, 1) and m.created_at == "then"

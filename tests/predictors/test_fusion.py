@@ -119,7 +119,7 @@ def test_rules_need_every_candidate_with_that_op_sequence():
 
 def test_store_keeps_rules_per_device_and_replaces_them(tmp_path):
     store = SqliteStore(tmp_path / "d.db")
-    assert store.schema_version == SCHEMA_VERSION == 4
+    assert store.schema_version == SCHEMA_VERSION == 5
     store.put_device(SIM)
     assert detected_fusion_rules(store, SIM.name) is None
     store.put_fusion_rules(SIM.name, [FusionRecord(SIM.name, "conv+bn", ("Conv", "BatchNormalization"), True,
