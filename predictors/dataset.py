@@ -40,6 +40,7 @@ from farm.registry.spec import DeviceSpec
 from farm.scheduler.core import JobEvent, Scheduler
 from farm.store.sqlite import SqliteStore
 from farm.workload import Workload, load_workload
+from predictors.kernels import detected_fusion_rules
 from predictors.sampling import KernelSpec, build_graph, kernel_type_of, single_kernel, to_onnx_bytes
 
 __all__ = ["DATASET_POLICY", "SpecResult", "KernelSample", "kernel_samples", "models_dir_for", "write_models", "dataset_settings", "measure_specs",
@@ -184,8 +185,6 @@ def kernel_samples(store: SqliteStore, device: str, *,
     contract between the dataset and the kernel predictor. Workloads of several kernels
     (whole networks, fusion chains the device does not fuse) are evaluation data instead."""
     if fusion is None:
-        from predictors.fusion import detected_fusion_rules
-
         fusion = detected_fusion_rules(store, device) or ()
     rules = tuple(tuple(r) for r in fusion)
     graphs: dict[str, Graph | None] = {}

@@ -19,8 +19,8 @@ per candidate: a tiny one (where a follower's fixed per-kernel cost dominates) a
 the followers' memory traffic is a sizeable fraction of the head's time.
 
 Results go to the dataset (``fusion_rules`` table, one row per candidate with its
-evidence); :func:`detected_fusion_rules` turns them into the op-sequence rules that
-:func:`farm.ir.kernels.form_kernels` takes. An op sequence is a rule when every candidate
+evidence); :func:`~predictors.kernels.detected_fusion_rules` (re-exported here) turns them
+into the op-sequence rules that :func:`farm.ir.kernels.form_kernels` takes. An op sequence is a rule when every candidate
 with that sequence (``conv+bn`` and ``dwconv+bn`` are both ``Conv, BatchNormalization``) was
 fused.
 """
@@ -38,6 +38,7 @@ from farm.registry.spec import DeviceSpec
 from farm.scheduler.core import JobEvent
 from farm.store.sqlite import FusionRecord, SqliteStore
 from predictors.dataset import DATASET_POLICY, SpecResult, measure_specs
+from predictors.kernels import detected_fusion_rules, rules_from_records
 from predictors.sampling import KernelSpec, build_graph, parse_names
 
 __all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records",
@@ -270,19 +271,3 @@ def detect_fusion_graph(store: SqliteStore, device: DeviceSpec, *,
     store.put_device(device)
     store.put_fusion_rules(device.name, records)
     return records
-
-
-def rules_from_records(records: Sequence[FusionRecord]) -> tuple[tuple[str, ...], ...]:
-    verdicts: dict[tuple[str, ...], list[bool]] = {}
-    for r in records:
-        verdicts.setdefault(r.ops, []).append(r.fused)
-    return tuple(ops for ops, v in verdicts.items() if all(v))
-
-
-def detected_fusion_rules(store: SqliteStore, device: str) -> tuple[tuple[str, ...], ...] | None:
-    """The op sequences ``device`` runs as one kernel, as detected by :func:`detect_fusion`
-    and stored in the dataset; None when fusion was never detected on that device."""
-    records = store.fusion_rules(device)
-    if not records:
-        return None
-    return rules_from_records(records)

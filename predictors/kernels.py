@@ -16,7 +16,7 @@ predictor and the simulated device agree on what a kernel is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from farm.devices.caps import device_caps
 from farm.ir.graph import Graph, Node
@@ -24,10 +24,10 @@ from farm.ir.kernels import Kernel, dedupe, form_kernels
 
 if TYPE_CHECKING:
     from farm.registry.spec import DeviceSpec
-    from farm.store.sqlite import SqliteStore
+    from farm.store.sqlite import FusionRecord, SqliteStore
 
 __all__ = ["FusionRules", "RUNTIME_FUSION", "KERNEL_TYPES", "DetectedKernel", "kernel_type", "detect_kernels",
-           "fusion_rules_for", "layout_block"]
+           "fusion_rules_for", "layout_block", "detected_fusion_rules", "rules_from_records"]
 
 FusionPattern = tuple[str, ...]
 
@@ -137,9 +137,26 @@ def layout_block(runtime: str, simd: object) -> int:
     return _ORT_LAYOUT_BLOCK.get(str(simd), 0) if runtime == "onnxruntime" else 0
 
 
+def rules_from_records(records: Sequence[FusionRecord]) -> tuple[tuple[str, ...], ...]:
+    """The op sequences fused by every stored candidate that has them (``conv+bn`` and
+    ``dwconv+bn`` are both ``Conv, BatchNormalization``)."""
+    verdicts: dict[tuple[str, ...], list[bool]] = {}
+    for r in records:
+        verdicts.setdefault(r.ops, []).append(r.fused)
+    return tuple(ops for ops, v in verdicts.items() if all(v))
+
+
+def detected_fusion_rules(store: SqliteStore, device: str) -> tuple[tuple[str, ...], ...] | None:
+    """The op sequences ``device`` runs as one kernel, as detected by
+    :func:`predictors.fusion.detect_fusion` and stored in the dataset; None when fusion was
+    never detected on that device."""
+    records = store.fusion_rules(device)
+    if not records:
+        return None
+    return rules_from_records(records)
+
+
 def _detected(store: SqliteStore, device: str) -> tuple[FusionPattern, ...] | None:
     """Rules stored by ``hwfarm dataset fusion``, if that ran for this device."""
-    from predictors.fusion import detected_fusion_rules
-
     found = detected_fusion_rules(store, device)
     return tuple(tuple(p) for p in found) if found else None
