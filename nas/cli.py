@@ -50,10 +50,10 @@ def export(
     from farm.errors import InputError
     from farm.formats.onnx_export import graph_to_onnx
     from farm.zoo.nets import NETS, build_net, parse_net_options
-    from nas.spaces import SPACES
+    from farm.zoo.spaces import SPACES
 
     if space in SPACES:
-        s = SPACES[space]()
+        s = SPACES[space]
         if table is None and arch.strip().isdigit():
             table = _find_table(space)
         elif table is not None and not table.is_file():

@@ -81,13 +81,9 @@ def sample_archs(space: str, n: int, seed: int = 0) -> list[str]:
 
 
 def build_arch(space: str, arch: str) -> Graph:
-    if space == "nb201":
-        from farm.zoo.nb201 import build_nb201
+    from farm.zoo.spaces import get_space
 
-        return build_nb201(arch)
-    from farm.zoo.fbnet import build_fbnet
-
-    return build_fbnet(arch)
+    return get_space(space).to_graph(arch)
 
 
 class SpaceModel:

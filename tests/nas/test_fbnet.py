@@ -25,7 +25,7 @@ IDX = "7-8-1-8-4-8-8-8-7-4-1-4-7-3-2-7-3-2-4-2-4-5"
 
 
 def test_registered_and_samples_valid_distinct_architectures():
-    space = SPACES["fbnet"]()
+    space = SPACES["fbnet"]
     assert isinstance(space, FBNetSpace) and space.size == 9 ** 22
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(20)]
