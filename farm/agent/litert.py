@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .runners import ModelLoadError, RunnerUnavailable, random_input
+from .runner import ModelLoadError, RunnerUnavailable, first_line, random_input
 
 __all__ = ["LiteRtRunner", "delegation_report", "delegate_library", "BUILTIN_DELEGATES"]
 
@@ -35,11 +35,6 @@ def _interpreter_module() -> tuple[Any, str]:
     raise RunnerUnavailable(_MISSING)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 def delegate_library(delegate: str) -> str:
     """The library an external ``delegate:`` names (``edgetpu`` is ``libedgetpu.so.1``)."""
     return _ALIASES.get(delegate, delegate)
@@ -49,7 +44,7 @@ def _load_delegate(mod: Any, library: str, options: dict[str, str] | None) -> An
     try:
         return mod.load_delegate(library, dict(options or {}))
     except (ValueError, OSError, RuntimeError) as err:
-        raise RunnerUnavailable(f"cannot load LiteRT delegate {library}: {_first_line(err)}") from None
+        raise RunnerUnavailable(f"cannot load LiteRT delegate {library}: {first_line(err)}") from None
 
 
 def _ops_details(interp: Any) -> list[dict[str, Any]] | None:
@@ -155,7 +150,7 @@ class LiteRtRunner:
                                      experimental_delegates=delegates or None, **kwargs)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as err:  # bad file, unsupported op, delegate refusal
-            raise ModelLoadError(f"LiteRT could not load {model_path}: {_first_line(err)}") from None
+            raise ModelLoadError(f"LiteRT could not load {model_path}: {first_line(err)}") from None
         rng = np.random.default_rng(0)
         for d in interp.get_input_details():
             sig = [int(x) for x in d.get("shape_signature", ())]
@@ -172,6 +167,6 @@ class LiteRtRunner:
         try:
             invoke()  # surfaces kernel errors at prepare time, not inside the timed loop
         except (ValueError, RuntimeError) as err:
-            raise ModelLoadError(f"LiteRT failed to run {model_path}: {_first_line(err)}") from None
+            raise ModelLoadError(f"LiteRT failed to run {model_path}: {first_line(err)}") from None
         self.delegation = delegation_report(_ops_details(interp), delegate)
         return invoke

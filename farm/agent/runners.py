@@ -19,10 +19,11 @@ Contract for every runner (see ``tests/farm/test_runners.py``):
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
-import numpy.typing
+
+from .runner import ModelLoadError, Runner, RunnerUnavailable, first_line, random_input
 
 __all__ = [
     "Runner",
@@ -33,38 +34,6 @@ __all__ = [
     "RUNNERS",
     "random_input",
 ]
-
-
-class RunnerUnavailable(RuntimeError):
-    """The runtime is not installed on this machine."""
-
-
-class ModelLoadError(ValueError):
-    """The runtime refused the model (bad file, unsupported op, dynamic shape)."""
-
-
-class Runner(Protocol):
-    name: str
-
-    def available(self) -> bool: ...
-
-    def version(self) -> str: ...
-
-    def prepare(self, model_path: str, *, threads: int) -> Callable[[], None]: ...
-
-
-def random_input(shape: tuple[int, ...], dtype: np.typing.DTypeLike, rng: np.random.Generator) -> np.ndarray:
-    """Inputs that exercise the kernels realistically: N(0,1) floats, small ints, random bools."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        lo, hi = max(info.min, -128), min(info.max, 127)
-        return rng.integers(lo, hi + 1, size=shape, dtype=dtype)
-    if dtype.kind == "b":
-        return rng.integers(0, 2, size=shape).astype(bool)
-    raise ModelLoadError(f"cannot generate inputs of dtype {dtype}")
 
 
 _ORT_TYPES = {
@@ -106,7 +75,7 @@ class OnnxRuntimeRunner:
         try:
             sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception zoo
-            raise ModelLoadError(f"onnxruntime could not load {model_path}: {_first_line(err)}") from err
+            raise ModelLoadError(f"onnxruntime could not load {model_path}: {first_line(err)}") from err
         rng = np.random.default_rng(0)
         feeds = {}
         for inp in sess.get_inputs():
@@ -138,13 +107,8 @@ class OnnxRuntimeRunner:
         try:
             run_once()  # surfaces kernel errors at prepare time, not inside the timed loop
         except Exception as err:
-            raise ModelLoadError(f"onnxruntime failed to run {model_path}: {_first_line(err)}") from err
+            raise ModelLoadError(f"onnxruntime failed to run {model_path}: {first_line(err)}") from err
         return run_once
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _litert_runner() -> Runner:
