@@ -19,6 +19,7 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check farm predictors nas compress tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -40,8 +40,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from farm.errors import InputError
-from farm.formats.onnx import node_macs
 from farm.ir.builder import IRBuilder
+from farm.ir.cost import node_macs
 from farm.ir.graph import Graph, Node, TensorInfo
 from farm.ir.kernels import Kernel, form_kernels
 

@@ -74,3 +74,50 @@ def test_import_has_no_side_effects(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
     assert list(home.iterdir()) == [] and list(tmp_path.iterdir()) == [home]
+
+
+def _strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in list(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_between_modules():
+    """Counting imports inside functions; a package's ``__init__`` re-exporting its own
+    submodules is not a cycle (the edge between a package and its descendants is left out)."""
+    import grimp
+
+    sys.setrecursionlimit(10000)
+    graph = grimp.build_graph(*LAYER)
+    edges = {m: {t for t in graph.find_modules_directly_imported_by(m)
+                 if t in graph.modules and not t.startswith(m + ".") and not m.startswith(t + ".")}
+             for m in graph.modules}
+    assert _strongly_connected(edges) == []

@@ -1,6 +1,6 @@
 """Build graph IR directly in Python — no ONNX, no torch — for search spaces that need
 hundreds of thousands of graphs. NCHW float32 by default; costs are counted exactly as the
-ONNX importer counts them (:func:`farm.formats.onnx.node_macs`), so a graph built here and the
+ONNX importer counts them (:func:`farm.ir.cost.node_macs`), so a graph built here and the
 same network exported to ONNX and imported again agree.
 
 ``IRBuilder(dtype="int8")`` builds the same network with int8 activations and weights (for
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from farm.formats.onnx import node_macs
+from farm.ir.cost import node_macs
 from farm.ir.graph import Graph, Node, TensorInfo
 
 __all__ = ["IRBuilder", "Pad"]
