@@ -17,5 +17,6 @@ Nothing here imports pytest; checks clean up what they create.
 """
 
 from farm.testing.device import DEVICE_CHECKS, check_device
+from farm.testing.transport import TRANSPORT_CHECKS, check_transport
 
-__all__ = ["DEVICE_CHECKS", "check_device"]
+__all__ = ["DEVICE_CHECKS", "check_device", "TRANSPORT_CHECKS", "check_transport"]
