@@ -1,8 +1,10 @@
 """Kernel-level predictor accuracy on whole networks never seen in training, per device.
 
-For each device, through the `hwfarm` command exactly as a user runs it:
+For each device, through the `hwfarm` command exactly as a user runs it (the dataset through
+the library function that command runs):
 
-1. `hwfarm dataset build --device D [--budget N]`: single-kernel models measured on D,
+1. `predictors.build.build` (`hwfarm dataset build --device D [--budget N]`): single-kernel
+   models measured on D,
 2. `hwfarm profile NETS --device D --rounds 3`: the held-out networks — reference nets
    (MobileNetV1/V2, ResNet-18/50, SqueezeNet, GoogLeNet, the MLPerf Tiny nets) and random
    NB201 and FBNet architectures — measured on D, every net once, then every net again, three
@@ -49,6 +51,26 @@ def hwfarm(work: Path, *args: str, db: str = "hwfarm.db") -> subprocess.Complete
     cmd = [sys.executable, "-m", "farm.cli", "--registry", str(ROOT / "devices.yaml"), "--db",
            str(work / db), *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+
+def build_dataset(work: Path, dev: str, *, budget: int | None, rounds: int) -> list[str]:
+    """The device's kernel dataset in ``work/hwfarm.db`` (what ``hwfarm dataset build --device
+    DEV`` does); the error lines, empty when it succeeded."""
+    from farm.errors import HwfarmError
+    from farm.registry.spec import load_registry
+    from farm.store.sqlite import SqliteStore
+    from predictors.build import build
+
+    store = None
+    try:
+        store = SqliteStore(work / "hwfarm.db")
+        report = build(store, load_registry(ROOT / "devices.yaml").get(dev), budget=budget, rounds=rounds)
+    except HwfarmError as e:
+        return [f"hwfarm: error: {e}"]
+    finally:
+        if store is not None:
+            store.close()
+    return [f"hwfarm: error: {x.spec.name}: {x.error}" for x in report.failures]
 
 
 def export_nets(folder: Path, n_space: int) -> list[Path]:
@@ -223,11 +245,9 @@ def main() -> None:
             onnx_nets = onnx_nets or export_nets(a.work / "nets", a.space_nets)
             nets = onnx_nets
         print(f"[{dev}] kernel dataset…", file=sys.stderr)
-        build = ["dataset", "build", "--device", dev, "--json", "--rounds", str(a.build_rounds)]
-        build += ["--budget", str(a.budget)] if a.budget else []
-        r = hwfarm(a.work, *build)
-        if r.returncode != 0:
-            rows.append((dev, f"dataset build failed: {r.stderr.strip().splitlines()[-1:]}"))
+        failed = build_dataset(a.work, dev, budget=a.budget, rounds=a.build_rounds)
+        if failed:
+            rows.append((dev, f"dataset build failed: {failed[-1:]}"))
             continue
         print(f"[{dev}] profiling {len(nets)} held-out networks in {a.rounds} round(s)…", file=sys.stderr)
         r = hwfarm(a.work, "profile", *map(str, nets), "--device", dev, "--rounds", str(a.rounds), "--json")

@@ -6,15 +6,13 @@ Mounted into the built-in ``dataset`` group through the ``hwfarm.commands`` entr
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
 
 from farm.cli import STATE, emit_json, err, out
-from farm.devices.caps import device_caps
 from farm.errors import InputError
 
 __all__ = ["build", "fusion"]
@@ -24,9 +22,6 @@ def _fmt_ms(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x:.4f}" if x < 1 else f"{x:.3f}" if x < 100 else f"{x:.1f}"
-
-
-CALIBRATION_ROUNDS = 3  # rounds of the calibration networks on a real device
 
 
 class _Bar:
@@ -114,20 +109,6 @@ def _requeued(ids: list[int]) -> None:
     err.print(f"re-queued {len(ids)} job(s) left running by a process that died")
 
 
-def _detect(spec: Any, store: Any, models_dir: Path, candidates: tuple[str, ...] | None,
-            repeats: int | None = None) -> list[Any]:
-    from farm.measurement import Policy
-    from predictors.fusion import CANDIDATES, detect_fusion, fusion_tests
-
-    names = candidates or tuple(CANDIDATES)
-    # A simulated device's noise is seeded: one round says all; real devices get three.
-    rounds = repeats or (1 if device_caps(spec).simulated else 3)
-    total = 2 + len({s.name for n in names for t in fusion_tests(n) for s in (t.head, *t.followers, t.chain)})
-    with _Bar(f"fusion tests on {spec.name}", total * rounds) as bar:
-        return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(), repeats=rounds,
-                             on_event=bar.on_event, on_cached=bar.on_cached, on_requeue=_requeued)
-
-
 def build(
     ctx: typer.Context,
     device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
@@ -167,185 +148,53 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="One JSON summary on stdout."),
 ) -> None:
     """Measure single-kernel models on a device (resumable: run it again to finish)."""
-    from predictors.calibration import calibration_plan, default_calibration, write_calibration
-    from predictors.dataset import measure_specs
-    from predictors.fusion import detect_fusion_graph, detected_fusion_rules
-    from predictors.sampling import DEFAULT_BUDGET, make_plan, parse_kernels, refine_plan
-    from predictors.tflite_plan import plan_format
+    from predictors.build import build as build_dataset
+    from predictors.sampling import parse_kernels
 
     if budget is not None and budget < 1:
         raise InputError(f"--budget {budget}: must be at least 1")
-    total = DEFAULT_BUDGET if budget is None else budget
-    n_refine = int(round(refine * total)) if total >= 20 else 0
     spec = _device(ctx, device, tflite_ok=True)
-    started = time.monotonic()
-    if plan_format(spec) == "tflite":
-        types = parse_kernels(kernels) if kernels else None
-        mdir = _models_dir(ctx, models_dir)
-        results, rules_text, again = _build_tflite(spec, _store(ctx), mdir, types, total, n_refine, seed, dtype, force,
-                                                   kernel_rounds)
-        dtypes = sorted({x.spec.dtype for x in results})
-        _report(ctx, spec, results, mdir, keep_models, started, [], as_json, started_note=rules_text,
-                extra={"plan": "tflite", "dtypes": dtypes}, again=again, kernel_rounds=kernel_rounds)
-        return
-    if dtype is not None:
-        raise InputError(f"--dtype {dtype!r}: device {device!r} takes the float ONNX plan ({spec.default_runtime}); "
-                         "--dtype selects the dtypes of TFLite plans (LiteRT and int8-only devices)")
-    types = parse_kernels(kernels)
+    types = parse_kernels(kernels) if kernels else None
     mdir = _models_dir(ctx, models_dir)
-    store = _store(ctx)
-
-    rules = detected_fusion_rules(store, spec.name)
-    if rules is None and detect:
-        # A local onnxruntime device: ask its optimizer (load-independent, seconds); any
-        # other device: time the A, B, A+B test models on it.
-        if spec.kind == "local" and (spec.runtime or "onnxruntime") == "onnxruntime":
-            detect_fusion_graph(store, spec)
-        else:
-            _detect(spec, store, mdir, None)
-        rules = detected_fusion_rules(store, spec.name)
-    rules = rules or ()
-    if not as_json:
-        err.print(f"fusion rules of {spec.name}: " + (", ".join("+".join(r) for r in rules) or "none"),
-                  markup=False, highlight=False)
-
-    plan = make_plan(budget=total - n_refine, kernels=types, seed=seed, fusion=rules)
-    results = []
-    in_rounds = f" in {kernel_rounds} rounds" if kernel_rounds > 1 else ""
-    with _Bar(f"kernels on {spec.name}{in_rounds}", len(plan), kernel_rounds) as bar:
-        results += measure_specs(store, spec, plan, models_dir=mdir, on_event=bar.on_event,
-                                 on_cached=bar.on_cached, on_requeue=_requeued, force=force, rounds=kernel_rounds)
-    rounds = 2 if n_refine >= 100 else 1
-    for r in range(rounds if n_refine else 0):
-        n = n_refine // rounds + (n_refine % rounds if r == rounds - 1 else 0)
-        ok = [x for x in results if x.latency_ms is not None]
-        extra = refine_plan([x.spec for x in ok], [float(x.latency_ms or 0) for x in ok], n=n, seed=seed + 1 + r,
-                            exclude={x.spec.name for x in results})
-        with _Bar(f"refinement {r + 1}/{rounds} on {spec.name}{in_rounds}", len(extra), kernel_rounds) as bar:
-            results += measure_specs(store, spec, extra, models_dir=mdir, on_event=bar.on_event,
-                                     on_cached=bar.on_cached, on_requeue=_requeued, force=force, rounds=kernel_rounds)
-    cal = calibration_plan(default_calibration(budget) if calibration is None else calibration)
-    if cal:
-        # In rounds on a real device: each network's median then spans the minutes the
-        # calibration takes, not the second or two a drifting machine gave it (a simulated
-        # device's noise is seeded and does not drift: one round says all).
-        n_rounds = 1 if device_caps(spec).simulated else CALIBRATION_ROUNDS
-        with _Bar(f"calibration networks on {spec.name}", len(cal), n_rounds) as bar:
-            results += measure_specs(store, spec, cal, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
-                                     on_requeue=_requeued, force=force, writer=write_calibration, rounds=n_rounds)
-    again = _second_sitting(spec, store, mdir, [x.spec for x in results], force)
-    _report(ctx, spec, results, mdir, keep_models, started, [list(r) for r in rules], as_json, again=again,
-            kernel_rounds=kernel_rounds)
+    report = build_dataset(_store(ctx), spec, models_dir=mdir, budget=budget, seed=seed, refine=refine, kernels=types,
+                           dtype=dtype, calibration=calibration, rounds=kernel_rounds, force=force,
+                           keep_models=keep_models, detect=detect, progress=_Bar, on_requeue=_requeued,
+                           on_note=None if as_json else _note)
+    _report(report, as_json)
 
 
-def _second_sitting(spec: Any, store: Any, mdir: Path, specs: list[Any], force: bool,
-                    writer: Any = None, model_format: str = "onnx") -> list[Any]:
-    """Measure the plan's minimal models again at the end of a build on a real device (their
-    results). They set the per-inference overhead every prediction carries: measured only at
-    the build's start, a machine slowed then lifts every tiny kernel's prediction. The
-    predictor keeps each one's faster sitting. (A simulated device's noise is seeded and
-    does not drift: one sitting.)"""
-    from predictors.dataset import measure_specs
-    from predictors.sampling import second_sitting
-
-    again = second_sitting(specs) if not device_caps(spec).simulated else []
-    if not again:
-        return []
-    with _Bar(f"minimal models again on {spec.name}", len(again)) as bar:
-        return measure_specs(store, spec, again, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
-                             on_requeue=_requeued, force=force, writer=writer, model_format=model_format)
+def _note(text: str) -> None:
+    err.print(text, markup=False, highlight=False)
 
 
-def _build_tflite(spec: Any, store: Any, mdir: Path, types: tuple[str, ...] | None, total: int, n_refine: int,
-                  seed: int, dtype: str | None, force: bool, kernel_rounds: int = 1) -> tuple[list[Any], str, list[Any]]:
-    """The TFLite plan (float32 / int8 .tflite kernels) measured on a device, with refinement."""
-    from predictors.dataset import measure_specs
-    from predictors.tflite_plan import (
-        TFLITE_KERNEL_TYPES,
-        bit_serial,
-        describe,
-        fits_for,
-        make_tflite_plan,
-        parse_dtypes,
-        refine_tflite_plan,
-        tflite_bytes,
-    )
-
-    dtypes = parse_dtypes(dtype, spec)
-    fits, bits = fits_for(spec), bit_serial(spec)
-    plan = make_tflite_plan(budget=total - n_refine, kernels=types or TFLITE_KERNEL_TYPES, seed=seed, dtypes=dtypes,
-                            fits=fits, bits=bits)
-
-    def writer(t: Any) -> tuple[bytes, str]:
-        return tflite_bytes(t), ".tflite"
-
-    def measure(specs: list[Any], title: str) -> list[Any]:
-        in_rounds = f" in {kernel_rounds} rounds" if kernel_rounds > 1 else ""
-        with _Bar(title + in_rounds, len(specs), kernel_rounds) as bar:
-            return measure_specs(store, spec, specs, models_dir=mdir, on_event=bar.on_event, on_cached=bar.on_cached,
-                                 on_requeue=_requeued, force=force, writer=writer, model_format="tflite",
-                                 rounds=kernel_rounds)
-
-    results = measure(plan, f"tflite kernels on {spec.name}")
-    rounds = 2 if n_refine >= 100 else 1
-    for r in range(rounds if n_refine else 0):
-        n = n_refine // rounds + (n_refine % rounds if r == rounds - 1 else 0)
-        ok = [x for x in results if x.latency_ms is not None]
-        extra = refine_tflite_plan([x.spec for x in ok], [float(x.latency_ms or 0) for x in ok], n=n,
-                                   seed=seed + 1 + r, fits=fits, bits=bits)
-        extra = [t for t in extra if t.name not in {x.spec.name for x in results}]
-        results += measure(extra, f"refinement {r + 1}/{rounds} on {spec.name}")
-    again = _second_sitting(spec, store, mdir, [x.spec for x in results], force, writer, "tflite")
-    return results, f"TFLite plan on {spec.name}: {describe(plan)}; activations fused in the files", again
-
-
-def _report(ctx: typer.Context, spec: Any, results: list[Any], mdir: Path, keep_models: bool, started: float,
-            rules: list[list[str]], as_json: bool, started_note: str | None = None,
-            extra: dict[str, Any] | None = None, again: Sequence[Any] = (), kernel_rounds: int = 1) -> None:
-    """The build's summary (table or JSON). ``again``: the minimal models' second sitting,
-    re-measurements outside the plan's count (``overhead_again`` in the JSON); ``kernel_rounds``:
-    the rounds the kernels were measured in (``rounds``)."""
-    from predictors.dataset import summarize_results
-
-    if started_note and not as_json:
-        err.print(started_note, markup=False, highlight=False)
-    summary = summarize_results(results)
-    counts = {k: sum(1 for x in results if x.source == k) for k in ("measured", "cached", "failed")}
-    failed = [x for x in (*results, *again) if x.source == "failed"]
-    n_again = sum(1 for x in again if x.latency_ms is not None)
-    removed = 0
-    if not keep_models and not failed:  # a failed build keeps them for `hwfarm jobs run`
-        for x in (*results, *again):
-            Path(x.path).unlink(missing_ok=True)
-            removed += 1
-        for d in sorted((p for p in mdir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            if not any(d.iterdir()):  # the per-kernel-type folders the build emptied
-                d.rmdir()
-    elapsed = time.monotonic() - started
+def _report(report: Any, as_json: bool) -> None:
+    """The build's summary (table or JSON), then one line per failed model."""
+    if report.note and not as_json:
+        _note(report.note)
     if as_json:
-        emit_json({"device": spec.name, "db": str(_paths(ctx)[1]), "models_dir": str(mdir),
-                    "models_kept": not removed,
-                    "fusion_rules": rules, **(extra or {"plan": "onnx"}), "models": len(results), **counts,
-                    "overhead_again": n_again, "rounds": kernel_rounds,
-                    "elapsed_s": round(elapsed, 2), "kernels": summary})
+        emit_json(report.to_json())
     else:
-        table = Table(title=f"kernel dataset on {spec.name} ({_paths(ctx)[1]}), latency in ms", title_justify="left")
+        summary = report.kernels()
+        counts = report.counts
+        table = Table(title=f"kernel dataset on {report.device} ({report.db}), latency in ms", title_justify="left")
         for col in ("kernel", "models", "measured", "cached", "failed", "min", "median", "max"):
             table.add_column(col, justify="left" if col == "kernel" else "right")
         for kt, s in summary.items():
             table.add_row(kt, str(s["models"]), str(s["measured"]), str(s["cached"]), str(s["failed"]),
                           _fmt_ms(s["min_ms"]), _fmt_ms(s["median_ms"]), _fmt_ms(s["max_ms"]))
         table.add_section()
-        table.add_row("all", str(len(results)), str(counts["measured"]), str(counts["cached"]),
+        table.add_row("all", str(len(report.results)), str(counts["measured"]), str(counts["cached"]),
                       str(counts["failed"]), "", "", "")
         out.print(table)
+        mdir = report.models_dir
         kept = (f"models removed from {mdir} (graphs are in the dataset; --keep-models keeps the files)"
-                if removed else f"models in {mdir}")
+                if report.models_removed else f"models in {mdir}")
+        n_again = report.overhead_again
         sat = f"; {n_again} minimal models sat twice (the overhead takes the faster)" if n_again else ""
-        err.print(f"{elapsed:.0f} s; {kept}{sat}", markup=False, highlight=False)
-    for x in failed:
+        _note(f"{report.elapsed_s:.0f} s; {kept}{sat}")
+    for x in report.failures:
         err.print(f"hwfarm: error: {x.spec.name}: {x.error}", markup=False, highlight=False)
-    if failed:
+    if report.failures:
         raise typer.Exit(1)
 
 
@@ -375,8 +224,11 @@ def fusion(
         check_graph_method(spec)  # before the dataset is opened
         records = detect_fusion_graph(_store(ctx), spec, candidates=names)
     else:
+        from predictors.build import detect_rules
+
         mdir = _models_dir(ctx, models_dir)
-        records = _detect(spec, _store(ctx), mdir, names, repeats)
+        records = detect_rules(_store(ctx), spec, models_dir=mdir, candidates=names, repeats=repeats, progress=_Bar,
+                               on_requeue=_requeued)
     if as_json:
         for r in records:
             emit_json({"device": r.device, "candidate": r.candidate, "ops": list(r.ops), "fused": r.fused,

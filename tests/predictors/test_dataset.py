@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from farm.errors import InputError
 from farm.registry.spec import DeviceSpec
 from farm.sim.profile import load_profile
 from farm.store.sqlite import SqliteStore
@@ -256,7 +257,7 @@ def test_calibration_networks_are_measured_for_training_never_for_evaluation(tmp
 def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, reg):
     from farm.registry.spec import load_registry
     from predictors.api import training_set
-    from predictors.dataset_cli import CALIBRATION_ROUNDS
+    from predictors.build import CALIBRATION_ROUNDS
 
     db = tmp_path / "host.db"
     r = _cli(reg, db, "build", "--device", "host-cpu", "--kernels", "act", "--budget", "3", "--refine", "0",
@@ -299,3 +300,42 @@ def test_build_rounds_measures_the_kernels_in_interleaved_rounds(tmp_path, reg):
     assert len(ts.subset(True)[0]) == 3 + 2  # the rounds' records train like any other
     r = _cli(reg, db, "build", "--device", "host-cpu", "--rounds", "0")
     assert r.returncode == 2 and "--rounds" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_build_as_a_library_call_reports_what_the_cli_prints(tmp_path):
+    from predictors.build import build
+
+    store = SqliteStore(tmp_path / "lib.db")
+    notes: list[str] = []
+    phases: list[tuple[str, int, int]] = []
+
+    def progress(title: str, total: int, rounds: int):
+        import contextlib
+
+        phases.append((title, total, rounds))
+
+        class Quiet:
+            def on_event(self, e):
+                pass
+
+            def on_cached(self, n):
+                pass
+
+        return contextlib.nullcontext(Quiet())
+
+    first = build(store, SIM, budget=6, kernels=("gemm",), refine=0, calibration=0, detect=False,
+                  progress=progress, on_note=notes.append)
+    assert first.models_dir == tmp_path / "lib-models" and first.models_kept is False
+    assert first.counts == {"measured": 6, "cached": 0, "failed": 0} and not first.failures
+    assert notes == ["fusion rules of sim-raspi4: none"]
+    assert phases == [("kernels on sim-raspi4", 6, 1)]
+    doc = first.to_json()
+    assert list(doc) == ["device", "db", "models_dir", "models_kept", "fusion_rules", "plan", "models", "measured",
+                         "cached", "failed", "overhead_again", "rounds", "elapsed_s", "kernels"]
+    assert doc["db"] == str(tmp_path / "lib.db") and doc["plan"] == "onnx" and doc["fusion_rules"] == []
+    again = build(store, SIM, budget=6, kernels=("gemm",), refine=0, calibration=0, detect=False)
+    assert again.counts == {"measured": 0, "cached": 6, "failed": 0}
+    with pytest.raises(InputError, match="--budget 0"):
+        build(store, SIM, budget=0)
+    with pytest.raises(InputError, match="--dtype 'int8'"):
+        build(store, SIM, dtype="int8")
