@@ -19,7 +19,9 @@ Nothing here imports pytest; checks clean up what they create.
 from farm.testing.device import DEVICE_CHECKS, check_device
 from farm.testing.meter import METER_CHECKS, check_meter
 from farm.testing.runner import RUNNER_CHECKS, check_runner
+from farm.testing.store import STORE_CHECKS, check_store
 from farm.testing.transport import TRANSPORT_CHECKS, check_transport
 
 __all__ = ["DEVICE_CHECKS", "check_device", "TRANSPORT_CHECKS", "check_transport", "RUNNER_CHECKS", "check_runner",
-           "METER_CHECKS", "check_meter"]
+           "METER_CHECKS", "check_meter",
+           "STORE_CHECKS", "check_store"]
