@@ -17,6 +17,7 @@ Nothing here imports pytest; checks clean up what they create.
 """
 
 from farm.testing.device import DEVICE_CHECKS, check_device
+from farm.testing.executor import EXECUTOR_CHECKS, check_executor
 from farm.testing.meter import METER_CHECKS, check_meter
 from farm.testing.runner import RUNNER_CHECKS, check_runner
 from farm.testing.store import STORE_CHECKS, check_store
@@ -24,4 +25,5 @@ from farm.testing.transport import TRANSPORT_CHECKS, check_transport
 
 __all__ = ["DEVICE_CHECKS", "check_device", "TRANSPORT_CHECKS", "check_transport", "RUNNER_CHECKS", "check_runner",
            "METER_CHECKS", "check_meter",
-           "STORE_CHECKS", "check_store"]
+           "STORE_CHECKS", "check_store",
+           "EXECUTOR_CHECKS", "check_executor"]
