@@ -20,10 +20,12 @@ from farm.testing.device import DEVICE_CHECKS, check_device
 from farm.testing.executor import EXECUTOR_CHECKS, check_executor
 from farm.testing.meter import METER_CHECKS, check_meter
 from farm.testing.runner import RUNNER_CHECKS, check_runner
+from farm.testing.space import SPACE_CHECKS, check_space
 from farm.testing.store import STORE_CHECKS, check_store
 from farm.testing.transport import TRANSPORT_CHECKS, check_transport
 
 __all__ = ["DEVICE_CHECKS", "check_device", "TRANSPORT_CHECKS", "check_transport", "RUNNER_CHECKS", "check_runner",
            "METER_CHECKS", "check_meter",
            "STORE_CHECKS", "check_store",
-           "EXECUTOR_CHECKS", "check_executor"]
+           "EXECUTOR_CHECKS", "check_executor",
+           "SPACE_CHECKS", "check_space"]
