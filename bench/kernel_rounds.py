@@ -40,13 +40,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for rounds in (1, args.rounds):
             label = f"{rounds} round" + ("s" if rounds > 1 else "")
-            for sitting in (1, 2):
-                store = SqliteStore(Path(tmp) / f"r{rounds}-{sitting}.db")
+            for n in (1, 2):
+                store = SqliteStore(Path(tmp) / f"r{rounds}-{n}.db")
                 t = time.perf_counter()
                 res = measure_specs(store, spec, plan, models_dir=Path(tmp) / "models", rounds=rounds)
                 wall = time.perf_counter() - t
                 builds.setdefault(label, []).append({r.spec.name: r.latency_ms for r in res if r.latency_ms})
-                print(f"  {label}, build {sitting}: {wall:6.1f} s", flush=True)
+                print(f"  {label}, build {n}: {wall:6.1f} s", flush=True)
     print("\n| kernels measured in | median abs. difference | p90 | within ±2% | within ±5% | kernels |")
     print("|---|---|---|---|---|---|")
     for label, (a, b) in builds.items():

@@ -8,7 +8,12 @@ models' second sitting, and the cleanup of the generated model files. It returns
 callbacks, so the CLI draws bars and a script stays quiet.
 
 :func:`detect_rules` is the measured fusion detection with the build's defaults (three
-rounds on a real device, one on a simulated one), shared with ``hwfarm dataset fusion``.
+repeats on a real device, one on a simulated one), shared with ``hwfarm dataset fusion``.
+
+Words: *rounds* are ``Settings.rounds``, a model measured in interleaved rounds pooled into
+one record (``--rounds``); *repeats* are the same models measured again as new records and
+combined afterwards (fusion's ``--repeats``; the minimal models' second sitting is one repeat,
+under its own names); refinement runs in *steps*.
 """
 
 from __future__ import annotations
@@ -116,15 +121,15 @@ def detect_rules(store: SqliteStore, spec: DeviceSpec, *, models_dir: Path, cand
                  repeats: int | None = None, progress: PhaseFactory | None = None,
                  on_requeue: Callable[[list[int]], None] | None = None) -> list[FusionRecord]:
     """Measured fusion detection (:func:`predictors.fusion.detect_fusion`, the farm's default
-    protocol) in ``repeats`` rounds: by default 3 on a real device, 1 on a simulated one
-    (its noise is seeded: one round says all)."""
+    protocol), every test model measured ``repeats`` times: by default 3 on a real device, 1
+    on a simulated one (its noise is seeded: one measurement says all)."""
     from predictors.fusion import CANDIDATES, detect_fusion, fusion_tests
 
     names = tuple(candidates) if candidates else tuple(CANDIDATES)
-    rounds = repeats or (1 if device_caps(spec).simulated else 3)
+    n_repeats = repeats or (1 if device_caps(spec).simulated else 3)
     total = 2 + len({s.name for n in names for t in fusion_tests(n) for s in (t.head, *t.followers, t.chain)})
-    with (progress or _quiet)(f"fusion tests on {spec.name}", total * rounds, 1) as phase:
-        return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(), repeats=rounds,
+    with (progress or _quiet)(f"fusion tests on {spec.name}", total * n_repeats, 1) as phase:
+        return detect_fusion(store, spec, models_dir=models_dir, candidates=names, policy=Policy(), repeats=n_repeats,
                              on_event=phase.on_event, on_cached=phase.on_cached, on_requeue=on_requeue)
 
 

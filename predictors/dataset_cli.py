@@ -209,7 +209,7 @@ def fusion(
                                help="measured (A, B, A+B test models timed on the device; any device) or graph "
                                     "(onnxruntime's optimized graph; local onnxruntime devices, load-independent)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1,
-                                          help="Rounds of measurements (default: 3 on real devices, 1 simulated)."),
+                                          help="Times each test model is measured (default: 3 on real devices, 1 simulated)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per candidate on stdout."),
 ) -> None:
     """Detect which op sequences the device runs as one kernel (A, B, A+B test models) and

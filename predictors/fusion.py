@@ -145,17 +145,17 @@ def decide(overhead_ms: float, head: Measurement, followers: Sequence[Measuremen
             "fused": bool(conclusive and c - a < 0.5 * min(fs))}
 
 
-def _combine(rounds: list[Measurement]) -> Measurement:
-    """One measurement from several rounds of the same model: the median of the round
-    medians, with a CI half-width of at least half the rounds' spread (load that drifts
-    between rounds makes a verdict inconclusive instead of wrong)."""
-    if len(rounds) == 1:
-        return rounds[0]
-    meds = sorted(m.latency_ms for m in rounds)
+def _combine(repeats: list[Measurement]) -> Measurement:
+    """One measurement from several repeats of the same model (separate records): the median
+    of their medians, with a CI half-width of at least half their spread (load that drifts
+    between repeats makes a verdict inconclusive instead of wrong)."""
+    if len(repeats) == 1:
+        return repeats[0]
+    meds = sorted(m.latency_ms for m in repeats)
     med = meds[len(meds) // 2] if len(meds) % 2 else (meds[len(meds) // 2 - 1] + meds[len(meds) // 2]) / 2
-    half = max(max(_ci_half(m) for m in rounds), (meds[-1] - meds[0]) / 2)
-    stats = replace(rounds[0].stats, median_ms=med, ci_low_ms=med - half, ci_high_ms=med + half)
-    return replace(rounds[0], stats=stats)
+    half = max(max(_ci_half(m) for m in repeats), (meds[-1] - meds[0]) / 2)
+    stats = replace(repeats[0].stats, median_ms=med, ci_low_ms=med - half, ci_high_ms=med + half)
+    return replace(repeats[0], stats=stats)
 
 
 def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
@@ -165,9 +165,10 @@ def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
                   on_requeue: Callable[[list[int]], None] | None = None) -> list[FusionRecord]:
     """Measure the candidates' test models on ``device``, decide, store and return the records.
 
-    ``repeats`` > 1 measures every test model that many times, in rounds of alternating order
-    (later rounds are forced, new measurements), and decides on the combined numbers
-    (:func:`_combine`): on a host whose load drifts, one round can mislead.
+    ``repeats`` > 1 measures every test model that many times, the whole set in alternating
+    order each time (later repeats are forced, new records; not ``Settings.rounds``, which
+    pool into one record), and decides on the combined numbers (:func:`_combine`): on a host
+    whose load drifts, one measurement can mislead.
 
     Raises :class:`farm.errors.DeviceError` if a test model could not be measured (nothing is
     stored then: a partial verdict would be worse than none)."""

@@ -202,9 +202,10 @@ class TransferRegressor:
     Hyperparameters: ``n_cost_features`` (how many leading columns of X are cost features,
     :func:`predictors.encodings.n_cost_features`), ``emphasis_weight`` (the other sources' share
     when one source is emphasized), ``boost_min_shots`` (use the XGBoost correction from this
-    many shots on; 0 disables), ``boost_rounds``, ``boost_weights`` (the booster's candidate
-    weights in its blend with the base model, chosen by cross-validation on the shots; default
-    :data:`BOOST_WEIGHTS`; ``(1.0,)`` uses the booster alone, as before that choice),
+    many shots on; 0 disables), ``boost_trees`` (the booster's number of trees),
+    ``boost_weights`` (the booster's candidate weights in its blend with the base model, chosen
+    by cross-validation on the shots; default :data:`BOOST_WEIGHTS`; ``(1.0,)`` uses the
+    booster alone, as before that choice),
     ``n_average`` (average the predictions of this many best grid points; 1 = the best only —
     averaging 5 or 20 did not help on NB201),
     ``nearest_source`` (blend in the nearest-source member), ``random_state``.
@@ -218,13 +219,13 @@ class TransferRegressor:
     """
 
     def __init__(self, *, n_cost_features: int = 0, emphasis_weight: float = 0.05, boost_min_shots: int = 100,
-                 boost_rounds: int = 1000, boost_weights: tuple[float, ...] | None = None, n_average: int = 1,
+                 boost_trees: int = 1000, boost_weights: tuple[float, ...] | None = None, n_average: int = 1,
                  nearest_source: bool = True, random_state: int | None = 0) -> None:
         self.n_cost_features = n_cost_features
         self.nearest_source = nearest_source
         self.emphasis_weight = emphasis_weight
         self.boost_min_shots = boost_min_shots
-        self.boost_rounds = boost_rounds
+        self.boost_trees = boost_trees
         self.boost_weights = boost_weights
         self.n_average = n_average
         self.random_state = random_state
@@ -384,7 +385,7 @@ class TransferRegressor:
     def _fit_booster(self, F: np.ndarray, log_y: np.ndarray) -> Any:
         import xgboost as xgb
 
-        model = xgb.XGBRegressor(n_estimators=self.boost_rounds, max_depth=6, learning_rate=0.03, subsample=0.8,
+        model = xgb.XGBRegressor(n_estimators=self.boost_trees, max_depth=6, learning_rate=0.03, subsample=0.8,
                                  colsample_bytree=0.8, n_jobs=2, random_state=self.random_state or 0)
         return model.fit(F, log_y)
 

@@ -83,7 +83,7 @@ def _synthetic(n=300, d=3, seed=0):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=20, boost_rounds=20),
+    lambda: TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=20, boost_trees=20),
     lambda: SourceRidgeRegressor(),
     lambda: OneHotForestRegressor(n_cost_features=n_cost_features("nb201"), n_estimators=10),
 ])
@@ -163,7 +163,7 @@ def test_nearest_source_member_follows_a_sibling_device():
 
 def test_booster_sees_the_sources_non_additive_residuals():
     _, X, S, y = _synthetic(n=200)
-    m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=5)
+    m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_trees=5)
     m.fit(X[:60], y[:60], sources_ms=S[:60], pool_X=X, pool_sources_ms=S)
     F = m._boost_features(X[:5], S[:5], np.ones(5))
     assert F.shape == (5, X.shape[1] + 1 + 2 * S.shape[1])
@@ -175,7 +175,7 @@ def test_booster_sees_the_sources_non_additive_residuals():
 
 def test_transfer_boost_kicks_in_with_many_shots():
     _, X, S, y = _synthetic(n=200)
-    m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_rounds=10,
+    m = TransferRegressor(n_cost_features=n_cost_features("nb201"), boost_min_shots=50, boost_trees=10,
                           boost_weights=(1.0,))
     m.fit(X[:60], y[:60], sources_ms=S[:60], pool_X=X, pool_sources_ms=S)
     assert m.booster_ is not None and m.boost_weight_ == 1.0
@@ -187,7 +187,7 @@ def test_booster_weight_is_cross_validated_on_the_shots():
     nc = n_cost_features("nb201")
     kw = dict(sources_ms=S[:200], pool_X=X, pool_sources_ms=S)
     # additive target: the base model fits it; a booster only adds its own error -> weight 0, none kept
-    m = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_rounds=50).fit(X[:200], y[:200], **kw)
+    m = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_trees=50).fit(X[:200], y[:200], **kw)
     assert m.boost_weight_ == 0.0 and m.booster_ is None
     base = m.predict(X[200:], sources_ms=S[200:])
     # a factor of 1.6 on every cell whose edge 0 is a 3x3 conv or edge 5 a pool (a third of them): no source
@@ -195,15 +195,15 @@ def test_booster_weight_is_cross_validated_on_the_shots():
     col = {n: i for i, n in enumerate(feature_names("nb201"))}
     hit = (X[:, col["e0:nor_conv_3x3"]] == 1) | (X[:, col["e5:avg_pool_3x3"]] == 1)
     y2 = y * np.where(hit, 1.6, 1.0)
-    b = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_rounds=100).fit(X[:200], y2[:200], **kw)
+    b = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_trees=100).fit(X[:200], y2[:200], **kw)
     assert b.boost_weight_ == 1.0 and b.booster_ is not None
     off = TransferRegressor(n_cost_features=nc, boost_min_shots=0).fit(X[:200], y2[:200], **kw)
     err = lambda p: float(np.median(np.abs(p / y2[200:] - 1)))  # noqa: E731
     assert err(b.predict(X[200:], sources_ms=S[200:])) < 0.5 * err(off.predict(X[200:], sources_ms=S[200:]))
     # a fixed half weight blends the two in log space
-    h = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_rounds=100, boost_weights=(0.5,))
+    h = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_trees=100, boost_weights=(0.5,))
     h.fit(X[:200], y2[:200], **kw)
-    full = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_rounds=100, boost_weights=(1.0,))
+    full = TransferRegressor(n_cost_features=nc, boost_min_shots=50, boost_trees=100, boost_weights=(1.0,))
     full.fit(X[:200], y2[:200], **kw)
     p_off, p_full = (e.predict(X[200:], sources_ms=S[200:]) for e in (off, full))
     assert np.allclose(h.predict(X[200:], sources_ms=S[200:]), np.sqrt(p_off * p_full))
