@@ -1,8 +1,9 @@
 """The Device protocol every device kind implements, and the records it returns.
 
 A device is a transport (moves files, runs commands), a runner (the runtime on the device)
-and a parser (runner output → numbers), behind four methods. The contract tests in
-``tests/farm/test_device_contract.py`` run against every kind.
+and a parser (runner output → numbers), behind a handful of methods. The conformance suite
+:mod:`farm.testing.device` checks the contract; ``tests/conformance/test_device.py`` runs it
+over every kind.
 """
 
 from __future__ import annotations

@@ -5,15 +5,15 @@ Contract (checked for every implementation by :mod:`farm.testing.store`):
 - **Thread safety**: every method may be called from any thread; one call is atomic.
 - **Records are immutable**: methods return frozen dataclasses; changing the store never
   changes a record already returned.
-- **Idempotence**: ``put_device``, ``put_workload``, ``put_model`` and ``put_fusion_rules``
-  may be repeated; a workload and its model bytes are keyed by content hash.
+- **Idempotence**: ``put_device``, ``put_workload`` and ``put_fusion_rules`` may be
+  repeated; a workload and its model bytes are keyed by content hash.
 - **Jobs** move ``queued → running → done | failed``; ``claim`` hands a queued job to
   exactly one owner; ``fail`` with ``retry_in_s`` re-queues it until ``max_attempts``;
   ``requeue_stale`` returns the running jobs of owners that died.
 - **Leases**: at most one owner holds a device at a time (``acquire_device``); a lease
   expires after ``ttl_s`` unless renewed.
-- **Model bytes** are stored by content hash (``put_model`` / ``model_bytes``), so a job can
-  run on a host that does not share the coordinator's disk.
+- **Model bytes** are stored by content hash (``put_workload`` keeps them, ``model_bytes``
+  reads them), so a job can run on a host that does not share the coordinator's disk.
 
 :class:`~farm.store.sqlite.SqliteStore` is the embedded default (a file, or ``":memory:"``).
 """

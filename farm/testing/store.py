@@ -28,7 +28,7 @@ from farm.testing._util import expect_raises
 from farm.workload import Workload, workload_from_bytes
 
 __all__ = ["STORE_CHECKS", "check_store", "check_satisfies_the_protocol", "check_devices_are_upserted_by_name",
-           "check_workloads_and_model_bytes_by_content_hash", "check_put_model_is_idempotent_by_content_hash",
+           "check_workloads_and_model_bytes_by_content_hash",
            "check_measurements_round_trip", "check_records_are_immutable", "check_job_lifecycle",
            "check_claim_hands_each_job_to_exactly_one_owner", "check_fail_requeues_or_gives_up",
            "check_requeue_stale_returns_jobs_of_dead_owners", "check_rounds_requeue_until_done",
@@ -117,18 +117,6 @@ def check_workloads_and_model_bytes_by_content_hash(make_store: MakeStore) -> No
         store.put_workload(other)
         assert store.model_bytes(other.hash) == other.data and store.model_bytes(w.hash) == w.data, \
             "two workloads' bytes are mixed up"
-    finally:
-        store.close()
-
-
-def check_put_model_is_idempotent_by_content_hash(make_store: MakeStore) -> None:
-    """``put_model(hash_, data)`` keeps model bytes by hash, repeatable, for ``model_bytes``."""
-    store = make_store()
-    try:
-        w = _workload(8)
-        store.put_model(w.hash, w.data)  # type: ignore[attr-defined]
-        store.put_model(w.hash, w.data)  # type: ignore[attr-defined]
-        assert store.model_bytes(w.hash) == w.data, "model_bytes() after put_model() are not the bytes put"
     finally:
         store.close()
 
@@ -404,7 +392,6 @@ STORE_CHECKS: tuple[Callable[[MakeStore], None], ...] = (
     check_satisfies_the_protocol,
     check_devices_are_upserted_by_name,
     check_workloads_and_model_bytes_by_content_hash,
-    check_put_model_is_idempotent_by_content_hash,
     check_measurements_round_trip,
     check_records_are_immutable,
     check_job_lifecycle,

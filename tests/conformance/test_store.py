@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from farm.store import SqliteStore, Store
-from farm.testing.store import STORE_CHECKS, check_put_model_is_idempotent_by_content_hash
+from farm.testing.store import STORE_CHECKS
 
 
 def _file(tmp: Path) -> Callable[[], Store]:
@@ -29,13 +29,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], S
     return STORES[request.param](tmp_path)
 
 
-def _check_param(check: Callable[[Callable[[], Store]], None]) -> object:
-    if check is check_put_model_is_idempotent_by_content_hash and not hasattr(SqliteStore, "put_model"):
-        return pytest.param(check, marks=pytest.mark.skip(reason="SqliteStore.put_model does not exist yet"))
-    return check
-
-
-@pytest.mark.parametrize("check", [_check_param(c) for c in STORE_CHECKS],
+@pytest.mark.parametrize("check", list(STORE_CHECKS),
                          ids=[c.__name__.removeprefix("check_") for c in STORE_CHECKS])
 def test_store(make_store: Callable[[], Store], check: Callable[[Callable[[], Store]], None]) -> None:
     check(make_store)
