@@ -283,9 +283,9 @@ class KernelRegressor:
         self.floor_ = float(y.min() * 0.05)
         r = np.log(y) - np.log(self._base(X))
         self.offset_ = float(np.median(r))
-        self.booster_: Any = None
+        self._set_booster(None)
         if len(y) >= self.min_samples_boost:
-            self.booster_ = self._boost(X, r)
+            self._set_booster(self._boost(X, r))
             folds = np.random.default_rng(self.random_state).permutation(len(y)) % _FOLDS
             oof = np.empty(len(y))
             for f in range(_FOLDS):
@@ -303,14 +303,25 @@ class KernelRegressor:
         if not hasattr(self, "coef_"):
             raise NotFittedError("this KernelRegressor is not fitted yet; call fit() first")
 
+    def _set_booster(self, booster: Any) -> None:
+        """Keep ``booster`` with its thread count set once: one thread, plus a two-thread copy
+        for big batches. Predicting never changes a booster (``inplace_predict`` alone is
+        thread-safe, ``set_param`` beside it is not), so one regressor serves many threads."""
+        self.booster_: Any = booster
+        self._booster_threaded: Any = None
+        if booster is not None:
+            booster.set_param({"nthread": 1})
+            self._booster_threaded = booster.copy()
+            self._booster_threaded.set_param({"nthread": 2})
+
     def predict_quantiles(self, X: Any) -> np.ndarray:
         """(n, 3): the low, point and high estimate of the cost, in the units of ``y``."""
         self._check()
         X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features_in_)
         if self.booster_ is not None:
             # Threads only pay off on big batches; on a few rows their start-up dominates.
-            self.booster_.set_param({"nthread": 1 if len(X) < _THREADED_ROWS else 2})
-            r = np.asarray(self.booster_.inplace_predict(X))
+            booster = self.booster_ if len(X) < _THREADED_ROWS else self._booster_threaded
+            r = np.asarray(booster.inplace_predict(X))
         else:
             r = np.full(len(X), self.offset_)
         point = np.log(self._base(X)) + r
@@ -343,11 +354,11 @@ class KernelRegressor:
         self.offset_ = float(meta["offset"])
         self.n_features_in_ = int(meta["n_features_in"])
         self.resid_q_ = (float(meta["resid_q"][0]), float(meta["resid_q"][1]))
-        self.booster_ = None
+        booster = None
         if raw is not None:
             booster = xgb.Booster()
             booster.load_model(bytearray(raw))
-            self.booster_ = booster
+        self._set_booster(booster)
         return self
 
 
