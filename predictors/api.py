@@ -4,7 +4,7 @@
 
     import predictors
     p = predictors.load("host-cpu")                 # newest bundle for the device (beside hwfarm.db)
-    p.predict("model.onnx").latency_ms              # a file, a farm Workload or a Graph
+    p.predict("model.onnx").latency_ms              # a file, ONNX/TFLite bytes, a Workload or a Graph
     p.predict_many(graphs)                          # batched: features extracted once for all
 """
 
@@ -24,10 +24,10 @@ import numpy as np
 
 from farm.agent.measure import slowed_throughout
 from farm.errors import InputError
-from farm.formats.onnx import read_onnx_structure
+from farm.formats.onnx import graph_from_onnx, onnx_skeleton, parse_onnx, read_onnx_structure
 from farm.ir.graph import Graph
 from farm.store.sqlite import SqliteStore
-from farm.workload import Workload, load_workload
+from farm.workload import Workload, load_workload, workload_from_bytes
 from predictors.boundary import io_boundary
 from predictors.bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
 from predictors.calibration import CALIBRATION_DIR
@@ -39,16 +39,22 @@ from predictors.space_model import SpaceModel, arch_of_graph, build_arch, sample
 __all__ = ["DevicePredictor", "TrainingSet", "load", "training_set", "train", "train_space", "evaluate",
            "accuracy_metrics"]
 
-ModelLike = Graph | Workload | str | os.PathLike[str]
+ModelLike = Graph | Workload | bytes | str | os.PathLike[str]
 
 
 def _graph_of(x: ModelLike) -> Graph:
-    """The graph of a model; an ONNX file is read for its structure only (its weights' bytes
-    are never decoded), which is what makes one query of a 100 MB model fast."""
+    """The graph of a model: a Graph, a Workload, a model's bytes (ONNX, or TFLite by its
+    ``TFL3`` identifier) or a file's path. ONNX is read for its structure only (its weights'
+    bytes are never decoded), which is what makes one query of a 100 MB model fast."""
     if isinstance(x, Graph):
         return x
     if isinstance(x, Workload):
         return x.graph
+    if isinstance(x, bytes | bytearray | memoryview):
+        data = bytes(x)
+        if data[4:8] == b"TFL3":  # as a .tflite file is read (bit widths from its metadata included)
+            return workload_from_bytes(data, fmt="tflite", name="model", label="<bytes>").graph
+        return graph_from_onnx(parse_onnx(onnx_skeleton(data, source="<bytes>"), source="<bytes>"), source="<bytes>")
     p = Path(x)
     if p.suffix.lower() == ".onnx":
         return read_onnx_structure(p)

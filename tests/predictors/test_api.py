@@ -71,3 +71,22 @@ def test_bundle_path_loads_the_same_predictor(loaded):
     again = predictors.load(Path(loaded.info.path))
     g = _nets(1)[0]
     assert again.predict(g) == loaded.predict(g)
+
+
+def test_predict_takes_onnx_and_tflite_bytes_as_their_files(loaded, tmp_path):
+    from farm.errors import ModelError
+    from farm.formats.tflite_export import graph_to_tflite
+    from farm.zoo.onnx_models import export_demo_model
+
+    onnx_path = export_demo_model("resnet8-cifar", tmp_path / "resnet8.onnx")
+    from_file = loaded.predict(onnx_path)
+    assert loaded.predict(Path(onnx_path).read_bytes()) == from_file
+    assert loaded.predict(bytearray(Path(onnx_path).read_bytes())) == from_file
+    tfl = tmp_path / "cell.tflite"
+    tfl.write_bytes(graph_to_tflite(_nets(1)[0]))
+    assert loaded.predict(tfl.read_bytes()) == loaded.predict(tfl)
+    assert loaded.predict_many([tfl.read_bytes(), str(onnx_path)])[1] == from_file
+    with pytest.raises(ModelError, match="<bytes>"):
+        loaded.predict(b"not a model at all")
+    with pytest.raises(ModelError, match="empty"):
+        loaded.predict(b"")
