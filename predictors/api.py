@@ -32,8 +32,9 @@ from predictors.boundary import io_boundary
 from predictors.bundle import BundleInfo, bundles_dir, find_bundle, read_bundle, read_spaces, save_bundle
 from predictors.calibration import CALIBRATION_DIR
 from predictors.kernel_model import KernelLevelPredictor, KernelPrediction, Prediction, chain_length, is_minimal_model
-from predictors.kernels import FusionRules, detect_kernels, fusion_rules_for, layout_block
+from predictors.kernels import FusionRules, detect_kernels, fusion_rules_for
 from predictors.metrics import accuracy_metrics
+from predictors.runtimes import layout_block
 from predictors.space_model import SpaceModel, arch_of_graph, build_arch, sample_archs
 
 __all__ = ["DevicePredictor", "TrainingSet", "load", "training_set", "train", "train_space", "evaluate",

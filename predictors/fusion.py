@@ -39,6 +39,7 @@ from farm.scheduler.core import JobEvent
 from farm.store.sqlite import FusionRecord, SqliteStore
 from predictors.dataset import DATASET_POLICY, SpecResult, measure_specs
 from predictors.kernels import detected_fusion_rules, rules_from_records
+from predictors.runtimes import LAYOUT_OPS
 from predictors.sampling import KernelSpec, build_graph, parse_names
 
 __all__ = ["CANDIDATES", "FusionTest", "fusion_tests", "decide", "invoke_overhead_ms", "rules_from_records",
@@ -219,10 +220,6 @@ def detect_fusion(store: SqliteStore, device: DeviceSpec, *, models_dir: Path,
     return records
 
 
-# Layout conversions onnxruntime inserts around NCHWc kernels: not kernels of their own.
-_LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput"})
-
-
 def check_graph_method(device: DeviceSpec) -> None:
     """InputError unless the graph method applies to ``device`` (local:// with onnxruntime)."""
     if device.kind != "local" or (device.runtime or "onnxruntime") != "onnxruntime":
@@ -262,7 +259,7 @@ def detect_fusion_graph(store: SqliteStore, device: DeviceSpec, *,
                 opts.optimized_model_filepath = str(Path(tmp) / f"{t.chain.name}.onnx")
                 ort.InferenceSession(to_onnx_bytes(build_graph(t.chain)), opts, providers=["CPUExecutionProvider"])
                 ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
-                compute = [op for op in ops if op not in _LAYOUT_OPS]
+                compute = [op for op in ops if op not in LAYOUT_OPS]
                 shapes.append({"chain": t.chain.name, "optimized_ops": ops, "conclusive": True,
                                "fused": len(compute) == 1})
             fused = all(x["fused"] for x in shapes)

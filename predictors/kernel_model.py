@@ -29,25 +29,25 @@ from predictors.boundary import IoBoundary, IoCost, fit_io_cost
 from predictors.features import FALLBACK_FEATURES, FEATURES, feature_row
 from predictors.kernels import DetectedKernel, FusionRules, detect_kernels
 from predictors.metrics import accuracy_metrics
+from predictors.runtimes import (
+    BLOCKED_CONV_ACTIVATIONS,
+    PLAIN_LAYOUT_TYPES,
+    blocked_kb,
+    blocked_layout,
+    plane_aliased,
+    reads_plain_input,
+)
 
 __all__ = ["KernelRegressor", "KernelLevelPredictor", "is_minimal_model", "chain_length", "KernelPrediction", "Prediction", "NotFittedError"]
 
 _THREADED_ROWS = 20_000
 _FOLDS = 3  # out-of-fold residuals calibrate the intervals
 _TINY_NUMEL = 64  # ops on at most 64 numbers: minimal models that measure the per-inference overhead
-# Kernel types that need their input in the plain layout (a Gemm, a Flatten/Reshape/Transpose
-# reads memory in NCHW order): a tensor that goes from a boundary kernel to one of these (or
-# to an op of no known type) leaves the domain. Every other type runs in whatever layout its
-# input has (onnxruntime runs convolutions, pools, activations, adds and concats on blocked
-# NCHWc tensors when their input is blocked), so it stays inside a run of boundary kernels.
-_PLAIN = frozenset({"gemm", "reshape"})
 _BOUNDARY_SHARE = 0.10  # a type pays a boundary when its chains show it as ≥10% of a kernel's cost…
 _BOUNDARY_NOISE = 0.03  # …and ≥3% of the chain's intercept (below that it is timing noise)
 _MIN_CHAINS = 3  # chain configurations a type needs for its own boundary coefficient
 _MIN_CALIBRATION = 5  # calibration networks needed to fit the in-network boundary rate
 _CHAIN_NOISE = 0.02  # a chain's intercept is known to about 2% of its longest model's time
-# activations a blocked convolution applies itself (MLAS's fused activation kinds)
-_FUSABLE_ACT = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid"})
 
 
 @dataclass(frozen=True)
@@ -88,82 +88,6 @@ def _structure(graph: Graph) -> tuple[Any, ...]:
     ids: dict[str, int] = {}  # tensor name -> order of first appearance
     return tuple((n.op, tuple((ids.setdefault(t.name, len(ids)), t.shape, t.dtype) for t in (*n.inputs, *n.outputs)),
                   repr(sorted(n.attrs.items()))) for n in graph.nodes)  # attributes keyed as dedupe keys them
-
-
-def _channels(k: DetectedKernel) -> int | None:
-    """The channel count of a kernel's first activation input (NCHW), if it has one."""
-    head = k.nodes[0] if k.nodes else None
-    if head is None or not head.inputs or len(head.inputs[0].shape) != 4:
-        return None
-    return int(head.inputs[0].shape[1])
-
-
-def blocked_layout(k: DetectedKernel, block: int) -> bool | None:
-    """Can this kernel run on ``block``-channel blocked tensors (onnxruntime's NCHWc rules)?
-    True/False for the types the layout pass decides itself; None for the types that follow
-    their inputs' layout (activations, batch norms, binary element-wise ops)."""
-    c = _channels(k)
-    head = k.nodes[0] if k.nodes else None
-    if k.type == "conv":
-        group = int(head.attrs.get("group", 1)) if head is not None else 1
-        if group == 1:
-            return True
-        # a grouped convolution runs blocked when each group's input and output channels
-        # fill whole blocks (two groups of 16 under AVX-512), else plain
-        w = head.inputs[1].shape if head is not None and len(head.inputs) > 1 else ()
-        return len(w) == 4 and w[0] % group == 0 and w[1] % block == 0 and (w[0] // group) % block == 0
-    if k.type == "dwconv":
-        return True
-    if k.type in ("pool", "gpool"):  # blocked only when the channels fill whole blocks
-        return c is not None and c % block == 0
-    acts = [t for t in head.inputs if t.name not in head.weights] if head is not None else []
-    if k.type in ("act", "bn") or (k.type == "eltwise" and len(acts) >= 2):
-        return None
-    if k.type == "concat" and head is not None and int(head.attrs.get("axis", 1)) in (1, -3) and \
-            all(len(t.shape) == 4 and t.shape[1] % block == 0 for t in acts):
-        return None  # a channel concat of whole blocks runs on blocked inputs
-    return False  # a Mul/Add by a constant, Gemm, Reshape, other concats, unknown ops: the plain layout
-
-
-_ALIAS_BYTES = 4096  # an x86 core's L1 set stride: planes this far apart land in the same cache sets
-
-
-def _tensor(k: DetectedKernel, name: str) -> Any:
-    for n in k.nodes:
-        for t in (*n.inputs, *n.outputs):
-            if t.name == name:
-                return t
-    return None
-
-
-def blocked_kb(k: DetectedKernel, name: str, size: int, block: int) -> float:
-    """KB a reorder of tensor ``name`` (``size`` bytes, NCHW) moves: a blocked tensor pads
-    its channels up to whole blocks (8 channels take a 16-channel block under AVX-512)."""
-    t = _tensor(k, name) if block else None
-    if t is None or len(t.shape) != 4 or t.shape[1] <= 0:
-        return size / 1024.0
-    c = int(t.shape[1])
-    return size / 1024.0 * (-(-c // block) * block) / c
-
-
-def plane_aliased(k: DetectedKernel, name: str) -> bool:
-    """Is tensor ``name`` of kernel ``k`` an NCHW tensor whose channel planes are a whole
-    multiple of 4 KB apart? A reorder to or from a blocked layout reads (or writes) a
-    block's planes at once; planes a multiple of 4 KB apart map to the same L1 sets and
-    evict each other. onnxruntime on this project's host: a lone 3×3 pool's reorders cost
-    36–55 ns/KB at 32×32 and 64×64 (4 KB and 16 KB planes), 21–28 ns/KB at 28–36 otherwise."""
-    t = _tensor(k, name)
-    if t is None or len(t.shape) != 4:
-        return False
-    plane = t.nbytes // max(t.shape[0] * t.shape[1], 1)
-    return plane > 0 and plane % _ALIAS_BYTES == 0
-
-
-def reads_plain_input(k: DetectedKernel, block: int) -> bool:
-    """A blocked convolution whose input has fewer channels than a block reads it in the
-    plain layout (no reorder in front of it: the network's first convolution on RGB)."""
-    c = _channels(k)
-    return k.type == "conv" and c is not None and c < block
 
 
 # Cache sizes the weight term tries (KB): each core's L2 on today's CPUs is 256 KB–2 MB, a
@@ -889,7 +813,7 @@ class KernelLevelPredictor:
                 coef.append(types[k.type])
                 continue
             src = [producer.get(n) for n, _ in k.kernel.inputs]
-            inside[i] = layout is None and k.type in FEATURES and k.type not in _PLAIN and bool(src) and \
+            inside[i] = layout is None and k.type in FEATURES and k.type not in PLAIN_LAYOUT_TYPES and bool(src) and \
                 all(p is not None and inside[p] for p in src)
             first = next((p for p in src if p is not None), None)
             coef.append(coef[first] if inside[i] and first is not None else (self.boundary_pooled_ or (0.0, 0.0)))
@@ -902,7 +826,7 @@ class KernelLevelPredictor:
         kernel enters its domain (from a graph input or a kernel outside it) or leaves it
         (to a graph output, a kernel outside it, or one that reads the plain layout itself).
         Kernels of the other types join the domain when all their inputs come from it,
-        except those that need the plain layout (:data:`_PLAIN`). ``graph_outputs``
+        except those that need the plain layout (:data:`predictors.runtimes.PLAIN_LAYOUT_TYPES`). ``graph_outputs``
         default: tensors no kernel reads."""
         return self._boundary(kernels, self._domain(kernels, graph_outputs))
 
@@ -950,13 +874,13 @@ class KernelLevelPredictor:
                 for name, _ in k.kernel.inputs:
                     p = d.producer.get(name)
                     if p is not None and p not in taken and kernels[p].type in ("conv", "dwconv") and d.inside[p] and \
-                            not any(n.op in _FUSABLE_ACT for n in kernels[p].nodes) and \
+                            not any(n.op in BLOCKED_CONV_ACTIVATIONS for n in kernels[p].nodes) and \
                             d.readers.get(name) == [i] and name not in d.finals:
                         fused[i] = True
                         taken.add(p)
                         into[k.kernel.outputs[0][0]] = p
                         break
-            elif k.type == "act" and len(k.nodes) == 1 and k.nodes[0].op in _FUSABLE_ACT and len(k.kernel.inputs) == 1:
+            elif k.type == "act" and len(k.nodes) == 1 and k.nodes[0].op in BLOCKED_CONV_ACTIVATIONS and len(k.kernel.inputs) == 1:
                 name = k.kernel.inputs[0][0]
                 if name in into and d.readers.get(name) == [i] and name not in d.finals:
                     fused[i] = True

@@ -7,7 +7,8 @@ runtime, so the rules come from (in this order):
 1. rules **detected on the device** by the farm itself and stored in the dataset
    (``hwfarm dataset fusion``: nn-Meter's A, B, A+B test),
 2. the **simulator profile** of a ``sim://`` device (the simulator fuses by exactly these),
-3. the **runtime's documented defaults** (:data:`RUNTIME_FUSION`).
+3. the **runtime's documented defaults** (:data:`predictors.runtimes.RUNTIME_FUSION`; what
+   each runtime does to a graph lives in :mod:`predictors.runtimes`).
 
 Grouping itself is :func:`farm.ir.kernels.form_kernels`, shared with the simulator so that a
 predictor and the simulated device agree on what a kernel is.
@@ -21,6 +22,15 @@ from typing import TYPE_CHECKING, Sequence
 from farm.devices.caps import device_caps
 from farm.ir.graph import Graph, Node
 from farm.ir.kernels import Kernel, dedupe, form_kernels
+from predictors.runtimes import (
+    RUNTIME_FUSION,
+    FusionPattern,
+    canonical_runtime,
+    dedupes,
+    folds_constants,
+    fusion_defaults,
+    layout_block,
+)
 
 if TYPE_CHECKING:
     from farm.registry.spec import DeviceSpec
@@ -28,22 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FusionRules", "RUNTIME_FUSION", "KERNEL_TYPES", "DetectedKernel", "kernel_type", "detect_kernels",
            "fusion_rules_for", "layout_block", "detected_fusion_rules", "rules_from_records"]
-
-FusionPattern = tuple[str, ...]
-
-# onnxruntime's CPU provider at ORT_ENABLE_ALL folds BatchNormalization into a preceding Conv
-# and fuses a following activation (ConvActivationFusion → FusedConv), Gemm+activation
-# (GemmActivationFusion) and MatMul+Add (→ Gemm). LiteRT's converter does the same for
-# Conv/DepthwiseConv/FullyConnected + BN + ReLU/ReLU6 and Add + ReLU.
-_ORT_CPU: tuple[FusionPattern, ...] = (
-    ("Conv", "BatchNormalization", "Relu"), ("Conv", "BatchNormalization", "Clip"), ("Conv", "BatchNormalization"),
-    ("Conv", "Relu"), ("Conv", "Clip"), ("Gemm", "Relu"), ("MatMul", "Add"),
-)
-_LITERT: tuple[FusionPattern, ...] = _ORT_CPU + (("Add", "Relu"), ("Add", "Clip"))
-RUNTIME_FUSION: dict[str, tuple[FusionPattern, ...]] = {"onnxruntime": _ORT_CPU, "litert": _LITERT}
-# Runtimes whose graph optimizer runs the same op on the same input once (onnxruntime's
-# CommonSubexpressionElimination; LiteRT's converter folds and dedupes, see fold_constants).
-_CSE_RUNTIMES = {"onnxruntime", "litert"}
 
 # The kernel types the predictors model; anything else is estimated by the fallback roofline.
 KERNEL_TYPES = ("conv", "dwconv", "gemm", "pool", "gpool", "eltwise", "act", "bn", "concat", "reshape")
@@ -112,29 +106,17 @@ def detect_kernels(graph: Graph, rules: FusionRules) -> list[DetectedKernel]:
 def fusion_rules_for(spec: DeviceSpec, store: SqliteStore | None = None, *, runtime: str | None = None) -> FusionRules:
     """The fusion rules of a registered device (detected > simulator profile > runtime default)."""
     caps = device_caps(spec)
-    rt = runtime or spec.default_runtime or "onnxruntime"
-    if rt == "benchmark_model":
-        rt = "litert"
+    rt = canonical_runtime(runtime or spec.default_runtime)
     if store is not None:
         found = _detected(store, spec.name)
         if found:
             # The A, B, A+B test finds fusion patterns, not whether the converter folds
             # constants and dedupes: that comes from the runtime, or a simulator's profile.
-            fold = caps.fold_constants if caps.fold_constants is not None else rt == "litert"
-            return FusionRules(found, fold, "detected", dedupe=rt in _CSE_RUNTIMES)
+            fold = caps.fold_constants if caps.fold_constants is not None else folds_constants(rt)
+            return FusionRules(found, fold, "detected", dedupe=dedupes(rt))
     if caps.fusion is not None:
         return FusionRules(caps.fusion, bool(caps.fold_constants), f"profile:{caps.profile}")
-    return FusionRules(RUNTIME_FUSION.get(rt, _ORT_CPU), rt == "litert", f"runtime:{rt}", dedupe=rt in _CSE_RUNTIMES)
-
-
-# onnxruntime's MLAS blocks NCHWc tensors by the vector width in floats, and only on x86.
-_ORT_LAYOUT_BLOCK = {"avx512f": 16, "avx2": 8, "avx": 8}
-
-
-def layout_block(runtime: str, simd: object) -> int:
-    """The blocked-layout channel count ``runtime`` uses on a CPU with widest SIMD
-    extension ``simd`` (the agent's provenance field); 0 for none or unknown."""
-    return _ORT_LAYOUT_BLOCK.get(str(simd), 0) if runtime == "onnxruntime" else 0
+    return FusionRules(fusion_defaults(rt), folds_constants(rt), f"runtime:{rt}", dedupe=dedupes(rt))
 
 
 def rules_from_records(records: Sequence[FusionRecord]) -> tuple[tuple[str, ...], ...]:

@@ -433,7 +433,7 @@ def _one(build) -> DetectedKernel:
 
 
 def test_blocked_layout_follows_onnxruntimes_nchwc_rules():
-    from predictors.kernel_model import blocked_layout, reads_plain_input
+    from predictors.runtimes import blocked_layout, reads_plain_input
 
     assert blocked_layout(_one(lambda b: b.conv("c", "input", 32, 3)), 16) is True
     assert blocked_layout(_one(lambda b: b.dwconv("d", "input", 3)), 16) is True
@@ -450,7 +450,7 @@ def test_blocked_layout_follows_onnxruntimes_nchwc_rules():
     assert blocked_layout(cat, 64) is False
     assert reads_plain_input(_one(lambda b: b.conv("c", "input", 32, 3)), 64)  # 32 < 64 channels: reads NCHW
     assert not reads_plain_input(_one(lambda b: b.conv("c", "input", 32, 3)), 16)
-    from predictors.kernels import layout_block
+    from predictors.runtimes import layout_block
 
     assert layout_block("onnxruntime", "avx512f") == 16 and layout_block("onnxruntime", "avx2") == 8
     assert layout_block("onnxruntime", "asimd") == 0 and layout_block("onnxruntime", None) == 0
@@ -458,7 +458,7 @@ def test_blocked_layout_follows_onnxruntimes_nchwc_rules():
 
 
 def test_plane_aliasing_marks_tensors_whose_channel_planes_are_4kb_apart():
-    from predictors.kernel_model import plane_aliased
+    from predictors.runtimes import plane_aliased
 
     for hw, aliased in ((32, True), (64, True), (31, False), (16, False), (28, False)):
         b = IRBuilder((1, 16, hw, hw))
@@ -470,7 +470,7 @@ def test_plane_aliasing_marks_tensors_whose_channel_planes_are_4kb_apart():
 
 
 def test_a_blocked_tensor_pads_its_channels_to_whole_blocks():
-    from predictors.kernel_model import blocked_kb
+    from predictors.runtimes import blocked_kb
 
     for c, factor in ((8, 2.0), (16, 1.0), (24, 32 / 24), (48, 1.0)):
         b = IRBuilder((1, c, 10, 10))
