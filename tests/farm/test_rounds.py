@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 
 import pytest
 
@@ -110,13 +109,13 @@ def test_rounds_interleave_models_and_store_one_pooled_record_each(tmp_path):
 
 
 def test_a_killed_run_keeps_its_finished_rounds(tmp_path, monkeypatch):
-    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the "kill" ends the worker thread
     first = RoundDevice(SPEC, kill_at=5)  # a b c a, then killed while measuring b's second round
     second = RoundDevice(SPEC)
     store, sched, _ = make(tmp_path, [first, second])
     ws = [workload(n, n.encode()) for n in "abc"]
     ids = submit(sched, ws, rounds=2)
-    sched.run([SPEC], job_ids=ids, workloads={w.hash: w for w in ws})
+    with pytest.raises(Killed):  # the "kill" ends the worker and the run
+        sched.run([SPEC], job_ids=ids, workloads={w.hash: w for w in ws})
     assert first.calls == ["a", "b", "c", "a", "b"]
     assert len(store.measurements()) == 1  # a: both rounds done
     assert [j.status for j in store.jobs()] == ["done", "running", "queued"]
@@ -130,7 +129,6 @@ def test_a_killed_run_keeps_its_finished_rounds(tmp_path, monkeypatch):
 
 
 def test_a_run_killed_after_the_last_round_stores_the_record_without_measuring_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(threading, "excepthook", lambda args: None)
     first, second = RoundDevice(SPEC), RoundDevice(SPEC)
     store, sched, _ = make(tmp_path, [first])
     w = workload("a", b"a")
@@ -141,7 +139,8 @@ def test_a_run_killed_after_the_last_round_stores_the_record_without_measuring_a
         raise Killed
 
     monkeypatch.setattr(SqliteStore, "complete", killed)  # killed between the last round and the record
-    sched.run([SPEC], job_ids=ids, workloads={w.hash: w})
+    with pytest.raises(Killed):
+        sched.run([SPEC], job_ids=ids, workloads={w.hash: w})
     assert first.calls == ["a", "a"] and store.jobs()[0].rounds_done == 2 and not store.measurements()
 
     monkeypatch.setattr(SqliteStore, "complete", real_complete)
