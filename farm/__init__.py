@@ -15,7 +15,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "profile": "farm.api", "ProfileResult": "farm.api",
+    "profile": "farm.api", "ProfileResult": "farm.api", "compare": "farm.api", "Comparison": "farm.api",
     "load_registry": "farm.registry.spec", "DeviceSpec": "farm.registry.spec", "Registry": "farm.registry.spec",
     "open_device": "farm.devices", "Device": "farm.devices", "Health": "farm.devices",
     "load_workload": "farm.workload", "Workload": "farm.workload",

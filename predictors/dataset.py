@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from farm.devices import open_device
+from farm.devices.caps import device_caps
 from farm.errors import InputError
 from farm.ir.graph import Graph
 from farm.ir.kernels import Kernel
@@ -102,10 +103,22 @@ def write_models(specs: Sequence[Any], models_dir: Path, *, subdir: str | None =
     return out
 
 
+DATASET_EXTRA_ROUNDS = 2  # a kernel measured in a slow state gets at most this many more rounds
+
+
 def dataset_settings(spec: DeviceSpec, policy: Policy = DATASET_POLICY, *, model_format: str = "onnx",
-                     rounds: int = 1) -> Settings:
+                     rounds: int = 1, quiet: bool = True) -> Settings:
+    """A dataset build's settings. On a real device the quiet estimator (``farm.estimate``):
+    ``rounds`` quiet rounds wanted (one for a kernel: on a quiet machine a kernel costs what
+    it did), and up to ``DATASET_EXTRA_ROUNDS`` more, later in the build, for a kernel whose
+    round ran slow; one that never ran quiet is marked unstable and left out of training.
+    Simulated devices have no slow states: their rounds are pooled (as every round is with
+    ``quiet=False``)."""
+    simulated = device_caps(spec).simulated or not quiet
     return Settings(runtime=resolve_runtime(spec.default_runtime, model_format), threads=spec.threads,
-                    affinity=spec.affinity, policy=policy, rounds=rounds)
+                    affinity=spec.affinity, policy=policy, rounds=rounds,
+                    max_rounds=None if simulated else rounds + DATASET_EXTRA_ROUNDS,
+                    estimator="pooled" if simulated else "quiet")
 
 
 def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Any], *, models_dir: Path,
@@ -114,10 +127,11 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Any], 
                   on_cached: Callable[[int], None] | None = None,
                   on_requeue: Callable[[list[int]], None] | None = None,
                   force: bool = False, writer: ModelWriter | None = None,
-                  model_format: str = "onnx", rounds: int = 1) -> list[SpecResult]:
+                  model_format: str = "onnx", rounds: int = 1, quiet: bool = True) -> list[SpecResult]:
     """Measure every spec on ``device``, in order (stored measurements answer without a run
     unless ``force``). ``writer`` and ``model_format`` select another plan's files (.tflite);
-    ``rounds`` > 1 measures them in interleaved rounds (``farm.measurement``)."""
+    ``rounds`` > 1 measures them in interleaved rounds (``farm.measurement``); ``quiet=False``
+    pools the rounds as the first release did (benchmarks compare the two)."""
     if not specs:
         return []
     open_device(device).close()  # a kind that cannot run here fails before anything is written
@@ -125,7 +139,7 @@ def measure_specs(store: SqliteStore, device: DeviceSpec, specs: Sequence[Any], 
         workloads = write_models(specs, models_dir, subdir=subdir, writer=writer)
     except OSError as err:
         raise InputError(f"{models_dir}: cannot write models: {err.strerror or err}") from None
-    settings = dataset_settings(device, policy, model_format=model_format, rounds=rounds)
+    settings = dataset_settings(device, policy, model_format=model_format, rounds=rounds, quiet=quiet)
     sched = Scheduler(store, on_event=on_event)
     requeued = sched.requeue_stale()
     if requeued and on_requeue is not None:
@@ -179,17 +193,22 @@ class KernelSample:
 
 
 def kernel_samples(store: SqliteStore, device: str, *,
-                   fusion: Sequence[Sequence[str]] | None = None) -> list[KernelSample]:
+                   fusion: Sequence[Sequence[str]] | None = None,
+                   include_unstable: bool = False) -> list[KernelSample]:
     """Every measurement on ``device`` whose stored graph forms exactly one kernel under
     ``fusion`` (default: the rules detected on the device, none if never detected) — the
     contract between the dataset and the kernel predictor. Workloads of several kernels
-    (whole networks, fusion chains the device does not fuse) are evaluation data instead."""
+    (whole networks, fusion chains the device does not fuse) are evaluation data instead.
+    Measurements marked unstable (measured in a slow state throughout: ``farm.estimate``)
+    are left out unless ``include_unstable``: a predictor learns the quiet machine."""
     if fusion is None:
         fusion = detected_fusion_rules(store, device) or ()
     rules = tuple(tuple(r) for r in fusion)
     graphs: dict[str, Graph | None] = {}
     out = []
     for m in store.measurements(device=device):
+        if m.provenance.get("unstable") and not include_unstable:
+            continue
         if m.workload not in graphs:
             rec = store.get_workload(m.workload)
             graphs[m.workload] = rec.graph if rec is not None else None

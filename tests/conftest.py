@@ -73,7 +73,8 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 
 # Fast measurement settings for tests: accuracy is not under test here, behaviour is.
-FAST = ["--warmup", "2", "--warmup-time", "0", "--min-time", "0", "--runs", "20", "--min-runs", "5", "--max-time", "2"]
+FAST = ["--warmup", "2", "--warmup-time", "0", "--min-time", "0", "--runs", "20", "--min-runs", "5", "--max-time", "2",
+        "--rounds", "1", "--max-rounds", "1"]  # one round: the estimator over rounds has its own tests
 
 
 def matmul_model(n: int, *, seed: int = 0) -> onnx.ModelProto:

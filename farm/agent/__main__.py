@@ -9,6 +9,11 @@ One request per line, one reply per line, in order::
     -> {"ok": true, "samples_ms": [...], "warmup_ms": [...], "stop_reason": "converged",
         "elapsed_s": 1.2, "provenance": {...}}
 
+A run request may carry ``"reference": true``: the reference workload (:mod:`.reference`) is
+read before the warm-up and after the timed runs, and the provenance gains ``"reference":
+{"before_us", "after_us", "workload"}``. Every run request loads the model in a fresh runtime
+session; the provenance's ``session`` names it (agent process and request number).
+
 A run request may carry ``"energy": {"meter": "ina2xx", "path": ..., "sample_hz": ...}``
 (see :mod:`.meters`): the meter runs during the timed runs and the reply gains
 ``"energy": {"energy_mj": ..., "provenance": {...}}``. ``{"op": "check_meter", "energy": {...}}``
@@ -17,6 +22,10 @@ may carry ``"delegate"`` (``cpu``, ``xnnpack``, ``edgetpu`` or an external deleg
 as ``libedgetpu.so.1``, with ``"delegate_options"``); the provenance's ``delegate`` then says
 which nodes the delegate took and which stayed on the CPU. ``{"op": "check_delegate",
 "delegate": ...}`` loads the library once, for health checks.
+
+``{"op": "noise", "seconds": 3}`` -> ``{"ok": true, "noise": {...}}`` reads the reference
+workload and the speed probe for ``seconds`` (0.5 to 60) and reports how noisy the machine is
+and what the OS says about why (:mod:`.noise`).
 
 Failures reply ``{"ok": false, "kind": "model" | "unavailable" | "runtime" | "request" | "meter",
 "error": "one line"}`` and the agent keeps serving. EOF on stdin ends it. Runtimes that print
@@ -35,9 +44,12 @@ from typing import Any
 from .facts import host_facts, temperature_c
 from .measure import Policy, run_protocol, speed_probe, summarize
 from .meters import Meter, MeterError, open_meter
+from .noise import noise_scan
+from .reference import REFERENCE_WORKLOAD, reference
 from .runners import RUNNERS, ModelLoadError, RunnerUnavailable, get_runner
 
 PROTOCOL = 1
+_SESSIONS = [0]  # run requests served by this agent process: each loads a fresh session
 
 
 def _runtimes() -> dict[str, str | None]:
@@ -76,6 +88,15 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "detail": _meter(req.get("energy")).check()}
         except MeterError as err:
             return {"ok": False, "kind": "meter", "error": str(err)}
+    if op == "noise":
+        try:
+            seconds = float(req.get("seconds", 3.0))
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if not 0.5 <= seconds <= 60:  # NaN fails too
+            return {"ok": False, "kind": "request",
+                    "error": f"noise: seconds must be 0.5 to 60 (got {req.get('seconds')!r})"}
+        return {"ok": True, "noise": noise_scan(seconds)}
     if op != "run":
         return {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
     try:
@@ -84,6 +105,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         threads = int(req.get("threads", 1))
         policy = Policy(**req.get("policy", {}))
         delegate = req.get("delegate")
+        with_reference = bool(req.get("reference", False))
         if delegate is not None and runtime != "litert":
             raise ValueError(f"a delegate ({delegate}) needs the litert runtime, not {runtime}")
     except (KeyError, TypeError, ValueError) as err:
@@ -111,7 +133,9 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "kind": "unavailable", "error": str(err)}
     except ModelLoadError as err:
         return {"ok": False, "kind": "model", "error": str(err)}
+    _SESSIONS[0] += 1
     temp_before = temperature_c()
+    ref_before = reference().read() if with_reference else None
     energy: dict[str, Any] | None = None
     try:
         sampled = run_protocol(run_once, policy, on_timed_start=meter.start if meter else None,
@@ -130,6 +154,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     finally:
         if meter is not None:
             meter.close()
+    ref_after = reference().read() if with_reference else None
     facts = host_facts()
     provenance = {
         "runtime": runtime,
@@ -149,6 +174,10 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         "temperature_c_after": facts["temperature_c"],
         # The contention gate: the probe's fast level, how many runs it saw slowed, time waited.
         "contention": sampled.gate,
+        # The machine's state before and after this round (farm.agent.reference).
+        "reference": {"before_us": round(ref_before, 3), "after_us": round(ref_after or 0.0, 3),
+                      "workload": REFERENCE_WORKLOAD} if ref_before is not None else None,
+        "session": f"{os.getpid()}-{_SESSIONS[0]}",
         "agent_protocol": PROTOCOL,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from farm import __version__
@@ -145,35 +146,116 @@ def _holders(specs: list[Any]) -> dict[str, str]:
         store.close()
 
 
-def _check(spec: Any, holder: str | None = None) -> "Any":
+def _check(spec: Any, holder: str | None = None, noise_s: float | None = None) -> "tuple[Any, dict[str, Any] | None]":
+    """The device's health, and with ``noise_s`` its noise scan and diagnosis (or a ``note``
+    saying why there is none, or an ``error``) from the same connection."""
     from farm.devices import Health, open_device
 
     if holder is not None:  # contacting it could disturb the measurement running there
-        return Health(spec.name, "busy", f"held by {holder} (a job is measuring on it); not contacted", state="busy")
+        return (Health(spec.name, "busy", f"held by {holder} (a job is measuring on it); not contacted", state="busy"),
+                None if noise_s is None else {"note": "busy: a job is measuring on it; noise not measured"})
     try:
         device = open_device(spec)
     except DeviceUnavailable as e:
-        return Health(spec.name, "unavailable", str(e), state="unknown")
+        return (Health(spec.name, "unavailable", str(e), state="unknown"),
+                None if noise_s is None else {"note": "device not opened here; noise not measured"})
     try:
-        return device.check()
+        health = device.check()
+        return health, None if noise_s is None else _noise(device, health, noise_s)
     finally:
         device.close()
+
+
+def _noise(device: Any, health: Any, seconds: float) -> dict[str, Any]:
+    from farm.doctor import diagnose
+    from farm.errors import DeviceError
+
+    if device.info().get("simulated"):
+        return {"note": "simulated device: no noise to measure"}
+    if not hasattr(device, "noise"):
+        return {"note": f"the noise check needs an agent device (local://, ssh://); "
+                        f"{device.spec.kind}:// devices do not run the agent"}
+    if health.status == "unreachable":
+        return {"note": "unreachable; noise not measured"}
+    try:
+        got = device.noise(seconds)
+    except DeviceError as e:
+        return {"error": str(e)}
+    scan, facts = dict(got["noise"]), dict(got.get("facts") or {})
+    return scan | diagnose(scan, facts, affinity=device.spec.affinity).to_json()
+
+
+def _noise_table(name: str, noise: dict[str, Any]) -> None:
+    if "verdict" not in noise:
+        note = noise.get("note") or f"[red]noise check failed[/]: {escape(str(noise.get('error')))}"
+        out.print(f"{escape(name)}: {note}")
+        return
+
+    def pct(key: str) -> str:
+        x = noise.get(key)
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    def cpus(key: str) -> str:
+        x = noise.get(key)
+        return "not visible" if x is None else ",".join(map(str, x)) or "none"
+
+    states = noise.get("states") or {}
+    turbo = noise.get("turbo")
+    rows = [
+        ("reference median / min / p90", f"{noise['ref_median_us']:.1f} / {noise['ref_min_us']:.1f} / "
+                                         f"{noise['ref_p90_us']:.1f} µs ({noise['reads']} readings)"),
+        ("window CV", f"{pct('window_cv')} over {noise['windows']} windows of {noise['window_s']} s"),
+        ("slow windows", f"{pct('slow_share')} (above 1.25x the floor, {noise['floor_us']:.1f} µs)"),
+        ("states seen", f"{noise['states_seen']}: " + ", ".join(f"{k.replace('_', ' ')} {100 * v:.0f}%"
+                                                              for k, v in states.items())),
+        ("slow single readings", pct("ref_slow_read_share")),
+        ("speed probe", f"fast {noise['probe_fast_us']:.2f} µs, slow {pct('probe_slow_share')} of readings"),
+        ("steal / iowait", f"{pct('steal_share')} / {pct('iowait_share')}"),
+        ("load average", " ".join(f"{x:.2f}" for x in noise["loadavg"]) if noise.get("loadavg") else "-"),
+        ("other runnable tasks", "-" if noise.get("other_runnable") is None else f"{noise['other_runnable']:.2f}"),
+        ("top other processes", ", ".join(f"{p['name']} " + (f"{100 * p['cpu_share']:.0f}%" if p["cpu_share"] >= 0.01
+                                                              else "<1%") for p in noise["top_processes"])
+         if noise.get("top_processes") else "-" if noise.get("top_processes") is None else "none"),
+        ("governor", ", ".join(noise["governors"]) if noise.get("governors") else "not visible"),
+        ("turbo/boost", "not visible" if turbo is None else "on" if turbo else "off"),
+        ("isolated CPUs", cpus("isolated_cpus")),
+        ("CPUs usable", cpus("cpus_usable")),
+    ]
+    style = {"quiet": "green", "noisy": "yellow"}.get(noise["verdict"], "red")
+    table = Table(title=f"{escape(name)}: noise over {noise['seconds']} s: [{style}]{noise['verdict']}[/]",
+                  title_justify="left")
+    table.add_column("figure")
+    table.add_column("value")
+    for figure, value in rows:
+        table.add_row(figure, escape(value))
+    out.print(table)
+    for line in noise["findings"]:
+        out.print(f"  - {escape(line)}")
+    for line in noise["advice"]:
+        out.print(f"  [bold]→[/] {escape(line)}")
 
 
 @devices_app.command("check")
 def devices_check(
     names: Optional[list[str]] = typer.Argument(None, help="Devices to check (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per device on stdout."),
+    noise: bool = typer.Option(False, "--noise",
+                               help="Also measure how noisy each agent device is right now (the reference "
+                                    "workload, steal time, other load, governor) and say what to do about it."),
+    seconds: float = typer.Option(3.0, "--seconds", min=0.5, max=60.0,
+                                  help="--noise: seconds to measure each device for (it keeps one core busy)."),
 ) -> None:
     """Check that devices are reachable and can run their runtime, with each one's state (online,
-    offline, unauthorized, busy: a job holds it). Exit 1 if any is not ok."""
+    offline, unauthorized, busy: a job holds it). Exit 1 if any is not ok (or, with --noise, if
+    an agent device's noise could not be measured)."""
     reg = _registry()
     specs = [reg.get(n) for n in names] if names else list(reg.devices)
     holders = _holders(specs)
-    results = [_check(s, holders.get(s.name)) for s in specs]
+    checked = [_check(s, holders.get(s.name), seconds if noise else None) for s in specs]
+    results = [h for h, _ in checked]
     if as_json:
-        for h in results:
-            emit_json(h.to_json())
+        for h, scan in checked:
+            emit_json(h.to_json() | ({"noise": scan} if scan is not None else {}))
     else:
         table = Table(title="device health", title_justify="left")
         for col in ("device", "state", "status", "detail"):
@@ -182,7 +264,10 @@ def devices_check(
         for h in results:
             table.add_row(h.device, h.connection, f"[{style.get(h.status, 'red')}]{h.status}[/]", h.detail)
         out.print(table)
-    if not all(h.ok for h in results):
+        for h, scan in checked:
+            if scan is not None:
+                _noise_table(h.device, scan)
+    if not all(h.ok for h in results) or any(scan is not None and "error" in scan for _, scan in checked):
         raise typer.Exit(1)
 
 
@@ -267,71 +352,123 @@ def _progress(total: int):
 def profile(
     models: list[Path] = typer.Argument(..., help="ONNX or TFLite model files."),
     device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
-    runs: int = typer.Option(500, "--runs", min=1, help="At most this many timed runs (fewer once the median is pinned down)."),
-    warmup: int = typer.Option(10, "--warmup", min=0, help="Warm-up runs before timing (0: none)."),
-    warmup_time: float = typer.Option(0.2, "--warmup-time", min=0.0, help="Warm up for at least this many seconds."),
+    runs: int = typer.Option(500, "--runs", min=1, help="At most this many timed runs per round (fewer once the round's median is pinned down)."),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Warm-up runs before timing each round (0: none)."),
+    warmup_time: float = typer.Option(0.05, "--warmup-time", min=0.0, help="Warm up each round for at least this many seconds."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads (default: the device entry's)."),
-    min_runs: int = typer.Option(20, "--min-runs", min=1, help="Timed runs before the stopping rule is applied."),
-    min_time: float = typer.Option(0.5, "--min-time", min=0.0, help="Seconds of timed runs before the stopping rule is applied."),
+    min_runs: int = typer.Option(10, "--min-runs", min=1, help="Timed runs per round before its stopping rule is applied."),
+    min_time: float = typer.Option(0.15, "--min-time", min=0.0, help="Seconds of timed runs per round before its stopping rule is applied."),
     target_ci: float = typer.Option(0.01, "--target-ci", min=0.0,
-                                    help="Stop when the median's 95%% CI is within ±this fraction (0: always --runs)."),
-    max_time: float = typer.Option(10.0, "--max-time", min=0.01, help="Seconds of timed runs per model at most."),
+                                    help="Stop when the 95%% CI is within ±this fraction: each round's, and (quiet "
+                                         "estimator) the between-round interval of the record (0: always --runs, "
+                                         "--rounds)."),
+    max_time: float = typer.Option(2.0, "--max-time", min=0.01, help="Seconds of timed runs per round at most."),
     gate: float = typer.Option(1.25, "--gate", min=0.0,
                                help="Contention gate: time runs only while a speed probe reads within this factor "
                                     "of its fastest, and leave out runs it saw slowed (0: off)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Per-job deadline in seconds (default: the entry's timeout_s)."),
-    rounds: int = typer.Option(1, "--rounds", min=1,
-                               help="Measure every model once, then every model again, this many times; each "
-                                    "model's record pools its rounds' runs, so its median spans the whole session "
-                                    "instead of one moment of a drifting machine."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", min=1,
+                                         help="Rounds per model, each in a fresh runtime session, interleaved with "
+                                              "the other models: the quiet rounds wanted (default 3; pooled: exactly "
+                                              "these; --paired: each model's, default 8)."),
+    max_rounds: Optional[int] = typer.Option(None, "--max-rounds", min=1,
+                                             help="Quiet estimator: at most this many rounds per model while too few "
+                                                  "ran quiet or the interval is wider than --target-ci (default 12)."),
+    estimator: Optional[str] = typer.Option(None, "--estimator",
+                                            help="quiet (default on real devices): the rounds that ran in the "
+                                                 "machine's quiet state (by the reference workload), with a "
+                                                 "between-round interval; pooled (default on simulated devices): "
+                                                 "every run of every round."),
+    paired: bool = typer.Option(False, "--paired",
+                                help="Two models, measured in alternating rounds: report B/A with its interval."),
     force: bool = typer.Option(False, "--force", help="Measure again even if the dataset has this measurement."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout (--paired: one object)."),
 ) -> None:
     """Measure models on a device; results go to the dataset and to stdout."""
+    from farm.api import PAIRED_ROUNDS
+    from farm.api import compare as run_compare
     from farm.api import profile as run_profile
-    from farm.measurement import Policy
+    from farm.measurement import ESTIMATORS, Policy
     from farm.scheduler.core import JobEvent
 
     if 0 < gate <= 1:
         raise InputError(f"--gate {gate}: give 0 (off) or a factor above 1 (default 1.25)")
+    if estimator is not None and estimator not in ESTIMATORS:
+        raise InputError(f"--estimator {estimator}: choose one of {', '.join(ESTIMATORS)}")
+    if paired and len(models) != 2:
+        raise InputError(f"--paired compares two models (A B, reported as B/A); got {len(models)}")
+    if paired and estimator == "pooled":
+        raise InputError("--paired pairs rounds judged by the reference workload: use --estimator quiet")
+    if max_rounds is not None and (estimator == "pooled" or paired):
+        raise InputError("--max-rounds adds rounds under the quiet estimator only (not with pooled or --paired)")
+    if rounds is not None and max_rounds is not None and max_rounds < rounds:
+        raise InputError(f"--max-rounds {max_rounds} is below --rounds {rounds}")
+    if paired and rounds is not None and rounds < 2:
+        raise InputError("--paired needs at least 2 rounds")
+    n_rounds = rounds or (PAIRED_ROUNDS if paired else None)
     policy = Policy(warmup=warmup, warmup_s=warmup_time, min_runs=min(min_runs, runs), min_time_s=min_time,
                     max_runs=runs, max_time_s=max_time, target_ci=target_ci, gate=gate)
-    with _progress(len(models) * rounds) as bar:
-        task = bar.add_task(f"profiling on {device}" + (f" in {rounds} rounds" if rounds > 1 else ""),
-                            total=len(models) * rounds)
+    with _progress(len(models)) as bar:
+        what = f" ({n_rounds} paired rounds)" if paired else ""
+        task = bar.add_task(f"profiling on {device}{what}", total=len(models))
 
         def on_event(e: JobEvent) -> None:
-            if e.kind in ("round", "done"):
+            if e.kind in ("done", "failed"):
                 bar.advance(task)
-            elif e.kind == "failed":  # the rounds it will not run
-                bar.advance(task, max(rounds - (e.job.rounds_done if e.job is not None else 0), 1))
+            elif e.kind == "round":
+                bar.update(task, description=f"profiling on {device}: {e.message}")
             if e.kind in ("retry", "waiting", "failed"):
-                bar.console.print(f"[yellow]{e.kind}[/]: {e.message}", markup=True, highlight=False)
+                bar.console.print(f"[yellow]{e.kind}[/]: {escape(e.message)}", markup=True, highlight=False)
 
-        results = run_profile(
-            [str(m) for m in models], device=device, registry=STATE.registry, db=STATE.db, policy=policy,
-            threads=threads, timeout_s=timeout, force=force, rounds=rounds, on_event=on_event,
-            on_requeue=lambda ids: err.print(f"re-queued {len(ids)} job(s) left running by a process that died"),
-        )
+        common = dict(registry=STATE.registry, db=STATE.db, policy=policy, threads=threads, timeout_s=timeout,
+                      on_event=on_event,
+                      on_requeue=lambda ids: err.print(f"re-queued {len(ids)} job(s) left running by a process that died"))
+        if paired:
+            comparison = run_compare(str(models[0]), str(models[1]), device=device, rounds=n_rounds or PAIRED_ROUNDS,
+                                     **common)  # type: ignore[arg-type]
+            results = [comparison.a, comparison.b]
+        else:
+            comparison = None
+            results = run_profile([str(m) for m in models], device=device, force=force, rounds=n_rounds,
+                                  max_rounds=max_rounds, estimator=estimator, **common)  # type: ignore[arg-type]
 
     done = [(r, r.measurement) for r in results if r.measurement is not None]
     if as_json:
-        for r, m in done:
-            emit_json(m.to_json(model=r.model) | {"source": r.source})
+        if comparison is not None:
+            emit_json(comparison.to_json())
+        else:
+            for r, m in done:
+                emit_json(m.to_json(model=r.model) | {"source": r.source})
     elif done:
         spec_url = done[0][1].provenance.get("device_url", "")
         table = Table(title=f"latency on {device} ({spec_url}), milliseconds", title_justify="left")
         energy = any(m.energy_mj is not None for _, m in done)
-        cols = ["model", "runtime", "thr", "median", "p90", "CV %", "n", "outliers", "stop"]
+        cols = ["model", "runtime", "thr", "median", "95% CI", "p90", "CV %", "n", "rounds", "stop"]
         for col in cols + (["energy mJ"] if energy else []) + [""]:
-            table.add_column(col, justify="left" if col in ("model", "runtime", "stop", "") else "right")
+            table.add_column(col, justify="left" if col in ("model", "runtime", "stop", "rounds", "") else "right")
         for r, m in done:
             s = m.stats
-            table.add_row(Path(r.model).name, f"{m.settings.runtime} {m.provenance.get('runtime_version', '')}",
-                          str(m.settings.threads), _fmt_ms(s.median_ms), _fmt_ms(s.p90_ms), f"{100 * s.cv:.1f}",
-                          str(s.n), str(s.n_outliers), m.stop_reason,
+            kept = m.provenance.get("rounds") or []
+            quiet = sum(1 for k in kept if k.get("quiet"))
+            n_rounds_s = (f"{quiet}/{len(kept)} quiet" if m.provenance.get("estimator") == "quiet"
+                          else str(len(kept) or 1))
+            ci = f"±{100 * max(s.median_ms - s.ci_low_ms, s.ci_high_ms - s.median_ms) / s.median_ms:.1f}%" \
+                if s.median_ms > 0 else "-"
+            stop = "[red]unstable[/]" if m.provenance.get("unstable") else m.stop_reason
+            table.add_row(escape(Path(r.model).name), f"{m.settings.runtime} {m.provenance.get('runtime_version', '')}",
+                          str(m.settings.threads), _fmt_ms(s.median_ms), ci, _fmt_ms(s.p90_ms), f"{100 * s.cv:.1f}",
+                          str(s.n), n_rounds_s, stop,
                           *((f"{m.energy_mj:.4g}" if m.energy_mj is not None else "-",) if energy else ()), r.source)
         out.print(table)
+        for r, m in done:
+            if m.provenance.get("unstable"):
+                err.print(f"{escape(Path(r.model).name)}: unstable: {escape(str(m.provenance.get('unstable_reason')))}"
+                          " (hwfarm devices check --noise says why a machine is slow)")
+        if comparison is not None:
+            c = comparison.ratio
+            out.print(f"{escape(Path(results[1].model).name)} / {escape(Path(results[0].model).name)} = "
+                      f"[bold]{c.ratio:.4f}[/] (95% CI {c.ci_low:.4f}–{c.ci_high:.4f}, {c.pairs} paired rounds"
+                      + (", [red]unstable[/]: fewer than 3 pairs ran quiet" if c.unstable else "") + ")")
         err.print(f"stored in {STATE.db} (hwfarm dataset show --db {STATE.db})")
     failed = [r.failure for r in results if r.failure is not None]
     for f in failed:

@@ -131,6 +131,16 @@ class AgentDevice:
             detail += f"; energy: {reply.get('detail')}"
         return Health(self.name, "ok", detail, facts)
 
+    def noise(self, seconds: float = 3.0) -> dict[str, Any]:
+        """How noisy the device is now: the agent's noise scan (:mod:`farm.agent.noise`, keeping
+        one core busy for ``seconds``) and its facts, for :func:`farm.doctor.diagnose`."""
+        hello = self._hello()
+        reply = self._agent.request({"op": "noise", "seconds": seconds}, timeout_s=seconds + 30)
+        if not reply.get("ok"):
+            raise DeviceUnavailable(f"device {self.name!r}: noise check failed: "
+                                    f"{reply.get('error', 'unknown agent error')}")
+        return {"noise": reply["noise"], "facts": hello.get("facts", {})}
+
     def _energy_request(self) -> dict[str, Any] | None:
         if self.spec.energy is None:
             return None
@@ -143,6 +153,8 @@ class AgentDevice:
             {"op": "run", "model": model_path, "runtime": settings.runtime, "threads": settings.threads,
              "affinity": list(settings.affinity) if settings.affinity else None,
              "policy": settings.to_dict()["policy"], "energy": self._energy_request(),
+             # the quiet estimator judges each round by the reference workload's readings
+             **({"reference": True} if settings.estimator == "quiet" else {}),
              **({"delegate": self.spec.delegate, "delegate_options": self.spec.delegate_options}
                 if self.spec.delegate and settings.runtime == "litert" else {})},
             timeout_s=self.spec.timeout_s,

@@ -15,10 +15,16 @@
   device down longer than that fails the job and every job still queued for it at once,
   with the last error and how long the device was gone (a dead board costs ``outage_s``,
   not an attempt per job).
-- Jobs measured in rounds (``Settings.rounds``): a finished round is kept in the job's row
-  and the job goes back in the queue behind every job with fewer rounds done, so the
-  device measures each queued model once, then each again; the last round stores one
-  record pooling all rounds' runs. A process killed mid-way keeps the rounds it finished.
+- Jobs measured in rounds (``Settings.in_rounds``): a finished round is kept in the job's
+  row and the job goes back in the queue behind every job with fewer rounds done, so the
+  device measures each queued model once, then each again, each round in a fresh session;
+  the last round stores one record of all rounds (``farm.measurement.merge_rounds``). With
+  the ``quiet`` estimator the rounds ask the agent for the reference workload's readings,
+  the worker judges them against the device's floor (the store's ``reference_floor``,
+  lowered by every reading since), and a job is done when ``farm.estimate.enough_rounds``
+  says so; a round that ran slow holds the job's next one back ``SLOW_PAUSE_S`` (other
+  jobs run meanwhile), so its rounds spread over a slow spell instead of all landing in
+  it. A process killed mid-way keeps the rounds it finished.
 - Jobs left ``running`` by a process that died are put back in the queue first, so running
   the same command again after ``kill -9`` finishes what is left and repeats nothing.
 """
@@ -34,7 +40,8 @@ from typing import Callable
 
 from farm.devices import Device, open_device
 from farm.errors import DeviceError, HwfarmError, InputError, ModelError
-from farm.measurement import Measurement, Settings, merge_rounds
+from farm.estimate import enough_rounds, job_floor, quiet_flags
+from farm.measurement import Measurement, Settings, merge_rounds, rounds_of
 from farm.registry.spec import DeviceSpec
 from farm.scheduler.executor import Executor, ThreadExecutor
 from farm.store.base import Job, Store
@@ -44,6 +51,7 @@ from farm.workload import Workload, load_workload, workload_from_bytes
 __all__ = ["Scheduler", "Submission", "JobEvent", "RunReport", "Failure", "OUTAGE_S"]
 
 OUTAGE_S = 120.0  # how long a device may stop answering before its jobs fail (a reboot: 30–90 s)
+SLOW_PAUSE_S = 0.5  # after a round that ran slow, the job's next round waits this long
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,9 @@ class Scheduler:
         device_factory: Callable[[DeviceSpec], Device] = open_device,
         on_event: Callable[[JobEvent], None] | None = None,
         executor: Executor | None = None,
+        slow_pause_s: float = SLOW_PAUSE_S,
     ) -> None:
+        self.slow_pause_s = slow_pause_s
         self.store = store
         self.executor: Executor = executor or ThreadExecutor()
         self.max_attempts = max_attempts
@@ -206,9 +216,11 @@ class Scheduler:
         outage_s = self.outage_s if spec.outage_s is None else spec.outage_s  # the entry's, else the farm's
         down_since: float | None = None  # the device's first failure since anything last ran on it
         n_ok = 0  # jobs done on the device so far
+        floor: list[float | None] = [None]  # the device's lowest reference reading (quiet estimator)
         ok_at_failure: dict[int, int] = {}  # n_ok when each job last failed
         try:
             device = self._factory(spec)
+            floor[0] = self.store.reference_floor(spec.name)
             while True:
                 job, wait_s = self.store.claim(spec.name, self._owner, ids=ids)
                 if job is None:
@@ -216,9 +228,11 @@ class Scheduler:
                         return
                     time.sleep(min(max(wait_s, 0.05), 5.0))
                     continue
-                if 1 < job.settings.rounds <= job.rounds_done:  # killed after its last round, before its record
-                    self._complete(job, merge_rounds(self.store.rounds(job), job.settings), spec, report, lock)
-                    continue
+                if job.settings.in_rounds and job.rounds_done:
+                    kept = self.store.rounds(job)
+                    if self._rounds_done(kept, job.settings, floor[0]):  # killed after its last round, before its record
+                        self._complete(job, merge_rounds(kept, job.settings, floor_us=floor[0]), spec, report, lock)
+                        continue
                 self._on_event(JobEvent("started", spec.name, job))
                 try:
                     workload = self._load(job, known)
@@ -248,13 +262,18 @@ class Scheduler:
                     self._finish_failed(job, f"internal error: {type(err).__name__}: {err}", spec, report, lock)
                 else:
                     down_since, n_ok = None, n_ok + 1
-                    if job.settings.rounds > 1:
-                        kept = self.store.add_round(job, m)
-                        if len(kept) < job.settings.rounds:
+                    if job.settings.in_rounds:
+                        kept = self.store.rounds(job) + [m]
+                        floor[0] = job_floor(rounds_of(kept), floor[0])
+                        last = self._rounds_done(kept, job.settings, floor[0])
+                        slow = not quiet_flags(rounds_of([m]), floor[0])[0]
+                        self.store.add_round(job, m, last=last, retry_in_s=self.slow_pause_s if slow else 0.0)
+                        if not last:
                             self._on_event(JobEvent("round", spec.name, job, m,
-                                                    message=f"round {len(kept)}/{job.settings.rounds}"))
+                                                    message=f"round {len(kept)}/{job.settings.round_limit}"
+                                                    + (" (slow)" if slow else "")))
                             continue
-                        m = merge_rounds(kept, job.settings)
+                        m = merge_rounds(kept, job.settings, floor_us=floor[0])
                     self._complete(job, m, spec, report, lock)
         except HwfarmError as err:  # the device could not even be opened
             fail_all(str(err))
@@ -262,6 +281,13 @@ class Scheduler:
             if device is not None:
                 device.close()
             self.store.release_device(spec.name, self._owner)
+
+    @staticmethod
+    def _rounds_done(kept: list[Measurement], settings: Settings, floor_us: float | None) -> bool:
+        if settings.estimator != "quiet":
+            return len(kept) >= settings.rounds
+        return enough_rounds(rounds_of(kept), floor_us, need=settings.rounds, max_rounds=settings.round_limit,
+                             target_ci=settings.policy.target_ci)
 
     @staticmethod
     def _offline(device: Device) -> bool:

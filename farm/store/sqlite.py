@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from farm.agent.measure import LatencyStats
 from farm.errors import StoreError
+from farm.estimate import low_level
 from farm.ir.graph import Graph
 from farm.measurement import Measurement, Settings
 from farm.registry.spec import DeviceSpec
@@ -346,6 +347,9 @@ class SqliteStore:
                 "std_ms": r["std_ms"], "cv": r["cv"], "n": r["n"], "n_outliers": r["n_outliers"],
                 "ci_low_ms": r["ci_low_ms"], "ci_high_ms": r["ci_high_ms"], "energy_mj": r["energy_mj"],
                 "stop_reason": r["stop_reason"], "simulated": bool(r["simulated"]),
+                # measured in a slow state throughout (farm.estimate); records from before the
+                # reference workload existed say nothing either way: False
+                "unstable": bool(prov.get("unstable", False)),
                 "cpu_model": prov.get("cpu_model"), "hostname": prov.get("hostname"),
                 "hwfarm_version": prov.get("hwfarm_version"), "created_at": r["created_at"],
                 "samples_ms": r["samples_json"],
@@ -425,20 +429,37 @@ class SqliteStore:
                        "updated_at = ? WHERE id = ?", (mid, _now_iso(), job.id))
         return self.get_measurement(mid)
 
-    def add_round(self, job: Job, m: Measurement) -> list[Measurement]:
+    def add_round(self, job: Job, m: Measurement, *, last: bool | None = None,
+                  retry_in_s: float = 0.0) -> list[Measurement]:
         """Keep one finished round of a job measured in rounds; returns every round kept so
-        far. While rounds are left the job goes back in the queue, behind the jobs with fewer
-        rounds done, and the attempt it used is not counted (it succeeded). The rounds live
-        in the job row, not among the measurements: the dataset only ever holds whole records."""
+        far. Unless it was the ``last`` (default: the job's ``settings.rounds`` are done) the
+        job goes back in the queue, behind the jobs with fewer rounds done and not before
+        ``retry_in_s`` from now, and the attempt it used is not counted (it succeeded). The
+        rounds live in the job row, not among the measurements: the dataset only ever holds
+        whole records."""
         with self._tx() as db:
             row = db.execute("SELECT rounds_json FROM jobs WHERE id = ?", (job.id,)).fetchone()
             kept = json.loads(row["rounds_json"]) + [_round_json(m)]
-            left = len(kept) < job.settings.rounds
+            left = len(kept) < job.settings.rounds if last is None else not last
             db.execute("UPDATE jobs SET rounds_json = ?, rounds_done = ?, status = ?, owner = ?, error = NULL, "
-                       "attempts = MAX(attempts - ?, 0), not_before = 0, updated_at = ? WHERE id = ?",
+                       "attempts = MAX(attempts - ?, 0), not_before = ?, updated_at = ? WHERE id = ?",
                        (json.dumps(kept), len(kept), "queued" if left else "running", None if left else job.owner,
-                        1 if left else 0, _now_iso(), job.id))
+                        1 if left else 0, time.time() + retry_in_s if left and retry_in_s > 0 else 0,
+                        _now_iso(), job.id))
         return [_round_from_json(job, r) for r in kept]
+
+    def reference_floor(self, device: str, *, recent: int = 50) -> float | None:
+        """The low level (``farm.estimate.low_level``: a lower quartile) of the typical
+        reference readings (``provenance.reference.level_us``) of the device's ``recent``
+        latest records that have one: its quiet state's level, as far as the dataset knows.
+        Only recent records count, so a device whose machine changed for good gets a new
+        floor after ``recent`` records."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT json_extract(provenance_json, '$.reference.level_us') AS v FROM measurements "
+                "WHERE device = ? AND v IS NOT NULL ORDER BY id DESC LIMIT ?", (device, recent)).fetchall()
+        vals = [float(r["v"]) for r in rows if isinstance(r["v"], (int, float)) and r["v"] > 0]
+        return low_level(vals) if vals else None
 
     def rounds(self, job: Job) -> list[Measurement]:
         """The rounds kept so far for a job measured in rounds."""

@@ -32,6 +32,7 @@ __all__ = ["STORE_CHECKS", "check_store", "check_satisfies_the_protocol", "check
            "check_measurements_round_trip", "check_records_are_immutable", "check_job_lifecycle",
            "check_claim_hands_each_job_to_exactly_one_owner", "check_fail_requeues_or_gives_up",
            "check_requeue_stale_returns_jobs_of_dead_owners", "check_rounds_requeue_until_done",
+           "check_rounds_end_when_the_caller_says", "check_reference_floor_is_the_lowest_recent_reading",
            "check_fusion_rules_are_replaced_per_device", "check_lease_has_one_holder",
            "check_concurrent_writes_are_all_kept"]
 
@@ -49,11 +50,13 @@ def _workload(hidden: int = 8) -> Workload:
     return workload_from_bytes(data, fmt="onnx", name=f"gemm{hidden}")
 
 
-def _measurement(device: str, w: Workload, settings: Settings = FAST, *, median_ms: float = 2.0) -> Measurement:
+def _measurement(device: str, w: Workload, settings: Settings = FAST, *, median_ms: float = 2.0,
+                 reference_level_us: float | None = None) -> Measurement:
     samples = [median_ms * f for f in (0.98, 1.0, 1.02, 0.99, 1.01)]
+    ref = {"reference": {"level_us": reference_level_us}} if reference_level_us is not None else {}
     return Measurement(device=device, workload=w.hash, settings=settings, stats=summarize(samples),
                        samples_ms=tuple(samples), outliers=(), warmup_ms=(median_ms * 1.5,), stop_reason="max_runs",
-                       provenance={"simulated": False, "device": device, "runtime": settings.runtime},
+                       provenance={"simulated": False, "device": device, "runtime": settings.runtime} | ref,
                        energy_mj=0.25, created_at="2026-01-01T00:00:00Z")
 
 
@@ -303,6 +306,47 @@ def check_rounds_requeue_until_done(make_store: MakeStore) -> None:
         store.close()
 
 
+def check_rounds_end_when_the_caller_says(make_store: MakeStore) -> None:
+    """``add_round(last=...)`` overrides ``settings.rounds`` (an estimator that adds rounds
+    until it is satisfied); ``retry_in_s`` holds the next round back."""
+    store, w = _seeded(make_store)
+    try:
+        settings = Settings(policy=FAST.policy, rounds=1, max_rounds=4, estimator="quiet")
+        job = store.enqueue("dev-a", w.hash, settings)
+        first, _ = store.claim("dev-a", REMOTE_A)
+        assert first is not None
+        store.add_round(first, _measurement("dev-a", w, settings), last=False, retry_in_s=30.0)
+        held = store.get_job(job.id)
+        assert (held.status, held.rounds_done) == ("queued", 1), f"a round that was not the last: {held}"
+        claimed, wait_s = store.claim("dev-a", REMOTE_A)
+        assert claimed is None and wait_s is not None and wait_s > 1.0, \
+            f"retry_in_s=30 must hold the next round back (claimed {claimed}, wait {wait_s})"
+        other = store.enqueue("dev-a", w.hash, Settings(policy=FAST.policy, rounds=3))
+        second, _ = store.claim("dev-a", REMOTE_A)
+        assert second is not None and second.id == other.id
+        store.add_round(second, _measurement("dev-a", w, second.settings), last=True)
+        assert store.get_job(other.id).status == "running", "last=True ends the rounds even with rounds=3"
+    finally:
+        store.close()
+
+
+def check_reference_floor_is_the_lowest_recent_reading(make_store: MakeStore) -> None:
+    store, w = _seeded(make_store)
+    try:
+        assert store.reference_floor("dev-a") is None, "no record has a reading yet"
+        store.add_measurement(_measurement("dev-a", w))  # no reading: ignored
+        for us in (21.0, 19.5, 24.0):
+            store.add_measurement(_measurement("dev-a", w, reference_level_us=us))
+        store.add_measurement(_measurement("dev-b", w, reference_level_us=5.0))  # another device's
+        assert store.reference_floor("dev-a") == 19.5, store.reference_floor("dev-a")
+        for us in (22.0, 23.0, 20.0, 25.0, 9.0):  # one lucky reading among eight: not the floor
+            store.add_measurement(_measurement("dev-a", w, reference_level_us=us))
+        assert store.reference_floor("dev-a") == 20.0, f"the lower quartile of 8, got {store.reference_floor('dev-a')}"
+        assert store.reference_floor("dev-a", recent=1) == 9.0, "only the most recent records count"
+    finally:
+        store.close()
+
+
 def check_fusion_rules_are_replaced_per_device(make_store: MakeStore) -> None:
     store = make_store()
     try:
@@ -399,6 +443,8 @@ STORE_CHECKS: tuple[Callable[[MakeStore], None], ...] = (
     check_fail_requeues_or_gives_up,
     check_requeue_stale_returns_jobs_of_dead_owners,
     check_rounds_requeue_until_done,
+    check_rounds_end_when_the_caller_says,
+    check_reference_floor_is_the_lowest_recent_reading,
     check_fusion_rules_are_replaced_per_device,
     check_lease_has_one_holder,
     check_concurrent_writes_are_all_kept,

@@ -92,9 +92,13 @@ def test_profile_records_the_contention_gate_and_leaves_contended_runs_out(farm,
     assert bad.returncode == 2 and "--gate 0.5" in bad.stderr and "Traceback" not in bad.stderr
 
 
+ONE_ROUND = FAST[:-4]  # the fast policy without its --rounds 1 --max-rounds 1
+
+
 def test_profile_in_rounds_pools_each_models_rounds_into_one_record(farm, onnx_file):
     a, b = onnx_file("a", 16), onnx_file("b", 32)
-    p = farm("profile", str(a), str(b), "--device", "host-cpu", *FAST, "--rounds", "2", "--json")
+    p = farm("profile", str(a), str(b), "--device", "host-cpu", *ONE_ROUND, "--estimator", "pooled", "--rounds", "2",
+             "--json")
     assert p.returncode == 0, p.stderr
     objs = [json.loads(line) for line in p.stdout.splitlines()]
     con = sqlite3.connect(farm.db)
@@ -106,10 +110,60 @@ def test_profile_in_rounds_pools_each_models_rounds_into_one_record(farm, onnx_f
     (ra, rb) = (o["provenance"]["rounds"] for o in objs)  # a, b, a, b
     assert ra[0]["measured_at"] <= rb[0]["measured_at"] <= ra[1]["measured_at"] <= rb[1]["measured_at"]
     assert con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 2
-    one = farm("profile", str(a), "--device", "host-cpu", *FAST, "--json")  # one round: another key
+    one = farm("profile", str(a), "--device", "host-cpu", *ONE_ROUND, "--estimator", "pooled", "--json")
     assert json.loads(one.stdout)["source"] == "measured" and "rounds" not in json.loads(one.stdout)["provenance"]
     bad = farm("profile", str(a), "--device", "host-cpu", "--rounds", "0")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_profile_by_default_estimates_the_quiet_state_over_fresh_sessions(farm, onnx_file):
+    a = onnx_file("a", 16)
+    p = farm("profile", str(a), "--device", "host-cpu", *ONE_ROUND, "--rounds", "3", "--max-rounds", "4", "--json")
+    assert p.returncode == 0, p.stderr
+    o = json.loads(p.stdout)
+    prov, rounds = o["provenance"], o["provenance"]["rounds"]
+    assert o["settings"]["estimator"] == "quiet" and o["settings"]["max_rounds"] == 4
+    assert 3 <= len(rounds) <= 4 and prov["estimator"] == "quiet" and isinstance(prov["unstable"], bool)
+    assert len({r["session"] for r in rounds}) == len(rounds), "every round a fresh runtime session"
+    assert all(r["reference_us"] > 0 and isinstance(r["quiet"], bool) for r in rounds)
+    assert prov["reference"]["workload"] and prov["reference"]["floor_us"] > 0
+    lo, hi = o["latency_stats"]["ci95"]
+    assert lo <= o["latency_ms"] <= hi
+    # the record is recomputable from what it stores
+    from farm.estimate import quiet_estimate
+    from farm.measurement import record_rounds
+    m = sqlite3.connect(farm.db).execute("SELECT id FROM measurements").fetchone()[0]
+    from farm.store.sqlite import SqliteStore
+    stored = SqliteStore(farm.db).get_measurement(m)
+    assert quiet_estimate(record_rounds(stored), prov["reference"]["floor_us"], need=3).median_ms == \
+        pytest.approx(o["latency_ms"])
+    for bad_args, msg in ((["--estimator", "mean"], "--estimator mean"),
+                          (["--estimator", "pooled", "--max-rounds", "3"], "--max-rounds"),
+                          (["--rounds", "5", "--max-rounds", "3"], "below --rounds")):
+        bad = farm("profile", str(a), "--device", "host-cpu", *bad_args)
+        assert bad.returncode == 2 and msg in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_profile_paired_reports_b_over_a_with_its_interval(farm, tmp_path):
+    import onnx
+
+    from ..conftest import matmul_model
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(matmul_model(192), a)
+    onnx.save(matmul_model(48), b)
+    p = farm("profile", str(a), str(b), "--device", "host-cpu", *ONE_ROUND, "--paired", "--rounds", "4", "--json")
+    assert p.returncode == 0, p.stderr
+    o = json.loads(p.stdout)
+    assert set(o) >= {"a", "b", "ratio", "ci95", "pairs", "per_round", "unstable"}
+    assert len(o["per_round"]) == 4 and o["ci95"][0] <= o["ratio"] <= o["ci95"][1]
+    assert o["ratio"] < 0.5, "a 48-wide matmul is much faster than a 192-wide one"
+    ra, rb = o["a"]["provenance"]["rounds"], o["b"]["provenance"]["rounds"]
+    for i in range(3):  # interleaved: a1 b1 a2 b2 ...
+        assert ra[i]["measured_at"] <= rb[i]["measured_at"] <= ra[i + 1]["measured_at"]
+    text = farm("profile", str(a), str(b), "--device", "host-cpu", *ONE_ROUND, "--paired", "--rounds", "2")
+    assert text.returncode == 0 and "b.onnx / a.onnx = " in text.stdout, text.stdout
+    one = farm("profile", str(a), "--device", "host-cpu", "--paired")
+    assert one.returncode == 2 and "--paired compares two models" in one.stderr
 
 
 def test_profile_table_output(farm, onnx_file):

@@ -41,7 +41,7 @@ def test_kill_9_then_rerun_finishes_remaining_jobs(tmp_path, registry_file):
     db = tmp_path / "hwfarm.db"
     # Each model takes ~0.8 s (time-bounded, never converges early), so the kill lands mid-run.
     cmd = [sys.executable, "-m", "farm.cli", "--registry", str(registry_file), "--db", str(db), "profile",
-           *models, "--device", "host-cpu", "--warmup", "1", "--runs", "10000000", "--target-ci", "0",
+           *models, "--device", "host-cpu", "--estimator", "pooled", "--warmup", "1", "--runs", "10000000", "--target-ci", "0",
            "--max-time", "0.8", "--json"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120

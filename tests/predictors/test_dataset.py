@@ -258,6 +258,7 @@ def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, 
     from farm.registry.spec import load_registry
     from predictors.api import training_set
     from predictors.build import CALIBRATION_ROUNDS
+    from predictors.dataset import DATASET_EXTRA_ROUNDS
 
     db = tmp_path / "host.db"
     r = _cli(reg, db, "build", "--device", "host-cpu", "--kernels", "act", "--budget", "3", "--refine", "0",
@@ -268,7 +269,9 @@ def test_calibration_networks_on_a_real_device_are_measured_in_rounds(tmp_path, 
     nets = [m for m in ms if m.settings.rounds == CALIBRATION_ROUNDS]
     # kernels in one round (and the two minimal models sat again at the end), networks in three
     assert len(kernels) == 3 + 2 and len(nets) == 2
-    assert all(len(m.provenance["rounds"]) == CALIBRATION_ROUNDS for m in nets)
+    # three quiet rounds wanted, a slow one measured again (at most DATASET_EXTRA_ROUNDS more)
+    assert all(CALIBRATION_ROUNDS <= len(m.provenance["rounds"]) <= CALIBRATION_ROUNDS + DATASET_EXTRA_ROUNDS
+               and m.provenance["estimator"] == "quiet" for m in nets)
     out = json.loads(r.stdout)
     assert out["models"] == 3 + 2 and out["measured"] == 5 and out["overhead_again"] == 2  # the budget, then the sittings
     names = {SqliteStore(db).get_workload(m.workload).name: m for m in kernels}
@@ -292,7 +295,8 @@ def test_build_rounds_measures_the_kernels_in_interleaved_rounds(tmp_path, reg):
     assert out["rounds"] == 2 and out["measured"] == 3 and out["overhead_again"] == 2
     ms = SqliteStore(db).measurements(device="host-cpu")
     plan = [m for m in ms if m.settings.rounds == 2]
-    assert len(plan) == 3 and all(len(m.provenance["rounds"]) == 2 for m in plan)  # each record pools two rounds
+    # each record: two quiet rounds wanted, up to two more for slow ones
+    assert len(plan) == 3 and all(2 <= len(m.provenance["rounds"]) <= 4 for m in plan)
     assert len([m for m in ms if m.settings.rounds == 1]) == 2  # the second sitting: one round, as always
     again = json.loads(_cli(reg, db, *args).stdout)  # resumed with the same rounds: nothing to measure
     assert again["cached"] == 3 and again["measured"] == 0
