@@ -159,7 +159,7 @@ def part_build(tmp: Path, budget: int) -> dict[str, Any]:
     for label, quiet in (("old", False), ("new", True)):
         store = SqliteStore(tmp / f"build-{label}.db")
         t = time.perf_counter()
-        res = measure_specs(store, spec, plan.specs, models_dir=tmp / f"models-{label}", quiet=quiet)
+        res = measure_specs(store, spec, list(plan), models_dir=tmp / f"models-{label}", quiet=quiet)
         secs = time.perf_counter() - t
         ms = [r.measurement for r in res if r.measurement is not None]
         extra = sum(len(m.provenance.get("rounds") or [1]) - 1 for m in ms)

@@ -34,15 +34,19 @@ from farm.store.sqlite import SqliteStore
 from farm.workload import load_workload
 
 __all__ = ["profile", "compare", "ProfileResult", "Comparison", "PROFILE_POLICY", "PROFILE_ROUNDS",
-           "PROFILE_MAX_ROUNDS", "PAIRED_ROUNDS"]
+           "PROFILE_MAX_ROUNDS", "PAIRED_ROUNDS", "PAIRED_POLICY"]
 
 # One round of `hwfarm profile`: shorter than a whole measurement used to be (0.2 s warm-up,
 # 0.5 s timed), because the rounds, not one long run, now carry the precision.
 PROFILE_POLICY = Policy(warmup=10, warmup_s=0.05, min_runs=10, min_time_s=0.15, max_runs=500, max_time_s=2.0,
-                        target_ci=0.01)
+                        target_ci=0.02)
 PROFILE_ROUNDS = 3  # quiet rounds wanted
 PROFILE_MAX_ROUNDS = 12  # the most rounds one model gets
-PAIRED_ROUNDS = 8  # rounds of each model in a paired comparison
+PAIRED_ROUNDS = 12  # rounds of each model in a paired comparison
+# A paired round is short: the two models' rounds sit closer in time, so a state both see
+# cancels in their ratio, and more pairs narrow its interval.
+PAIRED_POLICY = Policy(warmup=5, warmup_s=0.03, min_runs=5, min_time_s=0.08, max_runs=500, max_time_s=1.0,
+                       target_ci=0.02)
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ def compare(
     if rounds < 2:
         raise ValueError("a paired comparison needs at least 2 rounds")
     kwargs.pop("force", None)
-    ra, rb = profile([a, b], device=device, policy=policy, rounds=rounds, max_rounds=rounds, estimator="quiet",
+    ra, rb = profile([a, b], device=device, policy=policy or PAIRED_POLICY, rounds=rounds, max_rounds=rounds, estimator="quiet",
                      force=True, slow_pause_s=0.0, **kwargs)  # type: ignore[arg-type]
     for r in (ra, rb):
         if r.measurement is None:

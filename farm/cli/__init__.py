@@ -352,17 +352,17 @@ def _progress(total: int):
 def profile(
     models: list[Path] = typer.Argument(..., help="ONNX or TFLite model files."),
     device: str = typer.Option(..., "--device", "-d", help="Device name from the registry."),
-    runs: int = typer.Option(500, "--runs", min=1, help="At most this many timed runs per round (fewer once the round's median is pinned down)."),
-    warmup: int = typer.Option(10, "--warmup", min=0, help="Warm-up runs before timing each round (0: none)."),
-    warmup_time: float = typer.Option(0.05, "--warmup-time", min=0.0, help="Warm up each round for at least this many seconds."),
+    runs: Optional[int] = typer.Option(None, "--runs", min=1, help="At most this many timed runs per round, fewer once the round's median is pinned down (500)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Warm-up runs before timing each round, 0: none (10; --paired 5)."),
+    warmup_time: Optional[float] = typer.Option(None, "--warmup-time", min=0.0, help="Warm up each round for at least this many seconds (0.05; --paired 0.03)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads (default: the device entry's)."),
-    min_runs: int = typer.Option(10, "--min-runs", min=1, help="Timed runs per round before its stopping rule is applied."),
-    min_time: float = typer.Option(0.15, "--min-time", min=0.0, help="Seconds of timed runs per round before its stopping rule is applied."),
-    target_ci: float = typer.Option(0.01, "--target-ci", min=0.0,
-                                    help="Stop when the 95%% CI is within ±this fraction: each round's, and (quiet "
-                                         "estimator) the between-round interval of the record (0: always --runs, "
-                                         "--rounds)."),
-    max_time: float = typer.Option(2.0, "--max-time", min=0.01, help="Seconds of timed runs per round at most."),
+    min_runs: Optional[int] = typer.Option(None, "--min-runs", min=1, help="Timed runs per round before its stopping rule is applied (10; --paired 5)."),
+    min_time: Optional[float] = typer.Option(None, "--min-time", min=0.0, help="Seconds of timed runs per round before its stopping rule is applied (0.15; --paired 0.08)."),
+    target_ci: Optional[float] = typer.Option(None, "--target-ci", min=0.0,
+                                              help="Stop when the 95%% CI is within ±this fraction: each round's, and "
+                                                   "(quiet estimator) the between-round interval of the record; 0: "
+                                                   "always --runs, --max-rounds (0.02)."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", min=0.01, help="Seconds of timed runs per round at most (2; --paired 1)."),
     gate: float = typer.Option(1.25, "--gate", min=0.0,
                                help="Contention gate: time runs only while a speed probe reads within this factor "
                                     "of its fastest, and leave out runs it saw slowed (0: off)."),
@@ -370,7 +370,7 @@ def profile(
     rounds: Optional[int] = typer.Option(None, "--rounds", min=1,
                                          help="Rounds per model, each in a fresh runtime session, interleaved with "
                                               "the other models: the quiet rounds wanted (default 3; pooled: exactly "
-                                              "these; --paired: each model's, default 8)."),
+                                              "these; --paired: each model's, default 12)."),
     max_rounds: Optional[int] = typer.Option(None, "--max-rounds", min=1,
                                              help="Quiet estimator: at most this many rounds per model while too few "
                                                   "ran quiet or the interval is wider than --target-ci (default 12)."),
@@ -385,10 +385,12 @@ def profile(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per model on stdout (--paired: one object)."),
 ) -> None:
     """Measure models on a device; results go to the dataset and to stdout."""
-    from farm.api import PAIRED_ROUNDS
+    import dataclasses
+
+    from farm.api import PAIRED_POLICY, PAIRED_ROUNDS, PROFILE_POLICY
     from farm.api import compare as run_compare
     from farm.api import profile as run_profile
-    from farm.measurement import ESTIMATORS, Policy
+    from farm.measurement import ESTIMATORS
     from farm.scheduler.core import JobEvent
 
     if 0 < gate <= 1:
@@ -406,8 +408,14 @@ def profile(
     if paired and rounds is not None and rounds < 2:
         raise InputError("--paired needs at least 2 rounds")
     n_rounds = rounds or (PAIRED_ROUNDS if paired else None)
-    policy = Policy(warmup=warmup, warmup_s=warmup_time, min_runs=min(min_runs, runs), min_time_s=min_time,
-                    max_runs=runs, max_time_s=max_time, target_ci=target_ci, gate=gate)
+    # Per-round flags given override the command's policy (--paired has shorter rounds).
+    base = PAIRED_POLICY if paired else PROFILE_POLICY
+    given: dict[str, Any] = {k: v for k, v in (("warmup", warmup), ("warmup_s", warmup_time), ("min_runs", min_runs),
+                               ("min_time_s", min_time), ("max_runs", runs), ("max_time_s", max_time),
+                               ("target_ci", target_ci)) if v is not None}
+    policy = dataclasses.replace(base, **given, gate=gate)
+    if policy.min_runs > policy.max_runs:
+        policy = dataclasses.replace(policy, min_runs=policy.max_runs)
     with _progress(len(models)) as bar:
         what = f" ({n_rounds} paired rounds)" if paired else ""
         task = bar.add_task(f"profiling on {device}{what}", total=len(models))
