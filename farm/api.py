@@ -38,7 +38,7 @@ __all__ = ["profile", "compare", "ProfileResult", "Comparison", "PROFILE_POLICY"
 
 # One round of `hwfarm profile`: shorter than a whole measurement used to be (0.2 s warm-up,
 # 0.5 s timed), because the rounds, not one long run, now carry the precision.
-PROFILE_POLICY = Policy(warmup=10, warmup_s=0.05, min_runs=10, min_time_s=0.15, max_runs=500, max_time_s=2.0,
+PROFILE_POLICY = Policy(warmup=10, warmup_s=0.05, min_runs=10, min_time_s=0.15, max_runs=500, max_time_s=1.0,
                         target_ci=0.02)
 PROFILE_ROUNDS = 3  # quiet rounds wanted
 PROFILE_MAX_ROUNDS = 12  # the most rounds one model gets

@@ -14,18 +14,26 @@ with an interval of its own samples that says it will not. So a measurement here
   is the device's typical quiet reading: the lower quartile of its recent records' median
   readings (the store's ``reference_floor``), not a minimum, because the reference has a
   lucky fast mode of its own (17–19 against 20–23 µs quiet, 28–50 slow, on this project's
-  VM) that no model run follows;
-- the estimate is the median of the quietest half of the quiet rounds (by their medians, at
-  least three when there are three): the quiet state's latency, which repeats, instead of
-  a mix weighted by how long the machine happened to be slow. Rounds are fresh sessions,
-  so the half also spans the sessions' own small differences;
+  VM) that no model run follows. The reference fits in a core's own caches, so a neighbour
+  in the shared L3 or memory can slow a model for seconds while it reads quiet; where the
+  model was measured on the device before, a round is quiet only if its median is also
+  within ``MODEL_TOL`` of the model's own floor (the low level of its earlier stable
+  records), so a measurement that lands in such a spell adds rounds until the spell ends,
+  or says it is unstable;
+- the estimate is the median of the quietest half of the rounds (by their medians: a slow
+  state makes a round slower, never faster, so the model's own latency is the sharpest
+  view of the state it ran in): the quiet state's latency, which repeats, instead of a mix
+  weighted by how long the machine happened to be slow. Rounds are fresh sessions, so the
+  half also spans the sessions' own small differences. The quiet flags decide whether the
+  figure can be trusted to be the quiet state's and when to stop adding rounds;
 - its interval is between rounds (sessions and moments), not between the samples of one
-  pooled run: the estimate's spread over bootstrap resamples of the quiet rounds, times
+  pooled run: the estimate's spread over bootstrap resamples of the rounds, times
   Student's t for their number, combined with the rounds' own precision (for two quiet
   rounds, their difference; for one, that round's interval);
-- a measurement that found fewer quiet rounds than it asked for is *unstable*: the record
-  says so and why, its interval covers every round it kept, and predictors can leave it
-  out (``unstable`` in the dataset's rows).
+- a measurement that found fewer quiet rounds than it asked for is *unstable*: the machine
+  never showed its quiet state, so the figure may be a slow state's. The record says so and
+  why, its interval covers every round it kept, and predictors can leave it out
+  (``unstable`` in the dataset's rows).
 
 Paired comparisons (:func:`paired_ratio`) pair the rounds of two models measured
 alternately: the ratio of their medians, round by round, cancels most of a state both saw.
@@ -42,14 +50,17 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 __all__ = ["QUIET_TOL", "Round", "Estimate", "Ratio", "round_of", "round_reference", "job_floor", "low_level", "record_level", "quiet_flags", "quietest_half",
-           "QUIET_CONTENDED",
+           "QUIET_CONTENDED", "MODEL_TOL",
            "quiet_estimate", "enough_rounds", "paired_ratio", "t_quantile"]
 
 # A round is quiet when its reference reads within this of the device's floor (quiet
 # readings spread 18.7–23 µs on this project's VM, slow ones 28–40) ...
 QUIET_TOL = 0.25
-# ... and the contention gate saw at most this share of its runs slowed.
+# ... and the contention gate saw at most this share of its runs slowed ...
 QUIET_CONTENDED = 0.25
+# ... and, where the model was measured before on the device, its median is within this of
+# the model's own floor (the low level of its earlier stable records).
+MODEL_TOL = 0.05
 
 # Two-sided 95% Student t quantiles by degrees of freedom (then the normal's 1.96).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -86,7 +97,7 @@ class Estimate:
     ci_low_ms: float
     ci_high_ms: float
     quiet: tuple[bool, ...]  # per round: ran in the quiet state
-    used: tuple[bool, ...]  # per round: in the estimate (the quiet ones; when none was, the least slow)
+    used: tuple[bool, ...]  # per round: in the estimate (the quietest half by median)
     floor_us: float | None  # the floor the rounds were judged against
     unstable: bool
     reason: str = ""  # why unstable ("" when not)
@@ -157,18 +168,20 @@ def record_level(rounds: Sequence[Round]) -> float | None:
     return statistics.median(refs) if refs else None
 
 
-def quiet_flags(rounds: Sequence[Round], floor_us: float | None, tol: float = QUIET_TOL) -> tuple[bool, ...]:
+def quiet_flags(rounds: Sequence[Round], floor_us: float | None, tol: float = QUIET_TOL, *,
+                model_floor_ms: float | None = None) -> tuple[bool, ...]:
     """Which rounds ran in the quiet state. A view a round lacks (old records, simulated
-    devices, a gate that was off) does not count against it."""
+    devices, a gate that was off, a model never measured here before) does not count
+    against it."""
     floor = job_floor(rounds, floor_us)
     return tuple((floor is None or r.reference_us is None or r.reference_us <= floor * (1 + tol))
-                 and (r.contended_share is None or r.contended_share <= QUIET_CONTENDED) for r in rounds)
+                 and (r.contended_share is None or r.contended_share <= QUIET_CONTENDED)
+                 and (model_floor_ms is None or r.median_ms <= model_floor_ms * (1 + MODEL_TOL)) for r in rounds)
 
 
 def quietest_half(rounds: Sequence[Round]) -> list[Round]:
-    """The rounds with the lowest medians: half of them, but at least three (or all)."""
-    k = max(min(3, len(rounds)), math.ceil(len(rounds) / 2))
-    return sorted(rounds, key=lambda r: r.median_ms)[:k]
+    """The half of the rounds (rounded up) with the lowest medians."""
+    return sorted(rounds, key=lambda r: r.median_ms)[:math.ceil(len(rounds) / 2)]
 
 
 def _center(rounds: Sequence[Round]) -> float:
@@ -176,11 +189,11 @@ def _center(rounds: Sequence[Round]) -> float:
 
 
 def _interval(quiet: Sequence[Round], center: float) -> tuple[float, float]:
-    """Between-round 95% interval of the estimate over the ``quiet`` rounds.
+    """Between-round 95% interval of the estimate over the rounds.
 
-    Three or more: the estimate's standard deviation over bootstrap resamples of the quiet
-    rounds (a fixed seed: the same rounds give the same interval), times Student's t for
-    their number, with the rounds' own precision added in quadrature (with few rounds the
+    Three or more: the estimate's standard deviation over bootstrap resamples of the rounds
+    (a fixed seed: the same rounds give the same interval), times Student's t for their
+    number, with the rounds' own precision added in quadrature (with few rounds the
     resamples can all agree by chance). Two: their difference. One: its own interval."""
     k = len(quiet)
     used = quietest_half(quiet)
@@ -200,44 +213,49 @@ _BOOTSTRAP = 300
 
 
 def quiet_estimate(rounds: Sequence[Round], floor_us: float | None, *, need: int = 1,
-                   tol: float = QUIET_TOL) -> Estimate:
+                   tol: float = QUIET_TOL, model_floor_ms: float | None = None) -> Estimate:
     """The quiet state's latency over ``rounds`` (see the module's rules); ``need``: how many
-    quiet rounds a stable estimate takes."""
+    quiet rounds a stable estimate takes; ``model_floor_ms``: the model's own floor from its
+    earlier records on the device, if any."""
     if not rounds:
         raise ValueError("quiet_estimate of no rounds")
     floor = job_floor(rounds, floor_us)
-    quiet = quiet_flags(rounds, floor_us, tol)
-    kept = [r for r, q in zip(rounds, quiet, strict=True) if q]
+    quiet = quiet_flags(rounds, floor_us, tol, model_floor_ms=model_floor_ms)
+    n_quiet = sum(quiet)
     reason = ""
-    if not kept:
-        # Every round slow against the device's floor: the least slow rounds are the best
-        # available figure, and the record says it is not the quiet state.
-        own = job_floor(rounds, None)
-        kept = [r for r in rounds if r.reference_us is not None and own is not None
-                and r.reference_us <= own * (1 + tol)]
-        reason = (f"every round ran slow: the reference read {own / floor - 1:+.0%} against the device's "
-                  f"floor of {floor:.1f} µs" if own and floor else "every round ran slow")
-    elif len(kept) < need:
-        reason = f"only {len(kept)} of {len(rounds)} rounds ran quiet (wanted {need})"
-    center = _center(kept)
-    lo, hi = _interval(kept, center)
-    half = quietest_half(kept)
+    if n_quiet == 0:
+        refs = [r.reference_us for r in rounds if r.reference_us is not None]
+        own = low_level(refs) if refs else None
+        fastest = min(r.median_ms for r in rounds)
+        if own and floor and own > floor * (1 + tol):
+            reason = (f"every round ran slow: the reference read {own / floor - 1:+.0%} against the device's "
+                      f"floor of {floor:.1f} µs")
+        elif model_floor_ms is not None and fastest > model_floor_ms * (1 + MODEL_TOL):
+            reason = (f"every round ran slow: {fastest / model_floor_ms - 1:+.0%} against this model's earlier "
+                      f"records on the device ({model_floor_ms:.4g} ms)")
+        else:
+            reason = "every round ran slow: the speed probe saw most runs slowed"
+    elif n_quiet < need:
+        reason = f"only {n_quiet} of {len(rounds)} rounds ran quiet (wanted {need})"
+    center = _center(rounds)
+    lo, hi = _interval(rounds, center)
+    half = quietest_half(rounds)
     used = tuple(any(r is k for k in half) for r in rounds)
-    if reason:  # an honest interval for a figure that is not the quiet state's: every round kept
+    if reason:  # an honest interval for a figure that may not be the quiet state's: every round kept
         lo = min([lo] + [r.ci_low_ms for r in rounds])
         hi = max([hi] + [r.ci_high_ms for r in rounds])
     return Estimate(center, lo, hi, quiet, used, floor, bool(reason), reason)
 
 
 def enough_rounds(rounds: Sequence[Round], floor_us: float | None, *, need: int, max_rounds: int,
-                  target_ci: float, tol: float = QUIET_TOL) -> bool:
+                  target_ci: float, tol: float = QUIET_TOL, model_floor_ms: float | None = None) -> bool:
     """Whether a job measured in rounds is done: ``max_rounds`` reached, or at least ``need``
     quiet rounds whose interval is within ±``target_ci`` (0: any interval)."""
     if len(rounds) >= max_rounds:
         return True
     if len(rounds) < need:
         return False
-    est = quiet_estimate(rounds, floor_us, need=need, tol=tol)
+    est = quiet_estimate(rounds, floor_us, need=need, tol=tol, model_floor_ms=model_floor_ms)
     return not est.unstable and (target_ci <= 0 or est.half_width <= target_ci)
 
 

@@ -156,12 +156,15 @@ def record_rounds(m: Measurement) -> list[Round]:
     out = []
     for r in m.provenance.get("rounds") or []:
         lo, hi = r.get("ci95") or [r["median_ms"], r["median_ms"]]
+        share = r.get("contended_share")
         out.append(Round(float(r["median_ms"]), float(lo), float(hi), int(r.get("n", 0)), r.get("reference_us"),
-                         str(r.get("measured_at", "")), r.get("session")))
+                         str(r.get("measured_at", "")), r.get("session"),
+                         float(share) if isinstance(share, (int, float)) else None))
     return out
 
 
-def merge_rounds(rounds: list[Measurement], settings: Settings, *, floor_us: float | None = None) -> Measurement:
+def merge_rounds(rounds: list[Measurement], settings: Settings, *, floor_us: float | None = None,
+                 model_floor_ms: float | None = None) -> Measurement:
     """One record of a model measured in several rounds (the settings' ``estimator``).
 
     ``pooled``: every round's runs (and warm-up runs) in order, statistics over all of them.
@@ -169,7 +172,8 @@ def merge_rounds(rounds: list[Measurement], settings: Settings, *, floor_us: flo
     the pool: a round the machine ran slower is what rounds are for, not an outlier.
 
     ``quiet``: the median and interval are :func:`farm.estimate.quiet_estimate`'s over the
-    rounds, judged against ``floor_us`` (the device's lowest reference reading); the other
+    rounds, judged against ``floor_us`` (the device's reference floor) and ``model_floor_ms``
+    (the model's own floor from its earlier records); the other
     statistics (mean, p10, p90, CV, n) are over the quiet rounds' runs, and every other run
     is listed as left out. Provenance gains ``estimator``, ``reference`` (floor, this
     record's lowest reading, tolerance), ``unstable`` and, when unstable, ``unstable_reason``.
@@ -189,7 +193,7 @@ def merge_rounds(rounds: list[Measurement], settings: Settings, *, floor_us: flo
     views = rounds_of(rounds)
     est: Estimate | None = None
     if settings.estimator == "quiet":
-        est = quiet_estimate(views, floor_us, need=settings.rounds)
+        est = quiet_estimate(views, floor_us, need=settings.rounds, model_floor_ms=model_floor_ms)
         used = {i for span, u in zip(spans, est.used, strict=True) if u for i in span}
         dropped = sorted(set(dropped) | (set(range(len(samples))) - used))
     if not samples:  # a device that reports statistics, not runs (benchmark_model over ADB, a serial board)
@@ -219,7 +223,7 @@ def merge_rounds(rounds: list[Measurement], settings: Settings, *, floor_us: flo
             "estimator": "quiet",
             "reference": (dict(last.provenance.get("reference") or {}) | {
                 "floor_us": est.floor_us, "min_us": min(refs), "level_us": record_level(views),
-                "tol": QUIET_TOL}) if refs else None,
+                "tol": QUIET_TOL, "model_floor_ms": model_floor_ms}) if refs else None,
             "unstable": est.unstable,
             **({"unstable_reason": est.reason} if est.unstable else {}),
         }

@@ -103,7 +103,7 @@ def write_models(specs: Sequence[Any], models_dir: Path, *, subdir: str | None =
     return out
 
 
-DATASET_EXTRA_ROUNDS = 2  # a kernel measured in a slow state gets at most this many more rounds
+DATASET_EXTRA_ROUNDS = 1  # a kernel measured in a slow state gets at most this many more rounds
 
 
 def dataset_settings(spec: DeviceSpec, policy: Policy = DATASET_POLICY, *, model_format: str = "onnx",

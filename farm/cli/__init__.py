@@ -362,7 +362,7 @@ def profile(
                                               help="Stop when the 95%% CI is within ±this fraction: each round's, and "
                                                    "(quiet estimator) the between-round interval of the record; 0: "
                                                    "always --runs, --max-rounds (0.02)."),
-    max_time: Optional[float] = typer.Option(None, "--max-time", min=0.01, help="Seconds of timed runs per round at most (2; --paired 1)."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", min=0.01, help="Seconds of timed runs per round at most (1)."),
     gate: float = typer.Option(1.25, "--gate", min=0.0,
                                help="Contention gate: time runs only while a speed probe reads within this factor "
                                     "of its fastest, and leave out runs it saw slowed (0: off)."),

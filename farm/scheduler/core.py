@@ -40,7 +40,7 @@ from typing import Callable
 
 from farm.devices import Device, open_device
 from farm.errors import DeviceError, HwfarmError, InputError, ModelError
-from farm.estimate import enough_rounds, job_floor, quiet_flags
+from farm.estimate import enough_rounds, job_floor, low_level, quiet_flags
 from farm.measurement import Measurement, Settings, merge_rounds, rounds_of
 from farm.registry.spec import DeviceSpec
 from farm.scheduler.executor import Executor, ThreadExecutor
@@ -228,10 +228,12 @@ class Scheduler:
                         return
                     time.sleep(min(max(wait_s, 0.05), 5.0))
                     continue
+                model_floor = self._model_floor(job)
                 if job.settings.in_rounds and job.rounds_done:
                     kept = self.store.rounds(job)
-                    if self._rounds_done(kept, job.settings, floor[0]):  # killed after its last round, before its record
-                        self._complete(job, merge_rounds(kept, job.settings, floor_us=floor[0]), spec, report, lock)
+                    if self._rounds_done(kept, job.settings, floor[0], model_floor):  # killed after its last round
+                        self._complete(job, merge_rounds(kept, job.settings, floor_us=floor[0],
+                                                         model_floor_ms=model_floor), spec, report, lock)
                         continue
                 self._on_event(JobEvent("started", spec.name, job))
                 try:
@@ -265,15 +267,15 @@ class Scheduler:
                     if job.settings.in_rounds:
                         kept = self.store.rounds(job) + [m]
                         floor[0] = job_floor(rounds_of(kept), floor[0])
-                        last = self._rounds_done(kept, job.settings, floor[0])
-                        slow = not quiet_flags(rounds_of([m]), floor[0])[0]
+                        last = self._rounds_done(kept, job.settings, floor[0], model_floor)
+                        slow = not quiet_flags(rounds_of([m]), floor[0], model_floor_ms=model_floor)[0]
                         self.store.add_round(job, m, last=last, retry_in_s=self.slow_pause_s if slow else 0.0)
                         if not last:
                             self._on_event(JobEvent("round", spec.name, job, m,
                                                     message=f"round {len(kept)}/{job.settings.round_limit}"
                                                     + (" (slow)" if slow else "")))
                             continue
-                        m = merge_rounds(kept, job.settings, floor_us=floor[0])
+                        m = merge_rounds(kept, job.settings, floor_us=floor[0], model_floor_ms=model_floor)
                     self._complete(job, m, spec, report, lock)
         except HwfarmError as err:  # the device could not even be opened
             fail_all(str(err))
@@ -282,12 +284,21 @@ class Scheduler:
                 device.close()
             self.store.release_device(spec.name, self._owner)
 
+    def _model_floor(self, job: Job) -> float | None:
+        """The model's own floor on the device: the low level of its earlier stable records
+        with the same settings (None for a model never measured here, or a pooled job)."""
+        if job.settings.estimator != "quiet":
+            return None
+        hist = self.store.stable_latencies(job.device, job.workload, job.settings.hash)
+        return low_level(hist) if hist else None
+
     @staticmethod
-    def _rounds_done(kept: list[Measurement], settings: Settings, floor_us: float | None) -> bool:
+    def _rounds_done(kept: list[Measurement], settings: Settings, floor_us: float | None,
+                     model_floor_ms: float | None = None) -> bool:
         if settings.estimator != "quiet":
             return len(kept) >= settings.rounds
         return enough_rounds(rounds_of(kept), floor_us, need=settings.rounds, max_rounds=settings.round_limit,
-                             target_ci=settings.policy.target_ci)
+                             target_ci=settings.policy.target_ci, model_floor_ms=model_floor_ms)
 
     @staticmethod
     def _offline(device: Device) -> bool:

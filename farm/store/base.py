@@ -13,7 +13,8 @@ Contract (checked for every implementation by :mod:`farm.testing.store`):
   keeps each finished round (``add_round``) and goes back in the queue until its last.
 - **Reference floor**: ``reference_floor(device)`` is ``farm.estimate.low_level`` of the
   ``reference.level_us`` in the provenance of the device's recent records (None when none
-  has one).
+  has one); ``stable_latencies(device, workload, settings_hash)`` the latencies of the
+  newest records for that key not marked ``unstable``, newest first.
 - **Leases**: at most one owner holds a device at a time (``acquire_device``); a lease
   expires after ``ttl_s`` unless renewed.
 - **Model bytes** are stored by content hash (``put_workload`` keeps them, ``model_bytes``
@@ -99,6 +100,8 @@ class Store(Protocol):
     def measurements(self, *, device: str | None = None, workload: str | None = None) -> list[Measurement]: ...
     def dataset_rows(self, *, device: str | None = None) -> list[dict[str, Any]]: ...
     def reference_floor(self, device: str, *, recent: int = 50) -> float | None: ...
+    def stable_latencies(self, device: str, workload: str, settings_hash: str, *,
+                         recent: int = 10) -> list[float]: ...
 
     # jobs
     def enqueue(self, device: str, workload: str, settings: Settings, *, max_attempts: int = 3) -> Job: ...

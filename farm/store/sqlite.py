@@ -448,6 +448,16 @@ class SqliteStore:
                         _now_iso(), job.id))
         return [_round_from_json(job, r) for r in kept]
 
+    def stable_latencies(self, device: str, workload: str, settings_hash: str, *, recent: int = 10) -> list[float]:
+        """The latencies (``median_ms``) of the ``recent`` newest records for this key that are
+        not marked unstable, newest first: what the quiet estimator compares a new
+        measurement of the same model with (``farm.estimate``)."""
+        rows = self._query(
+            "SELECT median_ms FROM measurements WHERE device = ? AND workload = ? AND settings_hash = ? "
+            "AND COALESCE(json_extract(provenance_json, '$.unstable'), 0) = 0 ORDER BY id DESC LIMIT ?",
+            (device, workload, settings_hash, recent))
+        return [float(r["median_ms"]) for r in rows]
+
     def reference_floor(self, device: str, *, recent: int = 50) -> float | None:
         """The low level (``farm.estimate.low_level``: a lower quartile) of the typical
         reference readings (``provenance.reference.level_us``) of the device's ``recent``

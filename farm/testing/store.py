@@ -33,6 +33,7 @@ __all__ = ["STORE_CHECKS", "check_store", "check_satisfies_the_protocol", "check
            "check_claim_hands_each_job_to_exactly_one_owner", "check_fail_requeues_or_gives_up",
            "check_requeue_stale_returns_jobs_of_dead_owners", "check_rounds_requeue_until_done",
            "check_rounds_end_when_the_caller_says", "check_reference_floor_is_the_lowest_recent_reading",
+           "check_stable_latencies_skip_unstable_records",
            "check_fusion_rules_are_replaced_per_device", "check_lease_has_one_holder",
            "check_concurrent_writes_are_all_kept"]
 
@@ -347,6 +348,22 @@ def check_reference_floor_is_the_lowest_recent_reading(make_store: MakeStore) ->
         store.close()
 
 
+def check_stable_latencies_skip_unstable_records(make_store: MakeStore) -> None:
+    store, w = _seeded(make_store)
+    try:
+        key = ("dev-a", w.hash, FAST.hash)
+        assert store.stable_latencies(*key) == []
+        for ms, unstable in ((2.0, False), (3.0, True), (2.2, False)):
+            m = _measurement("dev-a", w, median_ms=ms)
+            store.add_measurement(dataclasses.replace(m, provenance=m.provenance | {"unstable": unstable}))
+        store.add_measurement(_measurement("dev-a", w, Settings(threads=2), median_ms=9.0))  # another key
+        got = store.stable_latencies(*key)
+        assert got == [2.2, 2.0], f"newest first, unstable left out: {got}"
+        assert len(store.stable_latencies(*key, recent=1)) == 1
+    finally:
+        store.close()
+
+
 def check_fusion_rules_are_replaced_per_device(make_store: MakeStore) -> None:
     store = make_store()
     try:
@@ -445,6 +462,7 @@ STORE_CHECKS: tuple[Callable[[MakeStore], None], ...] = (
     check_rounds_requeue_until_done,
     check_rounds_end_when_the_caller_says,
     check_reference_floor_is_the_lowest_recent_reading,
+    check_stable_latencies_skip_unstable_records,
     check_fusion_rules_are_replaced_per_device,
     check_lease_has_one_holder,
     check_concurrent_writes_are_all_kept,
