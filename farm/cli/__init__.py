@@ -262,7 +262,8 @@ def devices_check(
             table.add_column(col)
         style = {"ok": "green", "unavailable": "yellow"}
         for h in results:
-            table.add_row(h.device, h.connection, f"[{style.get(h.status, 'red')}]{h.status}[/]", h.detail)
+            table.add_row(escape(h.device), h.connection, f"[{style.get(h.status, 'red')}]{h.status}[/]",
+                          escape(h.detail))
         out.print(table)
         for h, scan in checked:
             if scan is not None:
