@@ -26,4 +26,4 @@ bench: setup
 	$(VENV)/bin/python bench/repeatability.py
 
 clean:
-	rm -rf $(VENV) demo_models hwfarm.db hwfarm.db-wal hwfarm.db-shm hwfarm-dataset.csv hwfarm-predictors hwfarm-models
+	rm -rf $(VENV) nas-runs demo_models hwfarm.db hwfarm.db-wal hwfarm.db-shm hwfarm-dataset.csv hwfarm-predictors hwfarm-models

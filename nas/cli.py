@@ -89,3 +89,193 @@ def export(
         if tmp.exists():
             tmp.unlink()
     typer.echo(f"wrote {out} ({what}; {graph.macs / 1e6:.1f} M MACs, {graph.params:,} params)", err=True)
+
+
+# ---------------------------------------------------------------------------- search
+
+_SEARCH_SPACES = ("nb201", "fbnet")
+_PLANNED_SPACES = ("mbv3", "mcu")
+_ACCURACY = ("table", "proxy", "train", "predictor")
+
+
+@app.command("search")
+def search_cmd(
+    ctx: typer.Context,
+    space: str = typer.Option(..., "--space", help="Search space: nb201 or fbnet (mbv3, mcu: not yet implemented)."),
+    device: str = typer.Option(..., "--device", "-d", help="Device whose predictor prices candidates (and, with "
+                               "--validate, that measures them)."),
+    predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor bundle id or directory (default: "
+                                            "the device's newest; `hwfarm predictor train --device NAME` makes one)."),
+    accuracy: str = typer.Option("table", "--accuracy", help="Accuracy estimator: table (NB201's trained "
+                                 "accuracies; proxy, train, predictor: not yet implemented)."),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Predicted latency limit (ms)."),
+    max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj", help="Predicted energy limit (mJ)."),
+    max_sram_kb: Optional[float] = typer.Option(None, "--max-sram-kb", help="Peak activation memory limit (KB)."),
+    max_flash_kb: Optional[float] = typer.Option(None, "--max-flash-kb", help="Weight memory limit (KB)."),
+    trials: int = typer.Option(500, "--trials", min=0, help="Candidates to score (Optuna trials)."),
+    strategy: str = typer.Option("evolution", "--strategy", help="random, tpe, nsga2 or evolution (shrink, "
+                                 "two-stage: not yet implemented)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the strategy."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (sqlite:///study.db) to "
+                                          "resume or share the study (default: in memory)."),
+    validate: int = typer.Option(0, "--validate", min=0, help="Measure the top K Pareto candidates on the device "
+                                 "through the farm and report predicted vs measured."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Search/measure rounds (not yet implemented)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: "
+                                       "nas-runs/<space>-<device>-<strategy>-<time>)."),
+    as_json: bool = typer.Option(False, "--json", help="The result as one JSON object, the last line of stdout."),
+) -> None:
+    """Hardware-aware architecture search with the device's predictor as cost function."""
+    import dataclasses
+    import json
+    import sys
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from farm.errors import InputError
+    from nas.objectives import Constraints, PredictorLatencyModel, TableAccuracy, find_accuracy_table
+    from nas.report import print_search, write_run
+    from nas.search import SearchConfig, search
+    from nas.search import validate as validate_result
+    from nas.strategies import PLANNED_STRATEGIES, STRATEGIES
+
+    if space in _PLANNED_SPACES:
+        raise InputError(f"--space {space}: not yet implemented (have: {', '.join(_SEARCH_SPACES)})")
+    if space not in _SEARCH_SPACES:
+        raise InputError(f"--space {space!r}: expected one of {', '.join(_SEARCH_SPACES)}")
+    if strategy in PLANNED_STRATEGIES:
+        raise InputError(f"--strategy {strategy}: not yet implemented (have: {', '.join(STRATEGIES)})")
+    if strategy not in STRATEGIES:
+        raise InputError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if accuracy not in _ACCURACY:
+        raise InputError(f"--accuracy {accuracy!r}: expected one of {', '.join(_ACCURACY)}")
+    if accuracy != "table":
+        raise InputError(f"--accuracy {accuracy}: not yet implemented (have: table)")
+    if rounds is not None:
+        raise InputError("--rounds: not yet implemented (one search, then --validate)")
+    if storage is not None and "://" not in storage:
+        raise InputError(f"--storage {storage!r}: expected an Optuna storage URL such as sqlite:///study.db")
+    for flag, v in (("--max-latency-ms", max_latency_ms), ("--max-energy-mj", max_energy_mj),
+                    ("--max-sram-kb", max_sram_kb), ("--max-flash-kb", max_flash_kb)):
+        if v is not None and not v > 0:
+            raise InputError(f"{flag} {v}: must be above 0")
+    acc = TableAccuracy.from_csv(find_accuracy_table(space), space=space)
+    # The global --registry/--db of the running `hwfarm`, read from the root command (this
+    # layer does not import farm.cli).
+    root = ctx.find_root().params
+    registry, db = Path(root.get("registry") or "devices.yaml"), Path(root.get("db") or "hwfarm.db")
+    if validate:
+        from farm.registry.spec import load_registry
+
+        load_registry(registry).get(device)  # a device --validate cannot measure fails now
+
+    from predictors.api import load
+
+    p = load(predictor or device, db=db)
+    if p.device != device:
+        raise InputError(f"bundle {p.bundle_id!r} was trained for device {p.device!r}, not {device!r}")
+    cost = PredictorLatencyModel(p, energy=max_energy_mj is not None)  # else energy only for what is reported
+    constraints = Constraints(max_latency_ms, max_energy_mj, max_sram_kb, max_flash_kb)
+    cfg = SearchConfig(strategy=strategy, trials=trials, seed=seed, constraints=constraints, storage=storage)
+    run_dir = out or Path("nas-runs") / f"{space}-{device}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    wide = None if sys.stdout.isatty() else 160  # piped output: wide, as the other commands print
+    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+    with Progress(TextColumn(f"{space} {strategy}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("trials", total=trials)
+        res = search(space, latency=cost, accuracy=acc, config=cfg, device=device, energy=PredictorLatencyModel(p),
+                     on_trial=lambda done, _total: bar.update(task, completed=done))
+    res = dataclasses.replace(res, extra={"bundle": p.bundle_id, "fast_path": cost.fast_path(space),
+                                          "out": str(run_dir)})
+    if res.best is None:
+        raise InputError(res.infeasible_message())
+    if validate:
+        with err.status(f"measuring {validate} candidate(s) on {device}…"):
+            res = validate_result(res, validate, device=device, workdir=run_dir / "validate", registry=registry,
+                                  db=db)
+    write_run(res, run_dir)
+    print_search(err if as_json else Console(highlight=False, width=wide), res, bundle=p.bundle_id, run_dir=run_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(res.to_json()) + "\n")
+        sys.stdout.flush()
+
+
+@app.command()
+def bench(
+    space: str = typer.Option(..., "--space", help="How to read the tables' architecture column: nb201 (arch_str)."),
+    latency_csv: Path = typer.Option(..., "--latency-csv", help="Latency table: one column per device (ms)."),
+    accuracy_csv: Path = typer.Option(..., "--accuracy-csv", help="Accuracy table (%), joined on the architecture."),
+    target: str = typer.Option(..., "--target", help="The device column to search for (any column of the table)."),
+    accuracy_column: str = typer.Option("cifar10-test", "--accuracy-column", help="Accuracy column to maximize."),
+    strategy: str = typer.Option("cei", "--strategy", help="cei (default), greedy, tpe (Optuna) or random."),
+    budget_percentile: float = typer.Option(30.0, "--budget-percentile", help="Latency budget: this percentile of "
+                                            "the target's true latencies."),
+    measurements: int = typer.Option(50, "--measurements", help="Target latencies the search may read."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1; the figures are their mean."),
+    as_json: bool = typer.Option(False, "--json", help='Last stdout line: {"regret", "feasible_rate", '
+                                 '"random_regret", "random_feasible_rate", ...}.'),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw regret per seed against random search to "
+                                        "this .png (the numbers go beside it as .json)."),
+) -> None:
+    """Tabular hardware-aware NAS benchmark: find the most accurate architecture within a
+    latency budget, reading only MEASUREMENTS target latencies (plus every other column);
+    compared with random search on as many measurements."""
+    import json
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from farm.errors import InputError
+    from nas.bench import MEASURE_STRATEGIES, bench_figure, read_accuracy, tabular_bench
+    from predictors.benchmark import column_error, read_table
+
+    if strategy not in MEASURE_STRATEGIES:
+        raise InputError(f"--strategy {strategy!r}: choose one of {', '.join(MEASURE_STRATEGIES)}")
+    if not 0 < budget_percentile <= 100:
+        raise InputError(f"--budget-percentile {budget_percentile}: must be within (0, 100]")
+    if seeds < 1:
+        raise InputError(f"--seeds {seeds}: must be >= 1")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InputError(f"--plot {plot}: expected a .png file name")
+    table = read_table(latency_csv, space)
+    if target not in table.devices:
+        raise column_error(table, target, "target")  # names the device columns
+    accuracy = read_accuracy(accuracy_csv, accuracy_column, table)
+    err = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(f"{strategy} on {target}", total=seeds)
+        result = tabular_bench(table, accuracy, target, accuracy_column=accuracy_column, strategy=strategy,
+                               budget_percentile=budget_percentile, measurements=measurements, seeds=seeds,
+                               on_seed=lambda _: bar.advance(task))
+    doc = result.to_json()
+    if plot is not None:
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        bench_figure(result).savefig(plot, dpi=120)
+        plot.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+        err.print(f"plot: {plot}", highlight=False)
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    out = Console(width=max(100, Console().width))
+    t = Table(title=f"{target}: budget {result.budget_ms:.4g} ms (p{budget_percentile:g})",
+              caption=f"best {accuracy_column} within it: {result.best_accuracy:.2f}")
+    for col in ("seed", "search", "accuracy", "latency ms", "feasible", "regret", "measured"):
+        t.add_column(col, justify="right")
+    for s in result.seeds:
+        for name, p in ((strategy, s.search), ("random", s.random)):
+            t.add_row(str(s.seed), name, f"{p.accuracy:.2f}", f"{p.latency_ms:.4g}", "yes" if p.feasible else "NO",
+                      f"{p.regret:.2f}", str(p.measurements))
+    t.add_section()
+    t.add_row("mean", strategy, f"{doc['accuracy']:.2f}", f"{doc['latency_ms']:.4g}",
+              f"{100 * result.feasible_rate:.0f}%", f"{result.regret:.2f}", "")
+    t.add_row("mean", "random", f"{doc['random_accuracy']:.2f}", f"{doc['random_latency_ms']:.4g}",
+              f"{100 * result.random_feasible_rate:.0f}%", f"{result.random_regret:.2f}", "")
+    out.print(t)
+    out.print(f"{measurements} target measurements per search, {len(result.sources)} source columns; "
+              f"{result.seconds:.1f} s", highlight=False)
