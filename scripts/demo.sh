@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README demo: registry → health check → models → real host-CPU profiling → simulated
-# devices → kernel dataset → predictor → predictions on a search space → dataset export.
+# devices → kernel dataset → predictor → predictions on a search space → a search → dataset export.
 # Run it through `make demo` (which sets up .venv first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,13 @@ step hwfarm profile demo_models/nb201-cell.onnx demo_models/mobilenet_v2.onnx --
 note "The predictor against every network measured on the device: these two and the demo models (measured now), drawn too."
 step hwfarm profile demo_models/mlp.onnx demo_models/resnet8-cifar.onnx demo_models/mobilenet-v1-0.25-128.onnx --device sim-raspi4
 step hwfarm predictor eval --device sim-raspi4 --plot demo_models/eval-sim-raspi4.svg
+
+if [ -f ../shared/data/nb201-accuracy/accuracy_200ep.csv ]; then
+    note "Architecture search for the simulated Raspberry Pi 4: its predictor as the cost, NB201's accuracy table,
+regularized evolution under 12 ms, the top 3 of the Pareto front then measured (plot: demo_models/nas-sim-raspi4/pareto.png)."
+    step hwfarm nas search --space nb201 --device sim-raspi4 --max-latency-ms 12 --trials 500 --strategy evolution \
+        --validate 3 --out demo_models/nas-sim-raspi4
+fi
 
 note "An int8-only accelerator: a kernel dataset of int8 .tflite kernels on the simulated Edge TPU, its predictor
 (with the USB link's per-network boundary term), and an int8 MobileNetV2 predicted, then measured."
