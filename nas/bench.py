@@ -53,7 +53,6 @@ whose *measured* latency is within ``B``, so what it returns is feasible by meas
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -64,14 +63,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from farm.errors import InputError
-from predictors.benchmark import LatencyTable, column_error, default_model, resolve_sources
+from predictors.benchmark import LatencyTable, column_error, default_model, read_csv, resolve_sources
 from predictors.encodings import ARCH_COLUMN
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["BenchTask", "LatencyOracle", "MeasurementBudgetExceeded", "Pick", "SeedResult", "BenchResult",
-           "BenchSearch", "MEASURE_STRATEGIES", "DEFAULT_STRATEGY", "read_accuracy", "accuracy_columns", "budget_ms",
+           "BenchSearch", "MEASURE_STRATEGIES", "DEFAULT_STRATEGY", "read_accuracy", "budget_ms",
            "initial_design", "tabular_bench", "bench_figure", "random_search", "cei_search", "greedy_search",
            "tpe_search"]
 
@@ -143,29 +142,13 @@ BenchSearch = Callable[[BenchTask, LatencyOracle, int], int]
 # ------------------------------------------------------------------ inputs
 
 
-def accuracy_columns(path: str | Path) -> list[str]:
-    """The header of an accuracy CSV."""
-    with Path(path).open(newline="") as f:
-        return next(csv.reader(f), [])
-
-
 def read_accuracy(path: str | Path, column: str, table: LatencyTable) -> np.ndarray:
     """The accuracy column of ``path`` aligned to ``table``'s architectures (joined on the
     space's architecture column, ``arch_str`` for nb201). Every architecture of the latency
     table needs a finite accuracy."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
+    header, rows = read_csv(p)
     key = ARCH_COLUMN[table.space]
-    try:
-        with p.open(newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            rows = [r for r in reader if r]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"{p}: cannot read as CSV ({err})") from None
-    if not header:
-        raise InputError(f"{p}: empty file")
     if key not in header:
         raise InputError(f"{p}: no {key!r} column to join on (space {table.space})")
     if column not in header:
@@ -174,8 +157,6 @@ def read_accuracy(path: str | Path, column: str, table: LatencyTable) -> np.ndar
     a, c = header.index(key), header.index(column)
     acc: dict[str, float] = {}
     for i, r in enumerate(rows):
-        if len(r) != len(header):
-            raise InputError(f"{p}: line {i + 2} has {len(r)} fields, the header has {len(header)}")
         try:
             v = float(r[c])
         except ValueError:

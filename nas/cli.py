@@ -18,17 +18,10 @@ _TABLES = {"nb201": ("nb201-latency/latency_ms.csv", "HWFARM_NB201_CSV"),
 def _find_table(space: str) -> Path:
     """The shared latency CSV of a space: $HWFARM_<SPACE>_CSV, ./../shared/data/…, or the
     ``shared`` folder next to this checkout."""
-    from farm.errors import InputError
+    from nas.objectives import shared_table
 
     rel, env = _TABLES[space]
-    candidates = [Path(os.environ[env])] if os.environ.get(env) else []
-    repo = Path(__file__).resolve().parents[1]
-    candidates += [Path.cwd() / "../shared/data" / rel, repo.parent / "shared/data" / rel,
-                   repo / "../shared/data" / rel]
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    raise InputError(f"cannot find the {space} table (../shared/data/{rel}); pass --table PATH or set {env}")
+    return shared_table(rel, env, f"the {space} table (pass --table PATH)")
 
 
 @app.command()

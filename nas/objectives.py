@@ -12,7 +12,6 @@ graph IR (:mod:`farm.ir.memory`), built without torch.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from farm.ir.memory import flash_kb, peak_sram_kb
 from farm.zoo.spaces import SearchSpace
 
 __all__ = ["Candidate", "Constraints", "LatencyModel", "AccuracyEstimator", "PredictorLatencyModel", "LazyGraphs",
-           "TableLatencyModel", "TableAccuracy", "Evaluator", "find_accuracy_table", "ACCURACY_TABLES"]
+           "TableLatencyModel", "TableAccuracy", "Evaluator", "find_accuracy_table", "shared_table", "ACCURACY_TABLES"]
 
 
 @dataclass(frozen=True)
@@ -159,13 +158,21 @@ def _space_model_spelling(space: str, arch: str) -> str:
 
 
 def _read_table(path: Path, key: str, column: str) -> dict[str, float]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        if key not in fields or column not in fields:
-            have = ", ".join(c for c in fields if c not in ("arch_idx", key))
-            raise InputError(f"{path}: no column {column!r} (or no {key!r}); columns: {have}")
-        return {row[key]: float(row[column]) for row in reader}
+    """``column`` of a CSV keyed by ``key``; one-line InputErrors for what is missing or not a number."""
+    from predictors.benchmark import read_csv
+
+    header, rows = read_csv(path)
+    if key not in header or column not in header:
+        have = ", ".join(c for c in header if c not in ("arch_idx", key))
+        raise InputError(f"{path}: no column {column!r} (or no {key!r}); columns: {have}")
+    k, c = header.index(key), header.index(column)
+    out = {}
+    for i, r in enumerate(rows):
+        try:
+            out[r[k]] = float(r[c])
+        except ValueError:
+            raise InputError(f"{path}: line {i + 2}: {column} {r[c]!r} is not a number") from None
+    return out
 
 
 class TableLatencyModel:
@@ -214,20 +221,25 @@ ACCURACY_TABLES = {"nb201": ("nb201-accuracy/accuracy_200ep.csv", "HWFARM_NB201_
 
 
 def find_accuracy_table(space: str) -> Path:
-    """The accuracy table of ``space``: ``$HWFARM_<SPACE>_ACCURACY_CSV``, ``./../shared/data/…``
-    or the ``shared`` folder next to this checkout; InputError naming what is missing."""
+    """The accuracy table of ``space`` (:func:`shared_table`); InputError naming what is missing."""
     if space not in ACCURACY_TABLES:
         raise InputError(f"--accuracy table: space {space} has no accuracy table (only "
                          f"{', '.join(ACCURACY_TABLES)} has one); proxy, train and predictor estimators are "
                          f"not yet implemented")
     rel, env = ACCURACY_TABLES[space]
+    return shared_table(rel, env, f"the {space} accuracy table")
+
+
+def shared_table(rel: str, env: str, what: str) -> Path:
+    """A file of the shared data folder: ``$ENV``, ``./../shared/data/REL``, or the ``shared``
+    folder next to this checkout; InputError naming ``what`` and where it was looked for."""
     found = [Path(os.environ[env])] if os.environ.get(env) else []
     repo = Path(__file__).resolve().parents[1]
     found += [Path.cwd() / "../shared/data" / rel, repo.parent / "shared/data" / rel]
     for p in found:
         if p.is_file():
             return p.resolve()
-    raise InputError(f"cannot find the {space} accuracy table (../shared/data/{rel}); set {env}")
+    raise InputError(f"cannot find {what} (../shared/data/{rel}); set {env}")
 
 
 class LazyGraphs(Sequence[Graph]):

@@ -28,7 +28,7 @@ import numpy as np
 from farm.errors import InputError
 from predictors.encodings import ARCH_COLUMN, SPACES, encode, n_cost_features
 
-__all__ = ["LatencyTable", "read_table", "resolve_sources", "split", "percentile_mask", "metrics",
+__all__ = ["LatencyTable", "read_csv", "read_table", "resolve_sources", "split", "percentile_mask", "metrics",
            "run_bench", "default_model", "FBNET_POOL_ROWS", "FBNET_TEST_ROWS", "METRICS"]
 
 FBNET_POOL_ROWS = (0, 4000)    # HELP: sample from rows 0–3999 …
@@ -60,15 +60,12 @@ def _float(text: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def read_table(path: str | Path, space: str) -> LatencyTable:
-    """Read a latency CSV. Every column that parses as numbers in every row, other than
-    ``arch_idx``, is a device; a column with any positive-latency violation is an error."""
-    if space not in SPACES:
-        raise InputError(f"unknown space {space!r}: expected one of {', '.join(SPACES)}")
+def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """A CSV file's header and rows (blank lines skipped); one-line InputErrors for a missing,
+    unreadable, empty or ragged file (naming the line)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    arch_col = ARCH_COLUMN[space]
     try:
         with p.open(newline="") as f:
             reader = csv.reader(f)
@@ -78,11 +75,22 @@ def read_table(path: str | Path, space: str) -> LatencyTable:
         raise InputError(f"{p}: cannot read as CSV ({err})") from None
     if not header:
         raise InputError(f"{p}: empty file")
-    if arch_col not in header:
-        raise InputError(f"{p}: no {arch_col!r} column (space {space} reads its architectures from it)")
     for i, r in enumerate(rows):
         if len(r) != len(header):
             raise InputError(f"{p}: line {i + 2} has {len(r)} fields, the header has {len(header)}")
+    return header, rows
+
+
+def read_table(path: str | Path, space: str) -> LatencyTable:
+    """Read a latency CSV. Every column that parses as numbers in every row, other than
+    ``arch_idx``, is a device; a column with any positive-latency violation is an error."""
+    if space not in SPACES:
+        raise InputError(f"unknown space {space!r}: expected one of {', '.join(SPACES)}")
+    p = Path(path)
+    header, rows = read_csv(p)
+    arch_col = ARCH_COLUMN[space]
+    if arch_col not in header:
+        raise InputError(f"{p}: no {arch_col!r} column (space {space} reads its architectures from it)")
     a = header.index(arch_col)
     archs = tuple(r[a] for r in rows)
     devices: list[str] = []

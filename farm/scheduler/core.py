@@ -217,6 +217,7 @@ class Scheduler:
         down_since: float | None = None  # the device's first failure since anything last ran on it
         n_ok = 0  # jobs done on the device so far
         floor: list[float | None] = [None]  # the device's lowest reference reading (quiet estimator)
+        model_floors: dict[int, float | None] = {}  # per job: its model's own floor (read once, not per round)
         ok_at_failure: dict[int, int] = {}  # n_ok when each job last failed
         try:
             device = self._factory(spec)
@@ -228,7 +229,9 @@ class Scheduler:
                         return
                     time.sleep(min(max(wait_s, 0.05), 5.0))
                     continue
-                model_floor = self._model_floor(job)
+                if job.id not in model_floors:
+                    model_floors[job.id] = self._model_floor(job)
+                model_floor = model_floors[job.id]
                 if job.settings.in_rounds and job.rounds_done:
                     kept = self.store.rounds(job)
                     if self._rounds_done(kept, job.settings, floor[0], model_floor):  # killed after its last round

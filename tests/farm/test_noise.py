@@ -28,8 +28,8 @@ LINUX = sys.platform.startswith("linux")
 def test_noise_scan_figures_are_consistent():
     scan = noise_scan(0.6, window_s=0.2)
     json.dumps(scan)  # JSON-able as the agent replies it
-    assert 0.6 <= scan["seconds"] < 1.5
-    assert 3 <= scan["windows"] <= 4 and scan["reads"] >= scan["windows"]
+    assert scan["seconds"] >= 0.6  # it scans at least as long as asked (how much longer is the machine's)
+    assert scan["windows"] >= 3 and scan["reads"] >= scan["windows"]
     assert 0 < scan["ref_min_us"] <= scan["ref_median_us"] <= scan["ref_p90_us"]
     assert scan["ref_min_us"] <= scan["floor_us"] <= scan["ref_p90_us"]
     assert 0 <= scan["window_cv"] < 1
@@ -286,7 +286,7 @@ def test_devices_check_noise_json_keeps_the_contract(farm):
     assert obj["device"] == "host-cpu" and obj["ok"] and obj["facts"]["runtimes"]["onnxruntime"]
     n = obj["noise"]
     assert n["verdict"] in VERDICTS and n["findings"] and n["advice"]
-    assert n["ref_median_us"] > 0 and 0.6 <= n["seconds"] < 2 and n["windows"] >= 2
+    assert n["ref_median_us"] > 0 and n["seconds"] >= 0.6 and n["windows"] >= 2
     # without --noise the object is exactly what it was
     plain = json.loads(farm("devices", "check", "host-cpu", "--json").stdout)
     assert set(plain) == {"device", "ok", "status", "state", "detail", "facts"}
