@@ -6,6 +6,10 @@ FBNet is 22 layer ops (``layer00`` … ``layer21``). :func:`decode` turns a full
 into the space's canonical spelling, :func:`encode` a spelling into its assignment, and
 :func:`suggest` asks an Optuna trial for one (``trial.suggest_categorical`` per choice), so
 every Optuna sampler works on every space listed here.
+
+A space registered in :mod:`farm.zoo.spaces` joins by offering the same three things itself:
+``params() -> ((name, options), …)``, ``from_params(values) -> arch`` and
+``to_params(arch) -> {name: option}`` (options are strings, ints or floats).
 """
 
 from __future__ import annotations
@@ -24,23 +28,39 @@ _CHOICES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 }
 
 
-def choices(space: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _own(space: str) -> Any:
+    """The registered space object when it defines its own parameters, else None."""
+    from farm.zoo.spaces import SPACES
+
+    obj = SPACES.get(space)
+    return obj if obj is not None and hasattr(obj, "params") else None
+
+
+def choices(space: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     """(parameter name, its options) of each choice of ``space``, in the spelling's order."""
-    try:
+    if space in _CHOICES:
         return _CHOICES[space]
-    except KeyError:
-        raise InputError(f"space {space!r} has no search parameters yet (have: {', '.join(_CHOICES)})") from None
+    own = _own(space)
+    if own is not None:
+        return tuple(own.params())
+    from farm.zoo.spaces import SPACES
+
+    have = sorted(set(_CHOICES) | {n for n in SPACES if _own(n) is not None})
+    raise InputError(f"space {space!r} has no search parameters yet (have: {', '.join(have)})")
 
 
 def decode(space: str, values: Mapping[str, Any]) -> str:
     """A full assignment of :func:`choices` → the architecture in the space's canonical spelling."""
+    if space not in _CHOICES:
+        choices(space)
+        return str(_own(space).from_params(values))
     ops = [str(values[name]) for name, _ in choices(space)]
     if space == "nb201":
         return nb201.arch_str_from_ops(ops)
     return fbnet.arch_str(fbnet.parse_arch(ops))
 
 
-def encode(space: str, arch: str) -> dict[str, str]:
+def encode(space: str, arch: str) -> dict[str, Any]:
     """An architecture (canonical spelling) → its assignment of :func:`choices`."""
     if space == "nb201":
         ops: tuple[str, ...] = nb201.ops_from_arch_str(arch)
@@ -48,7 +68,7 @@ def encode(space: str, arch: str) -> dict[str, str]:
         ops = tuple(fbnet.OPS[i] for i in fbnet.parse_arch(arch))
     else:
         choices(space)
-        raise AssertionError("unreachable")
+        return dict(_own(space).to_params(arch))
     return {name: op for (name, _), op in zip(choices(space), ops, strict=True)}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYER = {"farm": 1, "predictors": 2, "nas": 3, "compress": 3}
+LAYER = {"farm": 1, "predictors": 2, "nas": 3, "compress": 4}
 HEAVY = {"torch", "paramiko", "adb_shell", "serial", "ray", "ai_edge_litert", "tflite_runtime", "pyarrow", "xgboost"}
 
 
