@@ -86,34 +86,55 @@ def export(
 
 # ---------------------------------------------------------------------------- search
 
-_SEARCH_SPACES = ("nb201", "fbnet")
-_PLANNED_SPACES = ("mbv3", "mcu")
 _ACCURACY = ("table", "proxy", "train", "predictor")
+
+
+def _search_spaces() -> list[str]:
+    """Registered spaces with search parameters."""
+    from farm.zoo.spaces import SPACES
+    from nas.params import choices
+
+    out = []
+    for name in SPACES:
+        try:
+            choices(name)
+        except Exception:  # noqa: BLE001 - a space without parameters is not searchable
+            continue
+        out.append(name)
+    return out
 
 
 @app.command("search")
 def search_cmd(
     ctx: typer.Context,
-    space: str = typer.Option(..., "--space", help="Search space: nb201 or fbnet (mbv3, mcu: not yet implemented)."),
+    space: str = typer.Option(..., "--space", help="Search space: nb201, fbnet, mbv3 or mcu."),
     device: str = typer.Option(..., "--device", "-d", help="Device whose predictor prices candidates (and, with "
                                "--validate, that measures them)."),
     predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor bundle id or directory (default: "
                                             "the device's newest; `hwfarm predictor train --device NAME` makes one)."),
     accuracy: str = typer.Option("table", "--accuracy", help="Accuracy estimator: table (NB201's trained "
-                                 "accuracies; proxy, train, predictor: not yet implemented)."),
+                                 "accuracies), proxy (zero-cost, --proxy), train (short training on --data), or "
+                                 "predictor (fitted on --accuracy-fit architectures scored by the table or proxy)."),
+    proxy: str = typer.Option("vote", "--proxy", help="Zero-cost proxy for --accuracy proxy: synflow, jacob_cov, "
+                              "naswot, grad_norm, snip, vote."),
+    data: str = typer.Option("mnist_5k", "--data", help="Dataset of proxies and training: mnist_5k or digits."),
+    accuracy_fit: int = typer.Option(300, "--accuracy-fit", min=10, help="Architectures the accuracy predictor is "
+                                     "fitted on."),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Predicted latency limit (ms)."),
     max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj", help="Predicted energy limit (mJ)."),
     max_sram_kb: Optional[float] = typer.Option(None, "--max-sram-kb", help="Peak activation memory limit (KB)."),
     max_flash_kb: Optional[float] = typer.Option(None, "--max-flash-kb", help="Weight memory limit (KB)."),
     trials: int = typer.Option(500, "--trials", min=0, help="Candidates to score (Optuna trials)."),
-    strategy: str = typer.Option("evolution", "--strategy", help="random, tpe, nsga2 or evolution (shrink, "
-                                 "two-stage: not yet implemented)."),
+    strategy: str = typer.Option("evolution", "--strategy", help="random, tpe, nsga2, evolution, shrink "
+                                 "(progressive space shrinking) or two-stage (probe, drop dominated options, evolve)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the strategy."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (sqlite:///study.db) to "
                                           "resume or share the study (default: in memory)."),
     validate: int = typer.Option(0, "--validate", min=0, help="Measure the top K Pareto candidates on the device "
                                  "through the farm and report predicted vs measured."),
-    rounds: Optional[int] = typer.Option(None, "--rounds", help="Search/measure rounds (not yet implemented)."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Search/measure rounds: each round measures K new "
+                                         "candidates (--validate K, default 5), refits the cost model on the "
+                                         "measurements and searches again; the best is judged on measured latency."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: "
                                        "nas-runs/<space>-<device>-<strategy>-<time>)."),
     as_json: bool = typer.Option(False, "--json", help="The result as one JSON object, the last line of stdout."),
@@ -128,38 +149,34 @@ def search_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from farm.errors import InputError
-    from nas.objectives import Constraints, PredictorLatencyModel, TableAccuracy, find_accuracy_table
+    from nas.accuracy import make_accuracy
+    from nas.objectives import Constraints, PredictorLatencyModel
     from nas.report import print_search, write_run
     from nas.search import SearchConfig, search
     from nas.search import validate as validate_result
-    from nas.strategies import PLANNED_STRATEGIES, STRATEGIES
+    from nas.strategies import STRATEGIES
 
-    if space in _PLANNED_SPACES:
-        raise InputError(f"--space {space}: not yet implemented (have: {', '.join(_SEARCH_SPACES)})")
-    if space not in _SEARCH_SPACES:
-        raise InputError(f"--space {space!r}: expected one of {', '.join(_SEARCH_SPACES)}")
-    if strategy in PLANNED_STRATEGIES:
-        raise InputError(f"--strategy {strategy}: not yet implemented (have: {', '.join(STRATEGIES)})")
+    spaces = _search_spaces()
+    if space not in spaces:
+        raise InputError(f"--space {space!r}: expected one of {', '.join(spaces)}")
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     if accuracy not in _ACCURACY:
         raise InputError(f"--accuracy {accuracy!r}: expected one of {', '.join(_ACCURACY)}")
-    if accuracy != "table":
-        raise InputError(f"--accuracy {accuracy}: not yet implemented (have: table)")
-    if rounds is not None:
-        raise InputError("--rounds: not yet implemented (one search, then --validate)")
+    if rounds is not None and rounds < 1:
+        raise InputError(f"--rounds {rounds}: must be at least 1")
     if storage is not None and "://" not in storage:
         raise InputError(f"--storage {storage!r}: expected an Optuna storage URL such as sqlite:///study.db")
     for flag, v in (("--max-latency-ms", max_latency_ms), ("--max-energy-mj", max_energy_mj),
                     ("--max-sram-kb", max_sram_kb), ("--max-flash-kb", max_flash_kb)):
         if v is not None and not v > 0:
             raise InputError(f"{flag} {v}: must be above 0")
-    acc = TableAccuracy.from_csv(find_accuracy_table(space), space=space)
+    acc = make_accuracy(accuracy, space, data=data, proxy=proxy, fit=accuracy_fit, seed=seed)
     # The global --registry/--db of the running `hwfarm`, read from the root command (this
     # layer does not import farm.cli).
     root = ctx.find_root().params
     registry, db = Path(root.get("registry") or "devices.yaml"), Path(root.get("db") or "hwfarm.db")
-    if validate:
+    if validate or rounds:
         from farm.registry.spec import load_registry
 
         load_registry(registry).get(device)  # a device --validate cannot measure fails now
@@ -179,13 +196,28 @@ def search_cmd(
     with Progress(TextColumn(f"{space} {strategy}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task("trials", total=trials)
-        res = search(space, latency=cost, accuracy=acc, config=cfg, device=device, energy=PredictorLatencyModel(p),
-                     on_trial=lambda done, _total: bar.update(task, completed=done))
-    res = dataclasses.replace(res, extra={"bundle": p.bundle_id, "fast_path": cost.fast_path(space),
-                                          "out": str(run_dir)})
+        if rounds:
+            from nas.rounds import search_rounds
+
+            def next_round(rec):
+                err_ = f"{rec.mean_abs_error:.1%}" if rec.mean_abs_error is not None else "n/a"
+                bar.console.print(f"round {rec.round}: measured {len(rec.validated)}, mean |error| {err_}, "
+                                  f"next scale x{rec.scale:.3f}")
+                bar.reset(task, total=trials)
+
+            res = search_rounds(space, latency=cost, accuracy=acc, config=cfg, rounds=rounds, k=validate or 5,
+                                device=device, workdir=run_dir / "validate", registry=registry, db=db,
+                                energy=PredictorLatencyModel(p), on_round=next_round,
+                                on_trial=lambda done, _total: bar.update(task, completed=done))
+        else:
+            res = search(space, latency=cost, accuracy=acc, config=cfg, device=device,
+                         energy=PredictorLatencyModel(p), on_trial=lambda done, _total: bar.update(task, completed=done))
+    res = dataclasses.replace(res, extra={**res.extra, "bundle": p.bundle_id, "fast_path": cost.fast_path(space),
+                                          "out": str(run_dir), "accuracy_estimator": accuracy,
+                                          **_accuracy_extra(acc)})
     if res.best is None:
         raise InputError(res.infeasible_message())
-    if validate:
+    if validate and not rounds:
         with err.status(f"measuring {validate} candidate(s) on {device}…"):
             res = validate_result(res, validate, device=device, workdir=run_dir / "validate", registry=registry,
                                   db=db)
@@ -194,6 +226,18 @@ def search_cmd(
     if as_json:
         sys.stdout.write(json.dumps(res.to_json()) + "\n")
         sys.stdout.flush()
+
+
+def _accuracy_extra(acc: object) -> dict[str, object]:
+    """What the JSON says of a learned accuracy predictor (its cross-validated ρ)."""
+    rep = getattr(acc, "report", None)
+    return {} if rep is None else {"accuracy_predictor": dataclasses_asdict(rep)}
+
+
+def dataclasses_asdict(x: object) -> dict[str, object]:
+    import dataclasses
+
+    return dataclasses.asdict(x)  # type: ignore[call-overload, no-any-return]
 
 
 @app.command()

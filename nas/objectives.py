@@ -224,8 +224,7 @@ def find_accuracy_table(space: str) -> Path:
     """The accuracy table of ``space`` (:func:`shared_table`); InputError naming what is missing."""
     if space not in ACCURACY_TABLES:
         raise InputError(f"--accuracy table: space {space} has no accuracy table (only "
-                         f"{', '.join(ACCURACY_TABLES)} has one); proxy, train and predictor estimators are "
-                         f"not yet implemented")
+                         f"{', '.join(ACCURACY_TABLES)} has one); use --accuracy proxy, train or predictor")
     rel, env = ACCURACY_TABLES[space]
     return shared_table(rel, env, f"the {space} accuracy table")
 

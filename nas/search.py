@@ -41,7 +41,7 @@ __all__ = ["SearchConfig", "SearchResult", "Validation", "search", "pareto_front
 
 # Trials asked before one batched evaluation. TPE is sequential by nature (each trial
 # conditions on all told ones); population samplers lose nothing by batching.
-_BATCH = {"random": 64, "evolution": 16, "nsga2": 25, "tpe": 1}
+_BATCH = {"random": 64, "evolution": 16, "nsga2": 25, "tpe": 1, "shrink": 10, "two-stage": 10}
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def search(space: str | SearchSpace, *, latency: LatencyModel, accuracy: Accurac
     sp = get_space(space) if isinstance(space, str) else space
     if cfg.trials < 0:
         raise InputError(f"--trials {cfg.trials}: must be at least 0")
-    sampler = make_sampler(cfg.strategy, seed=cfg.seed, population_size=cfg.population_size)
+    sampler = make_sampler(cfg.strategy, seed=cfg.seed, population_size=cfg.population_size, trials=cfg.trials)
     name = cfg.study_name or f"hwfarm-{sp.name}-{cfg.strategy}"
     evaluator = Evaluator(sp, latency=latency, accuracy=accuracy, constraints=cfg.constraints)
     batch = max(1, cfg.batch or _BATCH.get(cfg.strategy, 16))
@@ -245,15 +245,25 @@ def validate(result: SearchResult, k: int, *, device: str, workdir: str | os.Pat
     """Export the top ``k`` candidates (:func:`pick_top`) as ONNX files under ``workdir``,
     measure them on ``device`` through the farm (:func:`farm.profile`; the records go to the
     dataset ``db``) and return ``result`` with predicted vs measured latency."""
-    import farm
-    from farm.formats.onnx_export import graph_to_onnx
-
     if k < 1:
         raise InputError(f"--validate {k}: must be at least 1")
     top = pick_top(result, k)
     if not top:
         raise InputError(f"--validate: {result.infeasible_message()}")
-    sp = get_space(result.space)
+    out = measure_candidates(result.space, top, device=device, workdir=workdir, registry=registry, db=db,
+                             **profile_kwargs)
+    return replace(result, validated=tuple(out), device=result.device or device)
+
+
+def measure_candidates(space: str, top: Sequence[Candidate], *, device: str, workdir: str | os.PathLike[str],
+                       registry: str | os.PathLike[str] = "devices.yaml", db: str | os.PathLike[str] = "hwfarm.db",
+                       **profile_kwargs: Any) -> list[Validation]:
+    """Export ``top`` as ONNX files under ``workdir`` and measure them on ``device``
+    (:func:`farm.profile`, records into ``db``): predicted vs measured, one per candidate."""
+    import farm
+    from farm.formats.onnx_export import graph_to_onnx
+
+    sp = get_space(space)
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -269,4 +279,4 @@ def validate(result: SearchResult, k: int, *, device: str, workdir: str | os.Pat
             out.append(Validation(c.arch, c.latency_ms, None, error=r.error))
         else:
             out.append(Validation(c.arch, c.latency_ms, float(m.latency_ms), bool(m.provenance.get("unstable"))))
-    return replace(result, validated=tuple(out), device=result.device or device)
+    return out

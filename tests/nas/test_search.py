@@ -287,10 +287,11 @@ def test_validate_measures_the_top_candidates_on_the_host_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--space", "mbv3"], "--space mbv3: not yet implemented"),
-    (["--space", "nb201", "--strategy", "shrink"], "--strategy shrink: not yet implemented"),
-    (["--space", "nb201", "--accuracy", "proxy"], "--accuracy proxy: not yet implemented"),
-    (["--space", "nb201", "--rounds", "3"], "--rounds: not yet implemented"),
+    (["--space", "vit"], "--space 'vit': expected one of nb201, fbnet"),
+    (["--space", "nb201", "--strategy", "annealing"], "--strategy 'annealing': expected one of"),
+    (["--space", "nb201", "--accuracy", "oracle"], "--accuracy 'oracle': expected one of"),
+    (["--space", "nb201", "--rounds", "0"], "--rounds 0: must be at least 1"),
+    (["--space", "nb201", "--accuracy", "proxy", "--data", "cifar10"], "unknown dataset 'cifar10'"),
     (["--space", "nb201", "--storage", "study.db"], "expected an Optuna storage URL"),
     (["--space", "fbnet"], "space fbnet has no accuracy table"),
     (["--space", "nb201"], "hwfarm predictor train --device sim-raspi4"),
