@@ -103,6 +103,18 @@ def test_peak_sram_follows_tensor_liveness():
     assert flash_kb(g) == pytest.approx((8 * 4 * 9 + 8 * 8 * 9 + 2 * 8) / 1024)
 
 
+def test_memory_counts_per_layer_bit_widths():
+    b = IRBuilder((1, 4, 16, 16), dtype="int8")  # 1 KB input
+    a = b.conv("a", "input", 8, 3)  # 2 KB at 8 bits
+    c = b.conv("c", a, 8, 3)
+    g = b.build("g", c)
+    assert peak_sram_kb(g) == (4.0, "c")
+    # weights of "a" at 4 bits; "c" reads "a" at 2 bits
+    mixed = with_bit_widths(g, per_node={"a": (4, 8), "c": (8, 2)})
+    assert flash_kb(mixed) == pytest.approx((8 * 4 * 9 / 2 + 8 * 8 * 9) / 1024)
+    assert peak_sram_kb(mixed) == (2.5, "c")  # a: 2 KB -> 0.5 KB; c's output stays 2 KB
+
+
 def test_mcu_over_the_sram_or_flash_limit_is_out_of_memory_naming_peak_and_limit():
     g = net(odd=False)  # 0.5 KB activations, 3 × 576 B of weights
     ok = simulate(g, profile(dtypes=["int8"], mcu={"sram_kb": 2, "flash_kb": 64, "runtime_flash_kb": 10}))
