@@ -112,7 +112,8 @@ def deployment(module: Any, input_shape: Sequence[int]) -> Deployment:
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(m, torch.zeros(shape), buf, dynamo=False, external_data=False, input_names=["input"],
+        torch.onnx.export(m, (torch.zeros(shape),), buf,  # type: ignore[arg-type]
+                          dynamo=False, external_data=False, input_names=["input"],
                           output_names=["logits"], opset_version=17)
     ir = graph_from_onnx(parse_onnx(buf.getvalue(), source="<module>"), source="<module>")
     dep = graph_from_tflite(graph_to_tflite(ir, dtype="int8"), source="<module>")
