@@ -53,7 +53,7 @@ def make_sampler(strategy: str, *, seed: int | None, population_size: int = 50, 
     ``trials`` (the search's budget) sizes the stages of ``shrink`` and ``two-stage``."""
     cf: dict[str, Any] = {} if NAMED_CONSTRAINTS else {"constraints_func": constraints_of}
     if strategy == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return RandomProposer(seed=seed)
     if strategy == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, **cf)
     if strategy == "nsga2":
@@ -137,6 +137,36 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
             options = [c for c in (allowed[name] or cats[name].choices) if c != params[name]]
             params[name] = options[self._rng.randint(len(options))]
         return params
+
+    def propose(self, study: optuna.Study, n: int, distributions: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+        """``n`` whole parameter sets at once (the search's fast path: no per-parameter
+        ``suggest`` calls): children of the current population, or random ones while it fills."""
+        population = self._population(study)[-self.population_size:]
+        out = []
+        for _ in range(n):
+            if len(population) < self.population_size:
+                params = {}
+                for name, d in distributions.items():
+                    allowed = self._allowed(study, name)
+                    options = allowed if allowed is not None else list(getattr(d, "choices", ()))
+                    params[name] = options[self._rng.randint(len(options))]
+                out.append(params)
+                continue
+            picks = self._rng.choice(len(population), self.tournament_size, replace=False)
+            parent = max((population[int(i)] for i in sorted(picks)), key=self._fitness)
+            params = {k: v for k, v in parent.params.items() if k in distributions}
+            cats = sorted(k for k, d in distributions.items()
+                          if isinstance(d, CategoricalDistribution) and len(d.choices) > 1 and k in params)
+            allowed_of = {k: self._allowed(study, k) for k in cats}
+            cats = [k for k in cats if allowed_of[k] is None or len(allowed_of[k] or ()) > 1]
+            if cats:
+                name = cats[self._rng.randint(len(cats))]
+                d = distributions[name]
+                assert isinstance(d, CategoricalDistribution)
+                options = [c for c in (allowed_of[name] or d.choices) if c != params[name]]
+                params[name] = options[self._rng.randint(len(options))]
+            out.append(params)
+        return out
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -306,3 +336,18 @@ class TwoStageSampler(RegularizedEvolutionSampler):
         if self.kept(study) is None:
             return {}
         return super().sample_relative(study, trial, search_space)
+
+
+class RandomProposer(optuna.samplers.RandomSampler):
+    """Optuna's random sampler that can also propose whole parameter sets (the fast path)."""
+
+    def __init__(self, seed: int | None = None):
+        super().__init__(seed=seed)
+        self._np = np.random.RandomState(seed)
+
+    def propose(self, study: optuna.Study, n: int, distributions: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(n):
+            out.append({k: d.choices[self._np.randint(len(d.choices))] for k, d in distributions.items()
+                        if isinstance(d, CategoricalDistribution)})
+        return out

@@ -17,8 +17,9 @@ import numpy as np
 from farm.errors import InputError
 from farm.ir.graph import Graph
 from farm.zoo import fbnet, nb201
+from farm.zoo.mbv3 import MBV3Space
 
-__all__ = ["SearchSpace", "NB201Space", "FBNetSpace", "SPACES", "get_space"]
+__all__ = ["SearchSpace", "NB201Space", "FBNetSpace", "MBV3Space", "SPACES", "get_space"]
 
 
 @runtime_checkable
@@ -112,7 +113,7 @@ class FBNetSpace:
         raise InputError(f"{table}: no architecture with arch_idx {spec}")
 
 
-SPACES: dict[str, SearchSpace] = {"nb201": NB201Space(), "fbnet": FBNetSpace()}
+SPACES: dict[str, SearchSpace] = {"nb201": NB201Space(), "fbnet": FBNetSpace(), "mbv3": MBV3Space()}
 
 
 def get_space(name: str) -> SearchSpace:
