@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -111,7 +111,8 @@ def search_cmd(
     device: str = typer.Option(..., "--device", "-d", help="Device whose predictor prices candidates (and, with "
                                "--validate, that measures them)."),
     predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor bundle id or directory (default: "
-                                            "the device's newest; `hwfarm predictor train --device NAME` makes one)."),
+                                            "the device's newest; `hwfarm predictor train --device NAME` makes one), "
+                                            "or 'sim': a simulated device's own analytical model."),
     accuracy: str = typer.Option("table", "--accuracy", help="Accuracy estimator: table (NB201's trained "
                                  "accuracies), proxy (zero-cost, --proxy), train (short training on --data), or "
                                  "predictor (fitted on --accuracy-fit architectures scored by the table or proxy)."),
@@ -122,8 +123,13 @@ def search_cmd(
                                      "fitted on."),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Predicted latency limit (ms)."),
     max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj", help="Predicted energy limit (mJ)."),
-    max_sram_kb: Optional[float] = typer.Option(None, "--max-sram-kb", help="Peak activation memory limit (KB)."),
-    max_flash_kb: Optional[float] = typer.Option(None, "--max-flash-kb", help="Weight memory limit (KB)."),
+    max_sram_kb: Optional[float] = typer.Option(None, "--max-sram-kb", help="Peak activation memory limit (KB); "
+                                                "on an MCU device: its SRAM (the default), less its runtime's share."),
+    max_flash_kb: Optional[float] = typer.Option(None, "--max-flash-kb", help="Weight memory limit (KB); on an MCU "
+                                                 "device: its flash (the default), less its runtime's share."),
+    max_fallback_ops: Optional[int] = typer.Option(None, "--max-fallback-ops", min=0, help="Operators an "
+                                                   "accelerator (Edge TPU, NPU) may leave to its host CPU, placed "
+                                                   "as its simulator profile places them."),
     trials: int = typer.Option(500, "--trials", min=0, help="Candidates to score (Optuna trials)."),
     strategy: str = typer.Option("evolution", "--strategy", help="random, tpe, nsga2, evolution, shrink "
                                  "(progressive space shrinking) or two-stage (probe, drop dominated options, evolve)."),
@@ -176,18 +182,38 @@ def search_cmd(
     # layer does not import farm.cli).
     root = ctx.find_root().params
     registry, db = Path(root.get("registry") or "devices.yaml"), Path(root.get("db") or "hwfarm.db")
-    if validate or rounds:
-        from farm.registry.spec import load_registry
+    from farm.devices.caps import DeviceCaps, device_caps
+    from farm.errors import RegistryError
+    from farm.registry.spec import load_registry
+    from nas.accelerator import FallbackModel, SimLatencyModel, mcu_limits
 
-        load_registry(registry).get(device)  # a device --validate cannot measure fails now
+    caps: DeviceCaps | None = None
+    try:
+        caps = device_caps(load_registry(registry).get(device))
+    except RegistryError:
+        if validate or rounds or predictor == "sim" or max_fallback_ops is not None:
+            raise  # a device --validate cannot measure fails now; so does one these options need
+    fallback = None  # every candidate's predicted fallback (its graph built: only when limited)
+    if max_fallback_ops is not None:
+        fallback = FallbackModel.for_device(device, registry=registry)
+    if caps is not None and caps.sram_kb is not None:  # an MCU: its memory is a hard limit
+        max_sram_kb, max_flash_kb = mcu_limits(device, registry=registry, max_sram_kb=max_sram_kb,
+                                               max_flash_kb=max_flash_kb)
 
     from predictors.api import load
 
-    p = load(predictor or device, db=db)
-    if p.device != device:
-        raise InputError(f"bundle {p.bundle_id!r} was trained for device {p.device!r}, not {device!r}")
-    cost = PredictorLatencyModel(p, energy=max_energy_mj is not None)  # else energy only for what is reported
-    constraints = Constraints(max_latency_ms, max_energy_mj, max_sram_kb, max_flash_kb)
+    cost: Any
+    energy_model: Any
+    if predictor == "sim":
+        cost = energy_model = SimLatencyModel.for_device(device, registry=registry)
+        bundle_id = f"sim:{cost.name} (analytical, noise-free)"
+    else:
+        p = load(predictor or device, db=db)
+        if p.device != device:
+            raise InputError(f"bundle {p.bundle_id!r} was trained for device {p.device!r}, not {device!r}")
+        cost = PredictorLatencyModel(p, energy=max_energy_mj is not None)  # else energy only for what is reported
+        energy_model, bundle_id = PredictorLatencyModel(p), p.bundle_id
+    constraints = Constraints(max_latency_ms, max_energy_mj, max_sram_kb, max_flash_kb, max_fallback_ops)
     cfg = SearchConfig(strategy=strategy, trials=trials, seed=seed, constraints=constraints, storage=storage)
     run_dir = out or Path("nas-runs") / f"{space}-{device}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -207,12 +233,13 @@ def search_cmd(
 
             res = search_rounds(space, latency=cost, accuracy=acc, config=cfg, rounds=rounds, k=validate or 5,
                                 device=device, workdir=run_dir / "validate", registry=registry, db=db,
-                                energy=PredictorLatencyModel(p), on_round=next_round,
+                                energy=energy_model, fallback=fallback, on_round=next_round,
                                 on_trial=lambda done, _total: bar.update(task, completed=done))
         else:
-            res = search(space, latency=cost, accuracy=acc, config=cfg, device=device,
-                         energy=PredictorLatencyModel(p), on_trial=lambda done, _total: bar.update(task, completed=done))
-    res = dataclasses.replace(res, extra={**res.extra, "bundle": p.bundle_id, "fast_path": cost.fast_path(space),
+            res = search(space, latency=cost, accuracy=acc, config=cfg, device=device, energy=energy_model,
+                         fallback=fallback, on_trial=lambda done, _total: bar.update(task, completed=done))
+    fast = isinstance(cost, PredictorLatencyModel) and cost.fast_path(space)
+    res = dataclasses.replace(res, extra={**res.extra, "bundle": bundle_id, "fast_path": fast,
                                           "out": str(run_dir), "accuracy_estimator": accuracy,
                                           **_accuracy_extra(acc)})
     if res.best is None:
@@ -222,7 +249,7 @@ def search_cmd(
             res = validate_result(res, validate, device=device, workdir=run_dir / "validate", registry=registry,
                                   db=db)
     write_run(res, run_dir)
-    print_search(err if as_json else Console(highlight=False, width=wide), res, bundle=p.bundle_id, run_dir=run_dir)
+    print_search(err if as_json else Console(highlight=False, width=wide), res, bundle=bundle_id, run_dir=run_dir)
     if as_json:
         sys.stdout.write(json.dumps(res.to_json()) + "\n")
         sys.stdout.flush()

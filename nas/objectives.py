@@ -48,6 +48,7 @@ class Candidate:
     params: int | None
     feasible: bool = True
     trial: int | None = None  # the Optuna trial number that first scored it
+    fallback_ops: int | None = None  # operators an accelerator leaves to its host CPU (None: not predicted)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,13 +62,15 @@ class Constraints:
     max_energy_mj: float | None = None
     max_sram_kb: float | None = None
     max_flash_kb: float | None = None
+    max_fallback_ops: int | None = None  # operators on an accelerator's host CPU (needs a fallback model)
 
     def _pairs(self, c: Candidate) -> list[tuple[str, float | None, float]]:
         out: list[tuple[str, float | None, float]] = []
         for name, value, limit in (("latency_ms", c.latency_ms, self.max_latency_ms),
                                    ("energy_mj", c.energy_mj, self.max_energy_mj),
                                    ("sram_kb", c.sram_kb, self.max_sram_kb),
-                                   ("flash_kb", c.flash_kb, self.max_flash_kb)):
+                                   ("flash_kb", c.flash_kb, self.max_flash_kb),
+                                   ("fallback_ops", c.fallback_ops, self.max_fallback_ops)):
             if limit is not None:
                 out.append((name, value, limit))
         return out
@@ -87,7 +90,8 @@ class Constraints:
         """``latency ≤ 12 ms, SRAM ≤ 320 KB`` (or ``none``)."""
         parts = [f"{label} ≤ {limit:g} {unit}" for label, unit, limit in
                  (("latency", "ms", self.max_latency_ms), ("energy", "mJ", self.max_energy_mj),
-                  ("SRAM", "KB", self.max_sram_kb), ("flash", "KB", self.max_flash_kb)) if limit is not None]
+                  ("SRAM", "KB", self.max_sram_kb), ("flash", "KB", self.max_flash_kb),
+                  ("CPU fallback", "ops", self.max_fallback_ops)) if limit is not None]
         return ", ".join(parts) or "none"
 
     def to_json(self) -> dict[str, float | None]:
@@ -279,11 +283,14 @@ class Evaluator:
     something reads them: the latency model, a memory constraint, or :meth:`complete`."""
 
     def __init__(self, space: SearchSpace, *, latency: LatencyModel, accuracy: AccuracyEstimator,
-                 constraints: Constraints | None = None):
+                 constraints: Constraints | None = None, fallback: Any | None = None):
         self.space = space
         self.latency = latency
         self.accuracy = accuracy
         self.constraints = constraints or Constraints()
+        self.fallback = fallback  # nas.accelerator.FallbackModel: each candidate's operators on the host CPU
+        if self.constraints.max_fallback_ops is not None and fallback is None:
+            raise InputError("--max-fallback-ops: the device has no accelerator whose fallback could be predicted")
         self._cache: dict[str, Candidate] = {}
         self.n_scored = 0
 
@@ -293,11 +300,13 @@ class Evaluator:
             graphs = LazyGraphs(self.space, todo)
             lat, en = self.latency.predict_batch(self.space.name, todo, graphs)
             acc = self.accuracy.estimate(self.space.name, todo)
+            fb = None if self.fallback is None else self.fallback.predict_batch(self.space.name, todo, graphs)
             memory = self.constraints.max_sram_kb is not None or self.constraints.max_flash_kb is not None
             for i, a in enumerate(todo):
                 g = graphs[i] if memory else graphs.built(i)
                 e = None if en is None or not np.isfinite(en[i]) else float(en[i])
-                c = Candidate(a, float(acc[i]), float(lat[i]), e, None, None, None, None)
+                c = Candidate(a, float(acc[i]), float(lat[i]), e, None, None, None, None,
+                              fallback_ops=None if fb is None else int(fb[i]))
                 self._cache[a] = c if g is None else _with_static(c, g)
             self.n_scored += len(todo)
         return [self._with_feasibility(self._cache[a]) for a in archs]

@@ -24,7 +24,7 @@ from nas.search import SearchResult
 __all__ = ["write_run", "pareto_figure", "print_search", "COLUMNS"]
 
 COLUMNS = ("arch", "accuracy", "latency_ms", "energy_mj", "sram_kb", "flash_kb", "macs", "params", "feasible",
-           "trial")
+           "trial", "fallback_ops")
 
 
 def _write_csv(path: Path, rows: Sequence[Candidate], measured: dict[str, float | None] | None = None) -> None:

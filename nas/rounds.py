@@ -93,7 +93,8 @@ class RoundRecord:
 def search_rounds(space: str, *, latency: LatencyModel, accuracy: AccuracyEstimator, config: SearchConfig,
                   rounds: int, k: int, device: str, workdir: str | os.PathLike[str],
                   registry: str | os.PathLike[str] = "devices.yaml", db: str | os.PathLike[str] = "hwfarm.db",
-                  energy: LatencyModel | None = None, on_trial: Callable[[int, int], None] | None = None,
+                  energy: LatencyModel | None = None, fallback: Any | None = None,
+                  on_trial: Callable[[int, int], None] | None = None,
                   on_round: Callable[[RoundRecord], None] | None = None, **profile_kwargs: Any) -> SearchResult:
     """``rounds`` rounds of search + measuring ``k`` new candidates; the last round's result
     with every measurement in ``validated``, its best judged on measured latency, and the
@@ -111,7 +112,7 @@ def search_rounds(space: str, *, latency: LatencyModel, accuracy: AccuracyEstima
     res: SearchResult | None = None
     for r in range(1, rounds + 1):
         cfg = replace(config, study_name=f"{base_name}-round{r}", seed=None if config.seed is None else config.seed + r - 1)
-        res = search(space, latency=model, accuracy=accuracy, config=cfg, device=device, energy=energy,
+        res = search(space, latency=model, accuracy=accuracy, config=cfg, device=device, energy=energy, fallback=fallback,
                      on_trial=on_trial)
         ranked = sorted((c for c in res.candidates if c.feasible and c.arch not in measured),
                         key=lambda c: (-c.accuracy, c.latency_ms))

@@ -108,7 +108,8 @@ class SearchResult:
                 ("latency", "ms", c.max_latency_ms, [x.latency_ms for x in cs]),
                 ("energy", "mJ", c.max_energy_mj, [x.energy_mj for x in cs if x.energy_mj is not None]),
                 ("SRAM", "KB", c.max_sram_kb, [x.sram_kb for x in cs if x.sram_kb is not None]),
-                ("flash", "KB", c.max_flash_kb, [x.flash_kb for x in cs if x.flash_kb is not None])):
+                ("flash", "KB", c.max_flash_kb, [x.flash_kb for x in cs if x.flash_kb is not None]),
+                ("CPU fallback", "ops", c.max_fallback_ops, [x.fallback_ops for x in cs if x.fallback_ops is not None])):
             if limit is not None and values:
                 near.append(f"lowest {label} seen {min(values):.4g} {unit} (limit {limit:g})")
         return (f"none of {len(cs)} candidates of {self.space} met the constraints ({c.describe()}): "
@@ -164,11 +165,13 @@ def _check_energy(cfg: SearchConfig, cands: Sequence[Candidate]) -> None:
 
 def search(space: str | SearchSpace, *, latency: LatencyModel, accuracy: AccuracyEstimator,
            config: SearchConfig | None = None, device: str | None = None, energy: LatencyModel | None = None,
-           on_trial: Callable[[int, int], None] | None = None) -> SearchResult:
+           fallback: Any | None = None, on_trial: Callable[[int, int], None] | None = None) -> SearchResult:
     """Run ``config.trials`` trials of ``config.strategy`` on ``space``; ``on_trial(done,
     total)`` is called after each evaluated batch (a progress bar). ``energy``, when given,
     prices the energy of the Pareto front and the best afterwards (a search without an energy
-    limit need not pay for energy on every candidate)."""
+    limit need not pay for energy on every candidate). ``fallback`` (a
+    :class:`nas.accelerator.FallbackModel`) predicts each candidate's operators on an
+    accelerator's host CPU (``fallback_ops``, which ``max_fallback_ops`` limits)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -178,9 +181,10 @@ def search(space: str | SearchSpace, *, latency: LatencyModel, accuracy: Accurac
         raise InputError(f"--trials {cfg.trials}: must be at least 0")
     sampler = make_sampler(cfg.strategy, seed=cfg.seed, population_size=cfg.population_size, trials=cfg.trials)
     name = cfg.study_name or f"hwfarm-{sp.name}-{cfg.strategy}"
-    evaluator = Evaluator(sp, latency=latency, accuracy=accuracy, constraints=cfg.constraints)
+    evaluator = Evaluator(sp, latency=latency, accuracy=accuracy, constraints=cfg.constraints, fallback=fallback)
     batch = max(1, cfg.batch or _BATCH.get(cfg.strategy, 16))
-    dists = {name: optuna.distributions.CategoricalDistribution(list(opts)) for name, opts in choices(sp.name)}
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        name: optuna.distributions.CategoricalDistribution(list(opts)) for name, opts in choices(sp.name)}
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

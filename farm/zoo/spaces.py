@@ -18,8 +18,9 @@ from farm.errors import InputError
 from farm.ir.graph import Graph
 from farm.zoo import fbnet, nb201
 from farm.zoo.mbv3 import MBV3Space
+from farm.zoo.mcu_space import MCUSpace
 
-__all__ = ["SearchSpace", "NB201Space", "FBNetSpace", "MBV3Space", "SPACES", "get_space"]
+__all__ = ["SearchSpace", "NB201Space", "FBNetSpace", "MBV3Space", "MCUSpace", "SPACES", "get_space"]
 
 
 @runtime_checkable
@@ -113,7 +114,8 @@ class FBNetSpace:
         raise InputError(f"{table}: no architecture with arch_idx {spec}")
 
 
-SPACES: dict[str, SearchSpace] = {"nb201": NB201Space(), "fbnet": FBNetSpace(), "mbv3": MBV3Space()}
+SPACES: dict[str, SearchSpace] = {"nb201": NB201Space(), "fbnet": FBNetSpace(), "mbv3": MBV3Space(),
+                                  "mcu": MCUSpace()}
 
 
 def get_space(name: str) -> SearchSpace:
