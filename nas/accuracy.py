@@ -194,7 +194,7 @@ def make_accuracy(kind: str, space: str, *, data: str = "mnist_5k", proxy: str =
     if kind == "proxy":
         from nas.proxies import ProxyAccuracy
 
-        return ProxyAccuracy(proxy, dataset=data, seed=seed)
+        return ProxyAccuracy(proxy, dataset=data, seed=seed, threads=1)
     if kind == "train":
         return TrainAccuracy(data, seed=seed)
     if kind == "predictor":
