@@ -129,6 +129,14 @@ def main() -> None:
 
     print(f"search: {a.trials} trials of {a.strategy} with the per-block table…", file=sys.stderr)
     rows = {"search_lut": _search(space, lut, MacsStandInAccuracy(space), a.trials, a.strategy, a.seed)}
+    from nas.accuracy import LearnedAccuracy
+
+    learned = LearnedAccuracy(MacsStandInAccuracy(space), n_fit=300, seed=a.seed)
+    fit = learned.fit("mbv3")
+    print(f"search: {a.trials} trials with the table and a learned accuracy predictor ({fit.model}, fitted on "
+          f"300 stand-in scores in {fit.seconds:.1f} s)…", file=sys.stderr)
+    lut_l = KernelLUTLatencyModel(pred, space=space)
+    rows["search_lut_learned"] = _search(space, lut_l, learned, a.trials, a.strategy, a.seed)
     print(f"search: {a.trials} trials with free models (the loop alone)…", file=sys.stderr)
     rows["search_free"] = _search(space, _Free(), _Free(), a.trials, a.strategy, a.seed)
     print(f"search: {a.baseline_trials} trials with predict_many (baseline)…", file=sys.stderr)
@@ -139,9 +147,10 @@ def main() -> None:
     rows["pricing_lut_warm"] = _pricing(space, cold, pool[a.trials:2 * a.trials])
     rows["pricing_baseline"] = _pricing(space, PredictorLatencyModel(pred), pool[:a.baseline_trials])
 
-    rate = rows["search_lut"]["candidates_per_s"]
+    rate = rows["search_lut_learned"]["candidates_per_s"]
     doc: dict[str, Any] = {
-        "space": "mbv3", "device": "sim-raspi4", "strategy": a.strategy, "accuracy": "macs stand-in", **rows,
+        "space": "mbv3", "device": "sim-raspi4", "strategy": a.strategy,
+        "accuracy": "learned predictor (xgboost/ridge on the encoding) fitted on MACs stand-in scores", **rows,
         "search_speedup": round(rate / rows["search_baseline"]["candidates_per_s"], 1),
         "pricing_speedup": round(rows["pricing_lut_cold"]["candidates_per_s"]
                                  / rows["pricing_baseline"]["candidates_per_s"], 1),
@@ -151,7 +160,8 @@ def main() -> None:
     print(f"\n## MobileNetV3 / OFA space on sim-raspi4: candidates priced per second ({a.strategy})")
     print("| path | candidates | seconds | candidates/s | CPU s (whole call) |")
     print("|---|---|---|---|---|")
-    for key, label in (("search_lut", "search, per-block table (`KernelLUTLatencyModel`)"),
+    for key, label in (("search_lut_learned", "search, per-block table + learned accuracy predictor"),
+                       ("search_lut", "search, per-block table + stand-in accuracy"),
                        ("search_free", "search, free models (the Optuna loop alone)"),
                        ("search_baseline", "search, `predict_many` per graph (baseline)"),
                        ("pricing_lut_cold", "pricing only, per-block table, cold"),
@@ -164,7 +174,8 @@ def main() -> None:
           f"{doc['lut_blocks']:,} distinct blocks tabulated; table vs predict_many on 50 graphs: "
           f"max relative difference {rel:.1e}")
     print(f"target ≥ 500 candidates/s: {'met' if doc['target_met'] else 'missed'} ({rate:,.0f}); "
-          f"accuracy is a MACs stand-in, not a predictor")
+          f"(latency: the kernel predictor per block; accuracy: a learned predictor whose training scores are a "
+          f"MACs stand-in — its cost, not its quality, is what this measures)")
     if a.json:
         print(json.dumps(doc))
 
