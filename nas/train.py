@@ -18,7 +18,7 @@ import numpy as np
 
 from nas.data import Dataset
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "evaluate", "predict_logits"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "evaluate", "predict_logits", "recalibrate_bn"]
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,31 @@ def fit(module: Any, data: Dataset, config: TrainConfig = TrainConfig(), *, teac
             if progress is not None:
                 progress(step, total, loss_v)
         epoch += 1
-    module.eval()
+    recalibrate_bn(module, data, seed=config.seed)
     return TrainResult(epochs=epoch, steps=step, final_loss=loss_v, seconds=time.perf_counter() - t0)
+
+
+def recalibrate_bn(module: Any, data: Dataset, *, images: int = 2048, batch_size: int = 256, seed: int = 0) -> None:
+    """Re-estimate BatchNorm running statistics with the final weights (a cumulative average
+    over a seeded random subset of ``data``; the splits are ordered by class, so never the
+    first n): a short training leaves them lagging the weights, and eval-mode accuracy with
+    them (ds_cnn after one epoch on digits: 10% without, 67% with). Leaves ``module`` in eval mode."""
+    torch = _torch()
+    bns = [m for m in module.modules()
+           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if bns:
+        momenta = [b.momentum for b in bns]
+        for b in bns:
+            b.reset_running_stats()
+            b.momentum = None
+        module.train()
+        idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:images])
+        with torch.no_grad():
+            for i in range(0, len(idx), batch_size):
+                module(torch.from_numpy(data.x[idx[i:i + batch_size]]))
+        for b, m in zip(bns, momenta, strict=True):
+            b.momentum = m
+    module.eval()
 
 
 def predict_logits(module: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
