@@ -25,13 +25,14 @@ def quantize(
     device: str = typer.Option(..., "--device", "-d", help="Device to quantize for and to measure on (CPU targets: "
                                "onnxruntime int8)."),
     bits: str = typer.Option("8", "--bits", help="8: int8 weights and activations (onnxruntime static, QDQ, "
-                             "per-channel weights); mixed: not yet implemented."),
+                             "per-channel weights); mixed: per-layer bits for a bit-width-aware device (bit-serial, MCU: needs a "
+                             "model directory; uniform, memory-driven and TPE-searched bits, each fine-tuned)."),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Fail (writing nothing) unless "
                                                    "the int8 model runs within this on the device (ms)."),
-    max_flash_kb: Optional[float] = typer.Option(None, "--max-flash-kb", help="Weight memory limit (KB; the "
-                                                 "memory-driven MCU mode: not yet implemented)."),
-    max_sram_kb: Optional[float] = typer.Option(None, "--max-sram-kb", help="Activation memory limit (KB; the "
-                                                "memory-driven MCU mode: not yet implemented)."),
+    max_flash_kb: Optional[float] = typer.Option(None, "--max-flash-kb", help="Flash limit (KB; default on an MCU: "
+                                                 "its flash): per-layer bits until the model fits (Rusci et al.)."),
+    max_sram_kb: Optional[float] = typer.Option(None, "--max-sram-kb", help="Peak SRAM limit (KB; default on an "
+                                                "MCU: its SRAM): activation bits cut until it fits."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset the model takes (mnist_5k, digits): "
                                        "calibration images from its train split, accuracy on its held-out split. "
                                        "Default: the one a model directory names."),
@@ -40,6 +41,10 @@ def quantize(
     method: str = typer.Option("minmax", "--calibrate-method", help="minmax, entropy or percentile."),
     rounds: Optional[int] = typer.Option(None, "--rounds", min=2, help="Paired rounds of each model on a real "
                                          "device (default: the farm's, 12)."),
+    trials: int = typer.Option(40, "--trials", min=0, help="Bit assignments the mixed-precision search tries."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the mixed-precision search and fine-tuning."),
+    qat_steps: int = typer.Option(300, "--qat-steps", min=0, help="Quantization-aware fine-tuning steps of each "
+                                  "mixed-precision candidate."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: "
                                        "compress-runs/<model>-int8-<device>-<time>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
@@ -62,15 +67,25 @@ def quantize(
 
     if bits not in _BITS:
         raise InputError(f"--bits {bits!r}: expected 8 or mixed")
-    if bits == "mixed":
-        raise InputError("--bits mixed: not yet implemented (have: 8)")
-    if max_flash_kb is not None or max_sram_kb is not None:
-        raise InputError("--max-flash-kb/--max-sram-kb: not yet implemented (the memory-driven MCU mode)")
     # The global --registry/--db of the running `hwfarm`, read from the root command (this
     # layer does not import farm.cli).
     root = ctx.find_root().params
     registry, db = Path(root.get("registry") or "devices.yaml"), Path(root.get("db") or "hwfarm.db")
     err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+    if bits == "mixed" or max_flash_kb is not None or max_sram_kb is not None:
+        from compress.mixed import run_mixed
+
+        with err.status("mixed precision…") as spin:
+            report = run_mixed(model, device=device, out=out, data=data, max_latency_ms=max_latency_ms,
+                               max_flash_kb=max_flash_kb, max_sram_kb=max_sram_kb, trials=trials, seed=seed,
+                               qat_steps=qat_steps,
+                               overwrite=overwrite, registry=registry, db=db,
+                               on_status=lambda msg: spin.update(escape(msg) + "…"))
+        print_report(err if as_json else Console(highlight=False, width=None if sys.stdout.isatty() else 160), report)
+        if as_json:
+            sys.stdout.write(json.dumps(report.to_json()) + "\n")
+            sys.stdout.flush()
+        return
     config = QuantizeConfig(calibration_images=calibration, method=method, rounds=rounds,
                             max_latency_ms=max_latency_ms)
     with err.status("quantizing…") as spin:

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,7 +236,19 @@ def qat(module: Any, bits: Mapping[str, tuple[int, int]], train: Dataset, calib:
     fq = FakeQuant(m, bits, calib)
     fit(m, train, TrainConfig(epochs=10_000, max_steps=steps, lr=lr, seed=seed), teacher=teacher, progress=progress)
     fq.remove(bake=True)
-    FakeQuant(m, bits, calib)  # activations stay quantized in evaluation (weights already are)
+    # activations stay quantized in evaluation (weights already are); strip_activations() drops that
+    m.hwfarm_fake_quant = FakeQuant(m, bits, calib)
+    return m
+
+
+def strip_activations(module: Any) -> Any:
+    """A copy of a :func:`qat` result without its activation fake quantization (the float
+    network with quantized weights: what is exported)."""
+    m = copy.deepcopy(module)
+    fq = getattr(m, "hwfarm_fake_quant", None)
+    if fq is not None:
+        fq.remove()
+        del m.hwfarm_fake_quant
     return m
 
 
@@ -401,3 +415,146 @@ def bitops(dep: Deployment, bits: Mapping[str, tuple[int, int]]) -> float:
 
 def size_kb(dep: Deployment, bits: Mapping[str, tuple[int, int]]) -> float:
     return math.fsum(layer.weights * bits[layer.name][0] / 8 for layer in dep.layers) / 1024
+
+
+# ---------------------------------------------------------------------------- the command's run
+
+def _latency_model(device: str, caps: Any, db: str | os.PathLike[str]) -> tuple[Callable[[Graph], float] | None, str]:
+    """The device's predictor bundle when it has one, else a simulated device's own analytical
+    model (said so), else none."""
+    try:
+        from predictors.api import load
+
+        p = load(device, db=db)
+        return (lambda g: float(p.predict(g).latency_ms)), f"predictor {p.bundle_id}"
+    except InputError:
+        pass
+    if caps is not None and caps.profile:
+        from farm.sim.model import simulate
+        from farm.sim.profile import load_profile
+
+        prof = load_profile(caps.profile)
+        return (lambda g: float(simulate(g, prof).latency_ms)), f"sim:{caps.profile} (analytical, noise-free)"
+    return None, "none"
+
+
+def run_mixed(model: str | os.PathLike[str], *, device: str, out: str | os.PathLike[str] | None = None,
+              data: str | None = None, max_latency_ms: float | None = None, max_flash_kb: float | None = None,
+              max_sram_kb: float | None = None, trials: int = 40, qat_steps: int = 300, seed: int = 0,
+              overwrite: bool = False, registry: str | os.PathLike[str] = "devices.yaml",
+              db: str | os.PathLike[str] = "hwfarm.db", on_status: Callable[[str], None] | None = None) -> Any:
+    """``hwfarm compress quantize MODEL --bits mixed`` (or with a memory limit): per-layer bits
+    for a bit-width-aware device. Strategies tried: uniform bits (the widest that fits), the
+    memory-driven rule when a memory limit is set, and the TPE search; each is fine-tuned
+    (QAT) and the one with the best held-out accuracy that meets the limits wins. Both the
+    8-bit and the chosen deployment are measured on the device (simulated bit-serial and MCU
+    profiles run them). Writes the run directory; returns its :class:`CompressReport`."""
+    from compress.quantize import default_run_dir
+    from compress.report import CompressReport, Point, check_run_dir, run_directory, write_report
+    from farm.devices.caps import device_caps
+    from farm.registry.spec import load_registry
+    from nas.data import DATASETS, load_dataset
+    from nas.modeldir import is_model_dir, load_model_dir
+    from nas.train import evaluate
+
+    status = on_status or (lambda _msg: None)
+    model = Path(model)
+    if not is_model_dir(model):
+        raise InputError(f"{model}: mixed precision fine-tunes the network, so it needs a model directory written "
+                         f"by `hwfarm train` (torch weights), not an ONNX file")
+    run = check_run_dir(out if out is not None else default_run_dir(model, device, "mixed"), overwrite=overwrite)
+    caps = device_caps(load_registry(registry).get(device))
+    if caps.profile is None and caps.runtime not in ("litert", "benchmark_model"):
+        raise InputError(f"{device} runs {caps.runtime}: mixed precision below 8 bits needs a bit-width-aware "
+                         f"device (the bit-serial or MCU simulated devices, a LiteRT target); for a CPU use --bits 8")
+    for flag, v in (("--max-latency-ms", max_latency_ms), ("--max-flash-kb", max_flash_kb),
+                    ("--max-sram-kb", max_sram_kb)):
+        if v is not None and not v > 0:
+            raise InputError(f"{flag} {v}: must be above 0")
+    loaded = load_model_dir(model)
+    name = data or loaded.meta.get("data")
+    if name not in DATASETS:
+        raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    size, ch = int(loaded.meta["input_size"]), int(loaded.meta["in_channels"])
+    train = load_dataset(name, "train", input_size=size, channels=ch)
+    test = load_dataset(name, "test", input_size=size, channels=ch)
+    val = train.take(500, seed=seed + 1)
+    calib = train.take(64, seed=seed).x
+    mcu = caps.sram_kb is not None
+    limits = Limits(max_latency_ms=max_latency_ms,
+                    max_flash_kb=max_flash_kb if max_flash_kb is not None else (caps.flash_kb if mcu else None),
+                    max_sram_kb=max_sram_kb if max_sram_kb is not None else (caps.sram_kb if mcu else None),
+                    runtime_flash_kb=float(caps.runtime_flash_kb or 0.0) if mcu else 0.0,
+                    runtime_sram_kb=float(caps.runtime_sram_kb or 0.0) if mcu else 0.0)
+    latency, cost_source = _latency_model(device, caps, db)
+    status("building the deployment graph")
+    dep = deployment(loaded.module, (1, ch, size, size))
+    base = evaluate(loaded.module, test)
+    b8 = {layer.name: (8, 8) for layer in dep.layers}
+    tried: list[tuple[str, Bits]] = []
+    for w in (8, 4, 2):  # uniform: the widest that fits
+        uni = {k: (w, w) for k in b8}
+        g = dep.with_bits(uni)
+        if all(v <= 0 for v in limits.violations(latency(g) if latency else None, *dep.memory(uni)).values()):
+            tried.append((f"uniform {w}-bit", uni))
+            break
+    if limits.max_flash_kb is not None or limits.max_sram_kb is not None:
+        try:
+            tried.append(("memory-driven", memory_driven_bits(dep, limits)))
+        except InputError:
+            pass
+    if trials > 0:
+        status(f"searching per-layer bits ({trials} trials)")
+        try:
+            found = search_bits(loaded.module, dep, val=val, calib=calib, limits=limits, latency=latency,
+                                trials=trials, seed=seed)
+            tried.append(("search (TPE)", found.bits))
+        except InputError:
+            pass
+    if not tried:
+        raise InputError(f"no bit assignment from 2 to 8 bits meets the limits on {device} "
+                         f"({', '.join(f'{k} {v:+.1f}' for k, v in limits.violations(None, *dep.memory({k: (2, 2) for k in b8})).items())} over at 2 bits); nothing written")
+    results = []
+    for label, bits in tried:
+        status(f"fine-tuning {label} ({qat_steps} steps)")
+        tuned = qat(loaded.module, bits, train, calib, steps=qat_steps, seed=seed, teacher=loaded.module)
+        results.append((evaluate(tuned, test), label, bits, tuned))
+    acc_after, label, bits, tuned = max(results, key=lambda r: r[0])
+    with run_directory(run, overwrite=overwrite) as d:
+        import farm
+
+        paths = [d / "int8.tflite", d / "model.tflite"]
+        paths[0].write_bytes(dep.tflite(b8))
+        paths[1].write_bytes(dep.tflite(bits))
+        from nas.modeldir import export_onnx
+
+        export_onnx(strip_activations(tuned), d / "model.onnx", (1, ch, size, size))
+        status(f"measuring the 8-bit and the mixed deployment on {device}")
+        res = farm.profile(paths, device=device, registry=registry, db=db)
+        ms = [r.measurement.latency_ms if r.measurement is not None else None for r in res]
+        errors = [r.error for r in res if r.measurement is None]
+        measured = not errors
+        if not measured and latency is not None:
+            ms = [latency(dep.with_bits(b8)), latency(dep.with_bits(bits))]
+        sram, fl = dep.memory(bits)
+        kb8, kb = size_kb(dep, b8), size_kb(dep, bits)
+        speed = ms[0] / ms[1] if ms[0] and ms[1] else None
+        report = CompressReport(
+            model=str(d / "model.onnx"), original=str(model), device=device, data=str(name), method="mixed",
+            accuracy_before=base, accuracy_after=acc_after, latency_ms_before=ms[0], latency_ms_after=ms[1],
+            measured=measured, speedup=speed, size_kb_before=kb8 * 4, size_kb_after=kb,
+            simulated=bool(caps.profile), run_dir=str(d),
+            points=(Point("original (8-bit deployment)", base, ms[0], kb8 * 4, measured),
+                    *(Point(lbl, acc, None, size_kb(dep, b), False) for acc, lbl, b, _ in results),
+                    Point(f"chosen: {label}", acc_after, ms[1], kb, measured)),
+            details={"strategy": label, "bits": {k: list(v) for k, v in bits.items()},
+                     "nodes": {layer.name: layer.node for layer in dep.layers},
+                     "tried": [{"strategy": lbl, "accuracy": acc} for acc, lbl, _, _ in results],
+                     "peak_sram_kb": sram + limits.runtime_sram_kb, "flash_kb": fl + limits.runtime_flash_kb,
+                     "limits": {"max_latency_ms": limits.max_latency_ms, "max_flash_kb": limits.max_flash_kb,
+                                "max_sram_kb": limits.max_sram_kb},
+                     "latency_model": cost_source, "bitops": bitops(dep, bits), "measure_error": errors[0] if errors else None,
+                     "size": "weights at their bits (size_kb_before: float32)",
+                     "model_tflite": "model.tflite: the deployment with its bits as metadata (timing artifact)"})
+        write_report(report, d)
+    return report
