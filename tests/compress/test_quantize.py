@@ -224,8 +224,8 @@ def test_cli_json_contract_and_run_directory(trained, tmp_path, registry):
     ("missing file", ["{tmp}/nope.onnx", "--device", "sim-raspi4", "--data", "digits"], "not found"),
     ("no image input", ["{mlp}", "--device", "sim-raspi4", "--data", "digits"], "not a 4-D float image"),
     ("unknown device", ["{model}", "--device", "pixel99", "--data", "digits"], "no device named 'pixel99'"),
-    ("mixed bits", ["{model}", "--device", "sim-raspi4", "--data", "digits", "--bits", "mixed"],
-     "not yet implemented"),
+    ("mixed bits on an ONNX file", ["{model}", "--device", "sim-raspi4", "--data", "digits", "--bits", "mixed"],
+     "needs a model directory"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(case, args, message, trained, tmp_path, registry):
     mlp = tmp_path / "mlp.onnx"
