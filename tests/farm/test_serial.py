@@ -363,7 +363,7 @@ def test_energy_from_a_meter_command(tmp_path, model):
 
 @pytest.mark.parametrize("command, match", [
     ("true", r"energy meter command 'true' exited \(code 0\) before its ready line"),
-    ("sh -c 'echo ready; trap \"echo oops; exit 0\" INT; while :; do sleep 0.01; done'",
+    ("sh -c 'trap \"echo oops; exit 0\" INT; echo ready; while :; do sleep 0.01; done'",
      r"printed no joules after SIGINT \(exit 0; last line 'oops'"),
     ("no-such-meter-binary", "cannot run: No such file or directory"),
 ])
