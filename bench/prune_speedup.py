@@ -18,8 +18,9 @@ of ``--device`` beside ``--db``: ``hwfarm dataset build --device host-cpu`` then
 ``hwfarm predictor train --device host-cpu``). The trained original is kept in ``--work`` and
 reused by the next run with the same settings.
 
-    nice -n 10 .venv/bin/python bench/prune_speedup.py --predictor PATH/TO/host-cpu-bundle   # ~15-20 min, 2 cores
-    .venv/bin/python bench/prune_speedup.py --width 0.5 --input-size 64 --epochs 1 --json    # a quick look
+    nice -n 10 .venv/bin/python bench/prune_speedup.py --predictor PATH/TO/host-cpu-bundle --final-epochs 2
+        # 2-core VM: ~3 min to train the original (kept), then ~12-15 min
+    .venv/bin/python bench/prune_speedup.py --width 0.35 --input-size 48 --epochs 1 --step-steps 5   # a quick look
 """
 
 from __future__ import annotations
