@@ -397,6 +397,13 @@ class TegrastatsMeter(Meter):
             "n_samples": len(self.samples), "mean_power_mw": mean_mw}}
 
 
+def _sigint_default() -> None:
+    """In the meter's child process: SIGINT back to its default. A process started in the
+    background (``nohup hwfarm … &``) inherits SIGINT as ignored, and a shell cannot trap a
+    signal ignored on entry, so the meter would never hear the end of its window."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_process(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -451,7 +458,8 @@ class CommandMeter(Meter):
         self._err = tempfile.TemporaryFile("w+")
         try:
             proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._err,
-                                    stdin=subprocess.DEVNULL, text=True)
+                                    stdin=subprocess.DEVNULL, text=True,
+                                    preexec_fn=_sigint_default if os.name == "posix" else None)
         except OSError as err:
             self.close()
             raise MeterError(f"{self._what} cannot run: {err.strerror or err}") from None
