@@ -174,7 +174,7 @@ class SqliteStore:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA busy_timeout = 30000")
             if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
+                self._wal()
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
@@ -182,6 +182,23 @@ class SqliteStore:
             raise StoreError(f"{self.path}: not a usable hwfarm dataset: {err}") from None
 
     # ------------------------------------------------------------------ plumbing
+
+    def _wal(self) -> None:
+        """WAL mode. Switching needs the database to itself, and SQLite answers "database is
+        locked" at once (no busy handler) while another process is creating or migrating the
+        same new file: wait for it, up to the busy timeout. An existing WAL file is left as is."""
+        import time
+
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _migrate(self) -> None:
         with self._lock:
