@@ -29,6 +29,7 @@ from typing import Any
 from rich.console import Console
 
 from farm.errors import InputError
+from nas.report import atomic_write
 
 __all__ = ["Point", "CompressReport", "check_run_dir", "run_directory", "write_report", "accuracy_latency_figure",
            "print_report", "MODEL_FILE", "REPORT_FILE", "FIGURE_FILE", "POINTS_FILE"]
@@ -154,16 +155,6 @@ def run_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def accuracy_latency_figure(report: CompressReport) -> Any:
     """Held-out accuracy against latency on the device, one point per model along the way,
     joined in order and labelled. Data in, ``Figure`` out; the caller saves it."""
@@ -202,17 +193,17 @@ def write_report(report: CompressReport, run_dir: str | os.PathLike[str]) -> dic
     """Write ``report.json``, the figure and its numbers into ``run_dir``; the paths by role."""
     d = Path(run_dir)
     out = {"report": d / REPORT_FILE, "figure": d / FIGURE_FILE, "points": d / POINTS_FILE}
-    _atomic_write(out["report"], (json.dumps(report.to_json(), indent=1) + "\n").encode())
+    atomic_write(out["report"], (json.dumps(report.to_json(), indent=1) + "\n").encode())
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(("label", "accuracy", "latency_ms", "size_kb", "measured"))
     for p in report.points:
         j = p.to_json()
         w.writerow(["" if j[k] is None else j[k] for k in ("label", "accuracy", "latency_ms", "size_kb", "measured")])
-    _atomic_write(out["points"], buf.getvalue().encode())
+    atomic_write(out["points"], buf.getvalue().encode())
     png = io.BytesIO()
     accuracy_latency_figure(report).savefig(png, format="png")
-    _atomic_write(out["figure"], png.getvalue())
+    atomic_write(out["figure"], png.getvalue())
     return out
 
 

@@ -41,8 +41,11 @@ def _write_csv(path: Path, rows: Sequence[Candidate], measured: dict[str, float 
             w.writerow(row)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file beside it and a rename (never a partial file)."""
+    import secrets
+
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
@@ -111,24 +114,24 @@ def write_run(result: SearchResult, out: str | os.PathLike[str], *, onnx_seed: i
     _write_csv(d / "candidates.csv", result.candidates)
     written["candidates.csv"] = d / "candidates.csv"
     doc = result.to_json()
-    _atomic_write(d / "pareto.json", json.dumps({"space": result.space, "device": result.device,
+    atomic_write(d / "pareto.json", json.dumps({"space": result.space, "device": result.device,
                                                  "constraints": result.constraints.to_json(),
                                                  "pareto": doc["pareto"]}, indent=1).encode())
     written["pareto.json"] = d / "pareto.json"
     if result.validated:
-        _atomic_write(d / "validated.json", json.dumps(doc["validated"], indent=1).encode())
+        atomic_write(d / "validated.json", json.dumps(doc["validated"], indent=1).encode())
         written["validated.json"] = d / "validated.json"
     if result.best is not None:
-        _atomic_write(d / "best.json", json.dumps({"space": result.space, "device": result.device,
+        atomic_write(d / "best.json", json.dumps({"space": result.space, "device": result.device,
                                                    **result.best.to_json()}, indent=1).encode())
         written["best.json"] = d / "best.json"
         graph = get_space(result.space).to_graph(result.best.arch)
-        _atomic_write(d / "best.onnx", graph_to_onnx(graph, seed=onnx_seed).SerializeToString())
+        atomic_write(d / "best.onnx", graph_to_onnx(graph, seed=onnx_seed).SerializeToString())
         written["best.onnx"] = d / "best.onnx"
     fig = pareto_figure(result)
     fig.savefig(d / "pareto.png")
     written["pareto.png"] = d / "pareto.png"
-    _atomic_write(d / "result.json", json.dumps(doc, indent=1).encode())
+    atomic_write(d / "result.json", json.dumps(doc, indent=1).encode())
     written["result.json"] = d / "result.json"
     return written
 
